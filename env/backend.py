@@ -1,0 +1,84 @@
+"""The one interface every cluster backend implements (DESIGN §5), and the action it takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from env.errors import require
+from env.metrics import MetricsSnapshot
+
+POOL_ROLES: tuple[str, ...] = ("prefill", "decode", "aggregated")
+
+
+@dataclass(frozen=True)
+class PoolTarget:
+    """What a controller wants of one pool. ``None`` leaves a setting as it is.
+
+    Attributes:
+        replicas: target replica count (replicas, >= 0).
+        max_num_batched_tokens: prefill token budget per iteration (tokens; vLLM
+            ``--max-num-batched-tokens``).
+        max_num_seqs: batch cap, concurrent sequences per replica (vLLM ``--max-num-seqs``).
+    """
+
+    replicas: int | None = None
+    max_num_batched_tokens: int | None = None
+    max_num_seqs: int | None = None
+
+    def __post_init__(self) -> None:
+        require(self.replicas is None or self.replicas >= 0, "replicas", self.replicas, "use a count >= 0")
+        require(
+            self.max_num_batched_tokens is None or self.max_num_batched_tokens >= 1,
+            "max_num_batched_tokens", self.max_num_batched_tokens, "use a token budget >= 1",
+        )
+        require(
+            self.max_num_seqs is None or self.max_num_seqs >= 1,
+            "max_num_seqs", self.max_num_seqs, "use a batch cap >= 1",
+        )
+
+
+@dataclass(frozen=True)
+class ClusterAction:
+    """Targets for the pools (not deltas); the shield has already been applied.
+
+    Attributes:
+        pools: target per pool role (``prefill``, ``decode``, ``aggregated``); a missing role is left as is.
+    """
+
+    pools: dict[str, PoolTarget] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for role in self.pools:
+            require(role in POOL_ROLES, "ClusterAction.pools", role, f"use one of {POOL_ROLES}")
+
+    @classmethod
+    def replicas(cls, **counts: int) -> ClusterAction:
+        """Shorthand: ``ClusterAction.replicas(prefill=4, decode=6)``."""
+        return cls({role: PoolTarget(replicas=count) for role, count in counts.items()})
+
+
+@runtime_checkable
+class ClusterBackend(Protocol):
+    """A cluster the environment and the controller can observe and steer.
+
+    ``reset`` starts an episode (the simulator re-seeds; a live backend takes its first scrape), ``apply``
+    sets targets that take effect as the cluster allows (cold starts, drains), ``advance`` lets
+    ``seconds`` pass (simulated or waited) and reports the interval.
+    """
+
+    def reset(self, seed: int | None = None) -> MetricsSnapshot:
+        """Start an episode and report the cluster's initial state."""
+        ...
+
+    def apply(self, action: ClusterAction) -> None:
+        """Set targets for replica counts and batch knobs."""
+        ...
+
+    def advance(self, seconds: float) -> MetricsSnapshot:
+        """Let ``seconds`` pass and report the interval."""
+        ...
+
+    def close(self) -> None:
+        """Release resources; the backend is unusable afterwards."""
+        ...
