@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from env.errors import CatalogError, require
+import yaml
+
+from env.errors import CatalogError, ConfigError, require
 
 BYTES_PER_DTYPE: dict[str, float] = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp32": 4.0}
 
@@ -23,24 +26,26 @@ BYTES_PER_DTYPE: dict[str, float] = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp32
 class PerfCalibration:
     """Efficiency factors and overheads of the roofline model, fitted to measurements (DESIGN §6).
 
-    Defaults are H100 figures fitted by ``benchmarks/fit_perf.py`` on ``splitwise_perf_model.csv``.
+    Defaults are the H100 figures of ``configs/hardware/h100-sxm.yaml``, fitted by ``benchmarks/fit_perf.py``
+    on ``splitwise_perf_model.csv`` (``decode_memory_efficiency`` and ``link_efficiency`` are held at
+    Vidur's measurements there, not fitted).
     """
 
-    prefill_compute_efficiency: float = 0.45
+    prefill_compute_efficiency: float = 0.5585
     """Fraction of peak dense FLOP/s a prefill reaches at tensor-parallel degree 1 (0..1]."""
-    tp_efficiency_exponent: float = 0.3
+    tp_efficiency_exponent: float = 0.1209
     """Compute efficiency falls as ``tp ** -exponent``: smaller per-GPU matmuls run less efficiently."""
-    prefill_overhead_s: float = 0.03
+    prefill_overhead_s: float = 0.02184
     """Latency floor of one prefill iteration, overlapped with its compute (seconds)."""
     decode_memory_efficiency: float = 0.8
     """Fraction of HBM bandwidth a decode step reaches reading weights and KV cache (0..1]."""
-    decode_compute_efficiency: float = 0.1
+    decode_compute_efficiency: float = 0.1733
     """Fraction of peak FLOP/s reached by the per-sequence matmul work of a decode step (0..1]."""
-    decode_overhead_s: float = 0.01
+    decode_overhead_s: float = 0.005835
     """Fixed cost of one decode iteration: scheduling, sampling, kernel launches (seconds)."""
-    allreduce_latency_s: float = 2e-5
+    allreduce_latency_s: float = 3.276e-5
     """Latency of one all-reduce per doubling of the tensor-parallel group (seconds)."""
-    link_efficiency: float = 0.8
+    link_efficiency: float = 0.5
     """Fraction of intra-node bandwidth an all-reduce or KV transfer reaches (0..1]."""
 
     def __post_init__(self) -> None:
@@ -49,8 +54,10 @@ class PerfCalibration:
             value = getattr(self, name)
             require(0.0 < value <= 1.0, f"calibration.{name}", value,
                     "efficiencies are fractions in (0, 1]: nothing may beat the roofline")
-        for name in ("prefill_overhead_s", "decode_overhead_s", "allreduce_latency_s", "tp_efficiency_exponent"):
-            require(getattr(self, name) >= 0.0, f"calibration.{name}", getattr(self, name), "use a value >= 0")
+        for name in ("prefill_overhead_s", "decode_overhead_s", "allreduce_latency_s",
+                     "tp_efficiency_exponent"):
+            value = getattr(self, name)
+            require(value >= 0.0, f"calibration.{name}", value, "use a value >= 0")
 
 
 @dataclass
@@ -133,8 +140,8 @@ class ModelSpec:
     """Longest sequence the model accepts (tokens)."""
 
     def __post_init__(self) -> None:
-        for name in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
-                     "vocab_size", "num_experts", "experts_per_token", "max_context"):
+        for name in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
+                     "intermediate_size", "vocab_size", "num_experts", "experts_per_token", "max_context"):
             require(getattr(self, name) >= 1, f"model.{name}", getattr(self, name), "use a positive integer")
         require(self.num_heads % self.num_kv_heads == 0, "model.num_kv_heads", self.num_kv_heads,
                 f"must divide num_heads={self.num_heads}")
@@ -160,7 +167,8 @@ class ModelSpec:
     @property
     def params(self) -> int:
         """All parameters (norms omitted: under 0.01%)."""
-        per_layer = self._attention_params() + self.num_experts * self._expert_params() + self._router_params()
+        per_layer = (self._attention_params() + self.num_experts * self._expert_params()
+                     + self._router_params())
         return self.num_layers * per_layer + self.embedding_params
 
     @property
@@ -196,27 +204,140 @@ def _dtype_bytes(dtype: str) -> float:
 
 
 def _hf_fields(raw: dict[str, Any], path: Path, name: str) -> dict[str, Any]:
-    def need(key: str) -> Any:
-        if key not in raw:
-            raise CatalogError(f"{path}: field {key!r} is missing; a Hugging Face config.json must have it")
-        return raw[key]
+    def number(key: str, default: Any = None) -> int:
+        value = raw.get(key)
+        value = default if value is None else value  # a null in config.json means "not set"
+        if value is None:
+            raise CatalogError(f"{path}: field {key!r} is missing: copy it from the model's config.json on "
+                               "the Hugging Face hub")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            raise CatalogError(f"{path}: field {key!r}={value!r} is not an integer: fix it in the file")
+        return int(value)
 
-    hidden, heads = int(need("hidden_size")), int(need("num_attention_heads"))
-    experts = int(raw.get("num_local_experts") or raw.get("num_experts") or 1)
-    expert_width = raw.get("moe_intermediate_size") if experts > 1 else None
+    hidden, heads = number("hidden_size"), number("num_attention_heads")
+    # Mixtral names its expert count num_local_experts, Qwen-MoE num_experts; a null means dense.
+    experts = number("num_local_experts", raw.get("num_experts") or 1)
+    # Qwen-MoE gives the expert width as moe_intermediate_size; Mixtral reuses intermediate_size.
+    moe_width = experts > 1 and raw.get("moe_intermediate_size") is not None
+    width_key = "moe_intermediate_size" if moe_width else "intermediate_size"
     activation = str(raw.get("hidden_act", "silu"))
     return {
         "name": name,
-        "num_layers": int(need("num_hidden_layers")),
+        "num_layers": number("num_hidden_layers"),
         "hidden_size": hidden,
         "num_heads": heads,
-        "num_kv_heads": int(raw.get("num_key_value_heads") or heads),
-        "head_dim": int(raw.get("head_dim") or math.ceil(hidden / heads)),
-        "intermediate_size": int(expert_width or need("intermediate_size")),
-        "vocab_size": int(need("vocab_size")),
+        "num_kv_heads": number("num_key_value_heads", heads),
+        "head_dim": number("head_dim", math.ceil(hidden / heads) if heads else 1),
+        "intermediate_size": number(width_key),
+        "vocab_size": number("vocab_size"),
         "gated_mlp": bool(raw.get("gated_mlp", activation in ("silu", "swiglu", "gelu_pytorch_tanh"))),
         "num_experts": experts,
-        "experts_per_token": int(raw.get("num_experts_per_tok") or 1),
+        "experts_per_token": number("num_experts_per_tok", 1),
         "tie_embeddings": bool(raw.get("tie_word_embeddings", False)),
-        "max_context": int(raw.get("max_position_embeddings") or 4096),
+        "max_context": number("max_position_embeddings", 4096),
     }
+
+
+# --- Loading from the config tree --------------------------------------------------------------------------
+
+CONFIGS_ENV_VAR = "DISAGGPILOT_CONFIGS"
+"""Environment variable that points the loaders at another config tree."""
+
+
+def configs_dir() -> Path:
+    """The config tree: ``$DISAGGPILOT_CONFIGS`` when set, else ``configs/`` beside the ``env`` package."""
+    override = os.environ.get(CONFIGS_ENV_VAR)
+    return Path(override) if override else Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_model(name_or_path: str | Path, configs_dir: str | Path | None = None) -> ModelSpec:
+    """Load a model by catalog name (``configs/model/<name>.yaml``), YAML path or ``config.json`` path.
+
+    The YAML holds ``name`` and ``hf_config``, the latter relative to the YAML's folder.
+
+    Args:
+        name_or_path: e.g. ``llama-3.1-70b``, ``path/to/model.yaml`` or ``path/to/config.json``.
+        configs_dir: config tree to search by name; default :func:`configs_dir`.
+
+    Raises:
+        CatalogError: the file is missing or a field is missing or malformed (the message says which).
+    """
+    path = _resolve(name_or_path, "model", configs_dir)
+    if path.suffix == ".json":
+        return ModelSpec.from_hf_config(path)
+    raw = _read_yaml(path, required={"name": str, "hf_config": str}, optional={})
+    hf_path = path.parent / raw["hf_config"]
+    if not hf_path.is_file():
+        raise CatalogError(f"{path}: field 'hf_config'={raw['hf_config']!r} names no file ({hf_path}): "
+                           "give a config.json path relative to the YAML's folder")
+    return ModelSpec.from_hf_config(hf_path, name=raw["name"])
+
+
+def load_gpu(name: str | Path, configs_dir: str | Path | None = None) -> GpuSpec:
+    """Load a GPU type by catalog name (``configs/hardware/<name>.yaml``) or YAML path.
+
+    Every :class:`GpuSpec` field and every :class:`PerfCalibration` field must be present: a silently
+    defaulted efficiency would give one GPU type another's fitted figures.
+
+    Raises:
+        CatalogError: the file is missing or a field is missing, unknown or not a number.
+        ConfigError: a figure is out of range (e.g. an efficiency above 1); the message names the file.
+    """
+    path = _resolve(name, "hardware", configs_dir)
+    numeric: dict[str, type] = {f.name: (int if f.type in (int, "int") else float) for f in fields(GpuSpec)
+                                if f.name not in ("name", "calibration")}
+    raw = _read_yaml(path, required={**numeric, "calibration": dict}, optional={"name": str})
+    calibration = _check_mapping(raw["calibration"], path, "calibration.",
+                                 required={f.name: float for f in fields(PerfCalibration)})
+    try:
+        return GpuSpec(**{**raw, "name": raw.get("name", path.stem),
+                          "calibration": PerfCalibration(**calibration)})
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from error
+
+
+def _resolve(name_or_path: str | Path, group: str, root: str | Path | None) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml", ".json"):
+        if not candidate.is_file():
+            raise CatalogError(f"{candidate}: no such file: check the path")
+        return candidate
+    folder = (Path(root) if root is not None else configs_dir()) / group
+    path = folder / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise CatalogError(f"{path}: no {group} named {str(name_or_path)!r}: use one of {known} or add "
+                           f"{group}/{name_or_path}.yaml (or set ${CONFIGS_ENV_VAR})")
+    return path
+
+
+def _read_yaml(path: Path, required: dict[str, type], optional: dict[str, type]) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise CatalogError(f"{path}: cannot read YAML ({error})") from error
+    return _check_mapping(raw, path, "", required, optional)
+
+
+_KINDS = {float: "number", int: "whole number", str: "string", dict: "mapping"}
+
+
+def _check_mapping(raw: object, path: Path, prefix: str, required: dict[str, type],
+                   optional: dict[str, type] | None = None) -> dict[str, Any]:
+    """Check a parsed mapping's keys and value types; numbers may be written as ints or floats."""
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{path}: {prefix or 'the file'} must be a mapping of key: value")
+    allowed = {**required, **(optional or {})}
+    for key in raw:
+        if key not in allowed:
+            raise CatalogError(f"{path}: field {prefix + key!r} is unknown: use one of {sorted(allowed)}")
+    for key, kind in allowed.items():
+        if key not in raw:
+            if key in required:
+                raise CatalogError(f"{path}: field {prefix + key!r} is missing: add it (a {_KINDS[kind]})")
+            continue
+        value = raw[key]
+        numeric_ok = kind is float and isinstance(value, int | float)
+        if isinstance(value, bool) or not (numeric_ok or isinstance(value, kind)):
+            raise CatalogError(f"{path}: field {prefix + key!r}={value!r} is not a {_KINDS[kind]}: fix it")
+    return dict(raw)

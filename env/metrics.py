@@ -204,9 +204,14 @@ class TenantMetrics:
     in_flight: int = 0
 
     def attainment(self) -> float:
-        """Met / (met + missed + rejected) in the interval; NaN when no request was judged."""
+        """Met / judged in the interval; NaN when no request was judged.
+
+        Every request is judged once: *met* when it finishes within both objectives; *missed* when it
+        finishes outside them, is rejected, or is still waiting for its first token past its TTFT
+        objective at the end of an interval (counted then, so an overloaded cluster shows at once).
+        """
         met = self.counters[GW_MET]
-        judged = met + self.counters[GW_MISSED] + self.counters[GW_REJECTED]
+        judged = met + self.counters[GW_MISSED]
         return met / judged if judged > 0 else math.nan
 
     def goodput_tokens(self) -> float:

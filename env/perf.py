@@ -75,7 +75,9 @@ class PerfModel:
         self._allreduce_s_per_token = allreduces * ring_bytes_per_token / link
         decode_rate = tp * gpu.peak_flops * cal.decode_compute_efficiency
         self._decode_s_per_seq = self._flops_per_token / decode_rate + self._allreduce_s_per_token
-        self._kv_read_s_per_token = self.kv_bytes_per_token / (tp * gpu.hbm_bytes_per_s * cal.decode_memory_efficiency)
+        memory_rate = tp * gpu.hbm_bytes_per_s * cal.decode_memory_efficiency
+        self._kv_read_s_per_token = self.kv_bytes_per_token / memory_rate
+        self._decode_fixed_s = cal.decode_overhead_s + self._weights_read_s + self._allreduce_latency_s
 
     def allreduce_time(self, tokens: float) -> float:
         """Tensor-parallel all-reduces of one iteration over ``tokens`` tokens (seconds; 0 at tp=1)."""
@@ -94,11 +96,18 @@ class PerfModel:
         floor_s = self.calibration.prefill_overhead_s + self._weights_read_s
         return max(floor_s, compute_s) + self.allreduce_time(tokens)
 
+    def decode_base_s(self, batch: int) -> float:
+        """The part of a decode step of ``batch`` sequences that does not depend on context (seconds)."""
+        return self._decode_fixed_s + self._decode_s_per_seq * batch
+
+    @property
+    def kv_read_s_per_token(self) -> float:
+        """Decode step time per token of context held by the batch (seconds per token)."""
+        return self._kv_read_s_per_token
+
     def decode_coefficients(self, batch: int) -> DecodeCoefficients:
         """Coefficients of a decode step of ``batch`` sequences (see :class:`DecodeCoefficients`)."""
-        base = (self.calibration.decode_overhead_s + self._weights_read_s + self._allreduce_latency_s
-                + self._decode_s_per_seq * batch)
-        return DecodeCoefficients(base, self._kv_read_s_per_token)
+        return DecodeCoefficients(self.decode_base_s(batch), self._kv_read_s_per_token)
 
     def decode_step_time(self, batch: int, context_tokens: float) -> float:
         """One decode step of ``batch`` sequences holding ``context_tokens`` tokens in all (seconds)."""

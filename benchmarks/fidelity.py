@@ -1,0 +1,204 @@
+"""Fidelity of the performance model against measured iteration times (DESIGN §6).
+
+For every configuration in a CSV in the format of Splitwise's ``perf_model.csv`` (columns model, hardware,
+prompt_size, batch_size, token_size, prompt_time, token_time, tensor_parallel; times in ms), print the
+predicted and measured prefill time and decode step time and the absolute percentage error. Repeated
+measurements of one configuration are aggregated by their median, so each configuration counts once.
+The last line is ``median_abs_pct_error prefill=X% decode=Y%`` over all configurations.
+
+Usage::
+
+    python benchmarks/fidelity.py [--points FILE] [--configs DIR]
+
+``benchmarks/fit_perf.py`` imports :func:`read_points` and :func:`predict_ms` from here, so the fit and
+this check read the measurements the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from env.catalog import GpuSpec, ModelSpec, load_gpu, load_model
+from env.errors import EnvError
+from env.perf import PerfModel
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_POINTS = REPO_ROOT.parent / "shared" / "data" / "calibration" / "splitwise_perf_model.csv"
+HARDWARE_NAMES = {"a100-80gb": "a100-80gb", "h100-80gb": "h100-sxm"}
+"""Splitwise's hardware names -> ``configs/hardware`` names (Splitwise ran DGX A100 and DGX H100 nodes)."""
+MODEL_NAMES = {"llama2-70b": "llama-2-70b"}
+"""Splitwise's model names -> ``configs/model`` names."""
+COLUMNS: dict[str, type] = {"model": str, "hardware": str, "prompt_size": int, "batch_size": int,
+                            "token_size": int, "prompt_time": float, "token_time": float,
+                            "tensor_parallel": int}
+"""The columns read, with their types; other columns (power, e2e_time) are ignored."""
+
+
+class PointsError(ValueError):
+    """The points CSV is malformed; the message names the file, line and column."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measured configuration (repeated rows merged)."""
+
+    model: str
+    """Catalog model name."""
+    hardware: str
+    """Catalog GPU name."""
+    tp: int
+    """Tensor-parallel degree (GPUs)."""
+    prompt_size: int
+    """Tokens per prompt."""
+    batch_size: int
+    """Prompts prefilled together, and sequences per decode step."""
+    token_size: int
+    """Output tokens per sequence."""
+    prefill_ms: float
+    """Median measured time to prefill the batch (ms)."""
+    decode_ms: float
+    """Median measured time of one decode step (ms)."""
+    samples: int
+    """Rows merged into this point."""
+    line: int
+    """First CSV line of this configuration, for messages."""
+
+
+def _parse(path: Path, line: int, column: str, text: str | None, kind: type) -> str | int | float:
+    where = f"{path}:{line}: column {column!r}"
+    if text is None or text.strip() == "":
+        raise PointsError(f"{where} is empty: every row needs a value there")
+    if kind is str:
+        return text.strip()
+    try:
+        value = int(text) if kind is int else float(text)
+    except ValueError:
+        raise PointsError(f"{where}={text!r} is not a{'n integer' if kind is int else ' number'}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise PointsError(f"{where}={text!r} must be a positive finite number")
+    return value
+
+
+def read_points(path: Path) -> list[Point]:
+    """Read and merge the measurements of ``path``; raise :class:`PointsError` naming file/line/column."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise PointsError(f"{path}: cannot read ({error})") from error
+    reader = csv.DictReader(text.splitlines())
+    missing = [column for column in COLUMNS if column not in (reader.fieldnames or [])]
+    if missing:
+        raise PointsError(f"{path}:1: header lacks column(s) {missing}: expected Splitwise's perf_model.csv "
+                          f"columns {list(COLUMNS)}")
+    groups: dict[tuple[str, str, int, int, int, int], list[tuple[float, float, int]]] = defaultdict(list)
+    for row in reader:
+        line = reader.line_num
+        if None in row:
+            raise PointsError(f"{path}:{line}: column {len(reader.fieldnames or []) + 1}: more fields than "
+                              "the header has columns")
+        value = {c: _parse(path, line, c, row[c], kind) for c, kind in COLUMNS.items()}
+        model = MODEL_NAMES.get(str(value["model"]), str(value["model"]))
+        hardware = HARDWARE_NAMES.get(str(value["hardware"]), str(value["hardware"]))
+        key = (model, hardware, int(value["tensor_parallel"]), int(value["prompt_size"]),
+               int(value["batch_size"]), int(value["token_size"]))
+        groups[key].append((float(value["prompt_time"]), float(value["token_time"]), line))
+    if not groups:
+        raise PointsError(f"{path}:2: no data rows after the header")
+    return [Point(*key, statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows),
+                  len(rows), rows[0][2]) for key, rows in groups.items()]
+
+
+def perf_model(model: ModelSpec, gpu: GpuSpec, tp: int) -> PerfModel:
+    """The replica a measurement ran on. Memory settings only set KV capacity, which no time depends on;
+    they are loose because Llama-2-70B on 2 x 80 GB leaves little room beside its 138 GB of weights."""
+    return PerfModel(model, gpu, tp, gpu_memory_utilization=0.95, activation_reserve_gb=1.0)
+
+
+def predict_ms(perf: PerfModel, point: Point) -> tuple[float, float]:
+    """Predicted (prefill time, decode step time) of ``point`` in ms.
+
+    Prefill is one iteration over ``batch_size`` whole prompts; a decode step holds ``batch_size``
+    sequences of ``prompt_size + token_size / 2`` tokens each, the mean over the measured run.
+    """
+    tokens = point.batch_size * point.prompt_size
+    pairs = point.batch_size * point.prompt_size * point.prompt_size / 2.0
+    context = point.batch_size * (point.prompt_size + point.token_size / 2.0)
+    return 1e3 * perf.prefill_time(tokens, pairs), 1e3 * perf.decode_step_time(point.batch_size, context)
+
+
+def load_specs(points: list[Point], path: Path, configs: Path | None
+               ) -> tuple[dict[str, ModelSpec], dict[str, GpuSpec]]:
+    """Load every model and GPU the points name; a name the catalog lacks is reported at its CSV line."""
+    models: dict[str, ModelSpec] = {}
+    gpus: dict[str, GpuSpec] = {}
+    column = "model"
+    try:
+        for point in points:
+            column = "model"
+            if point.model not in models:
+                models[point.model] = load_model(point.model, configs)
+            column = "hardware"
+            if point.hardware not in gpus:
+                gpus[point.hardware] = load_gpu(point.hardware, configs)
+    except EnvError as error:
+        raise PointsError(f"{path}:{point.line}: column {column!r}: {error}") from error
+    return models, gpus
+
+
+def pct_error(predicted: float, measured: float) -> float:
+    """Absolute percentage error (%)."""
+    return 100.0 * abs(predicted - measured) / measured
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the per-point table and the summary; return the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--points", type=Path, default=DEFAULT_POINTS, help="measurements CSV")
+    parser.add_argument("--configs", type=Path, default=None, help="config tree (default: the repo's)")
+    args = parser.parse_args(argv)
+    try:
+        points = read_points(args.points)
+        models, gpus = load_specs(points, args.points, args.configs)
+        perfs = {(p.model, p.hardware, p.tp): perf_model(models[p.model], gpus[p.hardware], p.tp)
+                 for p in points}
+    except (PointsError, EnvError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    print(f"# {args.points}: {len(points)} configurations")
+    print(f"{'hardware':<10} {'tp':>2} {'prompt':>6} {'batch':>5} {'out':>5} {'n':>2} | "
+          f"{'prefill pred':>12} {'meas':>9} {'err%':>6} | {'decode pred':>11} {'meas':>7} {'err%':>6}")
+    errors: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for p in sorted(points, key=lambda q: (q.hardware, q.tp, q.prompt_size, q.batch_size, q.token_size)):
+        prefill, decode = predict_ms(perfs[(p.model, p.hardware, p.tp)], p)
+        pair = (pct_error(prefill, p.prefill_ms), pct_error(decode, p.decode_ms))
+        errors[p.hardware].append(pair)
+        print(f"{p.hardware:<10} {p.tp:>2} {p.prompt_size:>6} {p.batch_size:>5} {p.token_size:>5} "
+              f"{p.samples:>2} | {prefill:>12.1f} {p.prefill_ms:>9.1f} {pair[0]:>6.1f} | "
+              f"{decode:>11.2f} {p.decode_ms:>7.2f} {pair[1]:>6.1f}")
+
+    every = [pair for pairs in errors.values() for pair in pairs]
+    for hardware, pairs in sorted(errors.items()):
+        print(f"{hardware}: {len(pairs)} points, median_abs_pct_error "
+              f"prefill={statistics.median(e[0] for e in pairs):.1f}% "
+              f"decode={statistics.median(e[1] for e in pairs):.1f}%, "
+              f"p90 prefill={_p90([e[0] for e in pairs]):.1f}% decode={_p90([e[1] for e in pairs]):.1f}%")
+    print(f"median_abs_pct_error prefill={statistics.median(e[0] for e in every):.1f}% "
+          f"decode={statistics.median(e[1] for e in every):.1f}%")
+    return 0
+
+
+def _p90(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

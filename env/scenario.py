@@ -1,0 +1,48 @@
+"""A scenario: model, hardware, tenants and cluster, everything a simulation run needs besides its seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from env.errors import require
+from env.sim.config import ClusterConfig
+from env.workload import TenantSpec
+
+
+@dataclass
+class ScenarioConfig:
+    """What is served, on what, for whom. Documented instances live in ``configs/scenario/``."""
+
+    name: str = "default"
+    """Scenario name, used in result tables."""
+    description: str = ""
+    """What the scenario stresses."""
+    model: str = "llama-3.1-70b"
+    """Model catalog name (``configs/model/<name>.yaml``) or a path to a Hugging Face ``config.json``."""
+    hardware: str = "h100-sxm"
+    """GPU catalog name (``configs/hardware/<name>.yaml``)."""
+    weight_dtype: str = "bf16"
+    """Weight precision (``bf16``, ``fp8``)."""
+    kv_dtype: str = "bf16"
+    """KV-cache precision (``bf16``, ``fp8``)."""
+    duration_s: float = 7200.0
+    """Length of an episode (seconds)."""
+    tenants: list[TenantSpec] = field(default_factory=lambda: [TenantSpec()])
+    """Who sends requests."""
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    """The serving cluster."""
+
+    def __post_init__(self) -> None:
+        self.tenants = [t if isinstance(t, TenantSpec) else TenantSpec(**t) for t in self.tenants]
+        if isinstance(self.cluster, dict):
+            self.cluster = ClusterConfig(**self.cluster)
+        require(self.duration_s > 0, "scenario.duration_s", self.duration_s, "use a positive duration in seconds")
+        require(len(self.tenants) >= 1, "scenario.tenants", self.tenants, "give at least one tenant")
+        names = [t.name for t in self.tenants]
+        require(len(set(names)) == len(names), "scenario.tenants[].name", names, "give tenants unique names")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ScenarioConfig:
+        """Build from a plain dict (a resolved Hydra/OmegaConf container)."""
+        return cls(**raw)

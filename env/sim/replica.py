@@ -1,0 +1,377 @@
+"""One vLLM-like engine replica with continuous batching, at iteration granularity.
+
+The replica runs *segments*: a run of iterations over which nothing but the batch's context changes. A
+segment whose first iteration computes prompt tokens (a prefill chunk, or the recomputation of a preempted
+request) is one iteration long; a pure decode segment lasts until the next sequence finishes or the KV
+cache would overflow. Step times in a decode segment form an arithmetic progression (the performance
+model is linear in context), so the segment's end is computed in closed form and every iteration inside
+it is still accounted for: tokens, inter-token latencies, KV growth. When work arrives mid-segment the
+segment is cut at the next iteration boundary, where vLLM's scheduler would see it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from env.perf import PerfModel
+from env.sim.queues import RequestQueue, make_queue
+from env.sim.recorder import PoolStats, observe_arithmetic
+from env.sim.request import Request
+
+# vLLM keeps 1% of KV blocks free when admitting (its watermark) so running sequences can grow.
+KV_WATERMARK = 0.01
+
+
+class Host(Protocol):
+    """What a replica needs from the simulator around it."""
+
+    now: float
+    events: list[tuple[float, int, Any, Any]]
+    """The simulator's event heap: (time, sequence, callback, argument)."""
+    sequence: Iterator[int]
+    """Tie-breaker for events at equal times, so order is deterministic."""
+
+    def schedule(self, time: float, callback: object, argument: object) -> None: ...
+
+    def prefill_done(self, replica: Replica, request: Request, time: float) -> None: ...
+
+    def first_token(self, request: Request, time: float) -> None: ...
+
+    def finished(self, request: Request, time: float) -> None: ...
+
+    def rejected(self, request: Request, time: float) -> None: ...
+
+    def replica_idle(self, replica: Replica, time: float) -> None: ...
+
+
+class Replica:
+    """An engine replica in role ``prefill``, ``decode`` or ``aggregated``."""
+
+    def __init__(self, index: int, role: str, perf: PerfModel, stats: PoolStats, host: Host,
+                 max_num_batched_tokens: int, max_num_seqs: int, scheduling: str, timeout_s: float) -> None:
+        self.index, self.role, self.perf, self.stats, self.host = index, role, perf, stats, host
+        self.does_prefill, self.does_decode = role != "decode", role != "prefill"
+        self.max_num_batched_tokens, self.max_num_seqs = max_num_batched_tokens, max_num_seqs
+        self.timeout_s = timeout_s
+        self.kv_capacity = perf.kv_capacity_tokens
+        self.kv_admit_limit = self.kv_capacity * (1.0 - KV_WATERMARK)
+        self.kv_used = 0
+        self.prefill_queue: RequestQueue = make_queue(scheduling)
+        self.decode_queue: RequestQueue = make_queue(scheduling)
+        self.prefilling: list[Request] = []
+        self.running: list[tuple[int, int, int, Request]] = []  # (finish_iter, rid, epoch, request)
+        self.admitted: list[tuple[Request, int]] = []  # admission order, for preemption (lazy)
+        self.batch = self.iter = self.ctx = 0
+        self.queued_tokens = 0  # prompt tokens not yet computed (prefill) or waiting to join (decode)
+        self.anchor_t = 0.0
+        self.seg_n, self.seg_a, self.seg_slope, self.seg_extra, self.seg_new = 0, 0.0, 0.0, 0.0, 0
+        self.seg_chunk: list[tuple[Request, int]] = []
+        self.busy = False
+        self.version = 0
+        self.draining = False
+        self.ready_at = 0.0
+        self.billed_from = 0.0
+
+    # ----- load and state ------------------------------------------------------------------------------
+    def load(self) -> float:
+        """Outstanding tokens, the router's load signal."""
+        return self.queued_tokens + (self.kv_used if self.does_decode else 0)
+
+    def is_empty(self) -> bool:
+        """No request queued, running or holding KV cache here."""
+        return not (self.busy or self.kv_used or len(self.prefill_queue) or len(self.decode_queue))
+
+    def waiting(self) -> int:
+        """Requests queued and not yet running (vLLM's ``num_requests_waiting``)."""
+        return len(self.prefill_queue) + len(self.decode_queue)
+
+    def running_count(self) -> int:
+        """Requests being computed (vLLM's ``num_requests_running``)."""
+        return self.batch + len(self.prefilling)
+
+    def set_knobs(self, max_num_batched_tokens: int | None, max_num_seqs: int | None) -> None:
+        """Change batch limits; they apply from the next scheduling decision."""
+        if max_num_batched_tokens is not None:
+            self.max_num_batched_tokens = max_num_batched_tokens
+        if max_num_seqs is not None:
+            self.max_num_seqs = max_num_seqs
+
+    # ----- arrivals ------------------------------------------------------------------------------------
+    def submit_prefill(self, request: Request, now: float) -> None:
+        """A request arrives for its prompt to be computed here."""
+        request.replica_arrival = now
+        request.prefilled = 0
+        self.prefill_queue.push(request)
+        self.queued_tokens += request.prompt
+        self._wake(now, cut=True)
+
+    def submit_decode(self, request: Request, now: float) -> None:
+        """A request whose KV cache has arrived joins the decode queue."""
+        request.replica_arrival = now
+        self.decode_queue.push(request)
+        self.queued_tokens += request.context
+        self._wake(now, cut=self.batch < self.max_num_seqs)
+
+    def _wake(self, now: float, cut: bool) -> None:
+        if not self.busy:
+            self._plan(now)
+        elif cut and self.seg_n > 1:
+            self.checkpoint(now)
+            self.seg_n = 1
+            self._schedule_segment_end()
+
+    # ----- segment arithmetic --------------------------------------------------------------------------
+    def _segment_time(self, n: int) -> float:
+        return self.seg_extra + n * self.seg_a + self.seg_slope * n * (n - 1) / 2.0
+
+    def _iterations_done(self, elapsed: float) -> int:
+        remaining = elapsed - self.seg_extra
+        if remaining < self.seg_a:
+            return 0
+        a, s = self.seg_a, self.seg_slope
+        if s <= 0.0:
+            n = math.floor(remaining / a + 1e-12)
+        else:
+            b = a - s / 2.0
+            n = math.floor((-b + math.sqrt(b * b + 2.0 * s * remaining)) / s + 1e-12)
+        while n > 0 and self._segment_time(n) > elapsed:
+            n -= 1
+        return min(n, self.seg_n)
+
+    def _schedule_segment_end(self) -> None:
+        self.version += 1
+        n = self.seg_n
+        end = self.anchor_t + self.seg_extra + n * self.seg_a + self.seg_slope * n * (n - 1) / 2.0
+        heapq.heappush(self.host.events, (end, next(self.host.sequence), self._on_event, self.version))
+
+    def checkpoint(self, now: float) -> None:
+        """Account for the iterations of the current segment completed by ``now``, keeping its end."""
+        if not self.busy or self.seg_n <= 1:
+            return
+        done = self._iterations_done(now - self.anchor_t)
+        if 0 < done < self.seg_n:
+            end = self.anchor_t + self._segment_time(done)
+            self.seg_n -= done
+            self._advance(done, end)
+            self.seg_a = self.perf.decode_step_time(self.batch, self.ctx)
+
+    # ----- the event loop ------------------------------------------------------------------------------
+    def _on_event(self, version: int) -> None:
+        if version != self.version:
+            return
+        now = self.host.now
+        self._advance(self.seg_n, now)
+        self._finish_sequences(now)
+        self._plan(now)
+
+    def _advance(self, n: int, end: float) -> None:
+        batch = self.batch
+        if batch:
+            stats = self.stats
+            if self.seg_extra or self.seg_new:
+                observe_arithmetic(stats.itl, self.seg_extra + self.seg_a, 0.0, 1, batch - self.seg_new)
+                observe_arithmetic(stats.itl, self.seg_a + self.seg_slope, self.seg_slope, n - 1, batch)
+            else:
+                observe_arithmetic(stats.itl, self.seg_a, self.seg_slope, n, batch)
+            stats.generation_tokens += batch * n
+            self.iter += n
+            self.ctx += batch * n
+            self.kv_used += batch * n
+        self.anchor_t = end
+        self.seg_extra, self.seg_new = 0.0, 0
+        if self.seg_chunk:
+            chunk, self.seg_chunk = self.seg_chunk, []
+            self._complete_chunk(chunk, end)
+
+    def _complete_chunk(self, chunk: list[tuple[Request, int]], now: float) -> None:
+        for request, tokens in chunk:
+            request.prefilled += tokens
+            self.queued_tokens -= tokens
+            self.stats.prompt_tokens += tokens
+            if request.prefilled < (request.recompute or request.prompt):
+                continue
+            self.prefilling.remove(request)
+            if request.recompute:
+                self._recomputed(request)
+            else:
+                self._prompt_computed(request, now)
+
+    def _prompt_computed(self, request: Request, now: float) -> None:
+        stats = self.stats
+        stats.ttft.observe(now - request.replica_arrival)
+        if self.role == "prefill":
+            stats.generation_tokens += 1.0
+            stats.success += 1.0
+            stats.e2e.observe(now - request.replica_arrival)
+            self.host.prefill_done(self, request, now)
+            return
+        # Aggregated: the prefill's last iteration samples the first output token.
+        request.generated = 1
+        stats.generation_tokens += 1.0
+        self.host.first_token(request, now)
+        self.kv_used -= request.prompt  # re-added as running context
+        self._join(request)
+
+    def _recomputed(self, request: Request) -> None:
+        # Like a prefill, the recomputation's last iteration samples the next output token.
+        self.kv_used -= request.context
+        request.recompute = 0
+        request.generated += 1
+        self.stats.generation_tokens += 1.0
+        self._join(request)
+
+    def release_kv(self, request: Request, now: float) -> None:
+        """The KV cache of a computed prompt has been shipped; free it (prefill role)."""
+        self.kv_used -= request.prompt
+        if not self.busy and (len(self.prefill_queue) or self.draining):
+            self._plan(now)
+
+    def _finish_sequences(self, now: float) -> None:
+        running, stats = self.running, self.stats
+        while running and running[0][0] <= self.iter:
+            _, _, epoch, request = heapq.heappop(running)
+            if epoch != request.epoch:
+                continue
+            request.generated = request.output
+            self.batch -= 1
+            self.ctx -= request.prompt + request.output
+            self.kv_used -= request.prompt + request.output
+            stats.success += 1.0
+            stats.e2e.observe(now - request.replica_arrival)
+            if request.output > 1:
+                stats.tpot.observe((now - request.first_token) / (request.output - 1))
+            request.epoch += 1
+            self.host.finished(request, now)
+
+    # ----- scheduling ----------------------------------------------------------------------------------
+    def _plan(self, now: float) -> None:
+        joiners = self._admit_decode(now) if self.does_decode else []
+        chunk_tokens, pairs = self._build_chunk(now) if self.does_prefill or self.prefilling else (0, 0.0)
+        if self.does_decode:
+            self._preempt_for_growth()
+        if not self.seg_chunk and not self.batch:
+            self.busy = False
+            if self.draining and self.is_empty():
+                self.host.replica_idle(self, now)
+            return
+        self.busy = True
+        self.anchor_t = now
+        self.seg_new = len(joiners)
+        self._start_segment(chunk_tokens, pairs)
+        self._schedule_segment_end()
+        if joiners:
+            first_token = now + self.seg_extra + self.seg_a
+            for request in joiners:
+                request.first_token = first_token
+                self.stats.ttft.observe(first_token - request.replica_arrival)
+                self.host.first_token(request, first_token)
+
+    def _start_segment(self, chunk_tokens: int, pairs: float) -> None:
+        batch, perf = self.batch, self.perf
+        if batch:
+            per_token = perf.kv_read_s_per_token
+            self.seg_a = perf.decode_base_s(batch) + per_token * self.ctx
+            self.seg_slope = per_token * batch
+        else:
+            self.seg_a = self.seg_slope = 0.0
+        if self.seg_chunk:
+            step = perf.mixed_step_time(chunk_tokens, pairs, batch, self.ctx) if batch else \
+                perf.prefill_time(chunk_tokens, pairs)
+            self.seg_extra = step - self.seg_a
+            self.seg_n = 1
+            return
+        until_finish = self.running[0][0] - self.iter
+        until_full = int((self.kv_capacity - self.kv_used) // batch)
+        self.seg_n = max(1, min(until_finish, until_full))
+
+    def _build_chunk(self, now: float) -> tuple[int, float]:
+        budget = self.max_num_batched_tokens - self.batch
+        tokens, pairs, chunk = 0, 0.0, self.seg_chunk
+        for request in self.prefilling:
+            if budget <= 0:
+                break
+            take = min((request.recompute or request.prompt) - request.prefilled, budget)
+            chunk.append((request, take))
+            pairs += take * (request.prefilled + take / 2.0)
+            tokens += take
+            budget -= take
+        while budget > 0 and self.does_prefill and len(self.prefill_queue) and self._admit_prefill(now):
+            request = self.prefilling[-1]
+            take = min(request.prompt, budget)
+            chunk.append((request, take))
+            pairs += take * take / 2.0
+            tokens += take
+            budget -= take
+        return tokens, pairs
+
+    def _admit_prefill(self, now: float) -> bool:
+        queue = self.prefill_queue
+        while len(queue) and now - queue.peek().arrival > self.timeout_s:
+            request = queue.pop()
+            self.queued_tokens -= request.prompt
+            self.host.rejected(request, now)
+        if not len(queue) or len(self.prefilling) + self.batch >= self.max_num_seqs:
+            return False
+        request = queue.peek()
+        if self.kv_used + request.prompt > self.kv_admit_limit and (self.kv_used or self.batch):
+            return False
+        queue.pop()
+        self.kv_used += request.prompt
+        self.prefilling.append(request)
+        self.stats.queue.observe(now - request.replica_arrival)
+        return True
+
+    def _admit_decode(self, now: float) -> list[Request]:
+        queue, joiners = self.decode_queue, []
+        while len(queue) and self.batch + len(self.prefilling) < self.max_num_seqs:
+            request = queue.peek()
+            need = request.context
+            if self.kv_used + need > self.kv_admit_limit and (self.batch or self.kv_used):
+                break
+            queue.pop()
+            self.queued_tokens -= need
+            if request.recompute:
+                self._readmit(request)
+                continue
+            self.stats.queue.observe(now - request.replica_arrival)
+            self._join(request)
+            joiners.append(request)
+        return joiners
+
+    def _join(self, request: Request) -> None:
+        request.decode_join_iter = self.iter
+        request.finish_iter = self.iter + request.output - request.generated
+        self.batch += 1
+        self.ctx += request.context
+        self.kv_used += request.context
+        heapq.heappush(self.running, (request.finish_iter, request.rid, request.epoch, request))
+        admitted = self.admitted
+        admitted.append((request, request.epoch))
+        if len(admitted) > 4 * self.batch + 64:
+            self.admitted = [(r, e) for r, e in admitted if r.epoch == e]
+
+    def _readmit(self, request: Request) -> None:
+        """A preempted request comes back: recompute its prompt and output so far, then continue."""
+        request.prefilled = 0
+        self.prefilling.append(request)
+        self.kv_used += request.context
+        self.queued_tokens += request.recompute
+
+    def _preempt_for_growth(self) -> None:
+        while self.batch and self.kv_used + self.batch > self.kv_capacity:
+            request, epoch = self.admitted.pop()
+            if epoch != request.epoch:
+                continue
+            generated = request.generated + self.iter - request.decode_join_iter
+            request.epoch += 1
+            self.batch -= 1
+            self.ctx -= request.prompt + generated
+            self.kv_used -= request.prompt + generated
+            request.generated = generated
+            request.recompute = request.prompt + generated
+            self.decode_queue.push_front(request)
+            self.queued_tokens += request.context
+            self.stats.preemptions += 1.0
