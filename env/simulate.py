@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from env.catalog import configs_dir
@@ -30,7 +31,7 @@ def scenario_from_config(node: Any) -> ScenarioConfig:
     raw = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
     if not isinstance(raw, dict):
         raise ConfigError(f"scenario={raw!r} is not a mapping: pick one with scenario=<name> from configs/scenario/")
-    return ScenarioConfig.from_dict(raw)
+    return ScenarioConfig.from_dict({str(key): value for key, value in raw.items()})
 
 
 def run_simulation(scenario: ScenarioConfig, seed: int, duration_s: float, interval_s: float
@@ -83,7 +84,7 @@ def main(cfg: DictConfig) -> None:
     duration = float(cfg.duration_s) if cfg.duration_s is not None else scenario.duration_s
     snapshots, wall = run_simulation(scenario, int(cfg.seed), duration, float(cfg.interval_s))
     summary = summarize(snapshots, scenario.tenants)
-    output_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
     path = write_outputs(output_dir, summary, snapshots, cfg)
     print(f"scenario {scenario.name} (seed {cfg.seed}): {duration:.0f} simulated s in {wall:.2f} wall s")
     print(summary.table())

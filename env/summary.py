@@ -7,8 +7,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 from env.metrics import (
-    GW_ARRIVED, GW_FINISHED, GW_GOODPUT_GENERATION_TOKENS, GW_GOODPUT_PROMPT_TOKENS, GW_GENERATION_TOKENS, GW_MET, GW_MISSED, GW_PROMPT_TOKENS, GW_REJECTED,
-    GW_TPOT, GW_TTFT, Histogram, MetricsSnapshot, TenantMetrics,
+    GW_ARRIVED,
+    GW_FINISHED,
+    GW_GENERATION_TOKENS,
+    GW_GOODPUT_GENERATION_TOKENS,
+    GW_GOODPUT_PROMPT_TOKENS,
+    GW_MET,
+    GW_MISSED,
+    GW_PROMPT_TOKENS,
+    GW_REJECTED,
+    GW_TPOT,
+    GW_TTFT,
+    Histogram,
+    MetricsSnapshot,
+    TenantMetrics,
 )
 from env.workload import TenantSpec
 
@@ -115,7 +127,8 @@ def _tenant_row(spec: TenantSpec, metrics: TenantMetrics, cost: float) -> Tenant
     goodput = weighted_goodput(metrics, spec)
     return TenantSummary(
         tenant=spec.name, requests=int(counters[GW_ARRIVED]), finished=int(counters[GW_FINISHED]),
-        rejected=int(counters[GW_REJECTED]), attainment=_ratio(counters[GW_MET], counters[GW_MET] + counters[GW_MISSED]),
+        rejected=int(counters[GW_REJECTED]),
+        attainment=_ratio(counters[GW_MET], counters[GW_MET] + counters[GW_MISSED]),
         target=spec.attainment_target,
         ttft_p50_s=_q(histograms[GW_TTFT], 0.5), ttft_p90_s=_q(histograms[GW_TTFT], 0.9),
         tpot_p50_s=_q(histograms[GW_TPOT], 0.5), tpot_p90_s=_q(histograms[GW_TPOT], 0.9),

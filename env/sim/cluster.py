@@ -12,7 +12,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from env.backend import ClusterAction
@@ -54,6 +54,9 @@ class SimBackend:
         # Longer requests could never be served: the model's context, or a KV cache smaller than one sequence.
         self._length_limit = min(self.model.max_context, *(p.kv_capacity_tokens * 0.99 for p in self.perf.values()))
         self.now = 0.0
+        self.events: list[tuple[float, int, Any, Any]] = []
+        self.sequence: Iterator[int] = itertools.count()
+        self._next_arrival = self._count = 0
         self.closed = False
         self._started = False
 
@@ -64,10 +67,11 @@ class SimBackend:
         batch = self.fixed_requests or generate_requests(self.scenario.tenants, self.scenario.duration_s, seed or 0)
         self._load_requests(batch)
         self.now, self.interval_start = 0.0, 0.0
-        self.events: list[tuple[float, int, Any, Any]] = []
+        self.events = []
         self.sequence = itertools.count()
         self.pools = {role: Pool(role, getattr(self.cluster, role), self.cluster, self.perf[role], self,
                                  self._replica_ready) for role in self.cluster.enabled_roles()}
+        self._prompt_pools = [pool for role, pool in self.pools.items() if role != "decode"]
         self.tenant_stats = [TenantStats() for _ in self.tenant_names]
         self.in_flight: dict[int, Request] = {}
         self.pending_prefill: deque[Request] = deque()
@@ -145,23 +149,17 @@ class SimBackend:
         tenant = self._tenants[index]
         request = Request(index, tenant, self.now, self._prompts[index], self._outputs[index], self._priority[tenant])
         self.totals["arrived"] += 1
-        stats = self.tenant_stats[tenant]
-        stats.arrived += 1.0
+        self.tenant_stats[tenant].arrived += 1.0
         self.in_flight[index] = request
-        if not self._fits(request):
+        if request.prompt + request.output > self._length_limit:
             self.rejected(request, self.now)
             return
         self._dispatch_prompt(request)
 
-    def _fits(self, request: Request) -> bool:
-        return request.prompt + request.output <= self._length_limit
-
-    def _prompt_pools(self) -> list[Pool]:
-        return [p for role, p in self.pools.items() if role != "decode"]
-
     def _dispatch_prompt(self, request: Request) -> None:
-        best: Replica | None = None
-        for pool in self._prompt_pools():
+        prompt_pools = self._prompt_pools
+        best = prompt_pools[0].route()
+        for pool in prompt_pools[1:]:
             candidate = pool.route()
             if candidate is not None and (best is None or candidate.load() < best.load()):
                 best = candidate

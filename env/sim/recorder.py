@@ -96,7 +96,7 @@ class PoolStats:
 
     def reset(self) -> None:
         """Start a new interval."""
-        self.ttft, self.itl, self.tpot = Accumulator(BUCKETS[TTFT]), Accumulator(BUCKETS[ITL]), Accumulator(BUCKETS[TPOT])
+        self.ttft, self.itl, self.tpot = (Accumulator(BUCKETS[name]) for name in (TTFT, ITL, TPOT))
         self.e2e, self.queue = Accumulator(BUCKETS[E2E]), Accumulator(BUCKETS[QUEUE_TIME])
         self.prompt_tokens = self.generation_tokens = self.preemptions = self.success = 0.0
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from env.perf import PerfModel
@@ -34,7 +34,7 @@ class Host(Protocol):
     sequence: Iterator[int]
     """Tie-breaker for events at equal times, so order is deterministic."""
 
-    def schedule(self, time: float, callback: object, argument: object) -> None: ...
+    def schedule(self, time: float, callback: Callable[[Any], None], argument: Any) -> None: ...
 
     def prefill_done(self, replica: Replica, request: Request, time: float) -> None: ...
 
@@ -119,9 +119,11 @@ class Replica:
         if not self.busy:
             self._plan(now)
         elif cut and self.seg_n > 1:
-            self.checkpoint(now)
-            self.seg_n = 1
-            self._schedule_segment_end()
+            # End the segment at the first iteration boundary after ``now``.
+            done = self._iterations_done(now - self.anchor_t)
+            if done + 1 < self.seg_n:
+                self.seg_n = done + 1
+                self._schedule_segment_end()
 
     # ----- segment arithmetic --------------------------------------------------------------------------
     def _segment_time(self, n: int) -> float:
@@ -164,7 +166,9 @@ class Replica:
             return
         now = self.host.now
         self._advance(self.seg_n, now)
-        self._finish_sequences(now)
+        running = self.running
+        if running and running[0][0] <= self.iter:
+            self._finish_sequences(now)
         self._plan(now)
 
     def _advance(self, n: int, end: float) -> None:
@@ -248,29 +252,37 @@ class Replica:
 
     # ----- scheduling ----------------------------------------------------------------------------------
     def _plan(self, now: float) -> None:
-        joiners = self._admit_decode(now) if self.does_decode else []
+        joiners = self._admit_decode(now) if len(self.decode_queue) else None
         chunk_tokens, pairs = self._build_chunk(now) if self.does_prefill or self.prefilling else (0, 0.0)
-        if self.does_decode:
+        batch = self.batch
+        if batch and self.kv_used + batch > self.kv_capacity:
             self._preempt_for_growth()
-        if not self.seg_chunk and not self.batch:
+            batch = self.batch
+        if not self.seg_chunk and not batch:
             self.busy = False
             if self.draining and self.is_empty():
                 self.host.replica_idle(self, now)
             return
         self.busy = True
         self.anchor_t = now
-        self.seg_new = len(joiners)
-        self._start_segment(chunk_tokens, pairs)
-        self._schedule_segment_end()
+        self._start_segment(batch, chunk_tokens, pairs)
+        self.version += 1
+        n = self.seg_n
+        end = now + self.seg_extra + n * self.seg_a + self.seg_slope * n * (n - 1) / 2.0
+        heapq.heappush(self.host.events, (end, next(self.host.sequence), self._on_event, self.version))
         if joiners:
-            first_token = now + self.seg_extra + self.seg_a
-            for request in joiners:
-                request.first_token = first_token
-                self.stats.ttft.observe(first_token - request.replica_arrival)
-                self.host.first_token(request, first_token)
+            self._first_tokens(joiners, now + self.seg_extra + self.seg_a)
 
-    def _start_segment(self, chunk_tokens: int, pairs: float) -> None:
-        batch, perf = self.batch, self.perf
+    def _first_tokens(self, joiners: list[Request], time: float) -> None:
+        self.seg_new = len(joiners)
+        ttft, host = self.stats.ttft, self.host
+        for request in joiners:
+            request.first_token = time
+            ttft.observe(time - request.replica_arrival)
+            host.first_token(request, time)
+
+    def _start_segment(self, batch: int, chunk_tokens: int, pairs: float) -> None:
+        perf = self.perf
         if batch:
             per_token = perf.kv_read_s_per_token
             self.seg_a = perf.decode_base_s(batch) + per_token * self.ctx
@@ -325,6 +337,7 @@ class Replica:
         return True
 
     def _admit_decode(self, now: float) -> list[Request]:
+        """Move queued requests into the running batch while the batch cap and KV cache allow."""
         queue, joiners = self.decode_queue, []
         while len(queue) and self.batch + len(self.prefilling) < self.max_num_seqs:
             request = queue.peek()

@@ -10,7 +10,15 @@ import pytest
 from env.backend import ClusterAction, PoolTarget
 from env.errors import BackendError
 from env.metrics import (
-    GENERATION_TOKENS, GW_ARRIVED, GW_FINISHED, GW_MET, GW_MISSED, GW_REJECTED, GW_TTFT, ITL, RUNNING,
+    GENERATION_TOKENS,
+    GW_ARRIVED,
+    GW_FINISHED,
+    GW_MET,
+    GW_MISSED,
+    GW_REJECTED,
+    GW_TTFT,
+    ITL,
+    RUNNING,
     MetricsSnapshot,
 )
 from env.sim.cluster import SimBackend
