@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from env.errors import require
+from omegaconf import OmegaConf
+
+from env.catalog import configs_dir
+from env.errors import ConfigError, require
 from env.sim.config import ClusterConfig
 from env.workload import TenantSpec
 
@@ -46,3 +50,21 @@ class ScenarioConfig:
     def from_dict(cls, raw: dict[str, Any]) -> ScenarioConfig:
         """Build from a plain dict (a resolved Hydra/OmegaConf container)."""
         return cls(**raw)
+
+
+def load_scenario(name_or_path: str | Path) -> ScenarioConfig:
+    """A scenario from ``configs/scenario/<name>.yaml`` or a YAML path, validated.
+
+    Hydra's ``defaults`` list in the file (its structured-config schema) is not needed here and is dropped.
+    """
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = configs_dir() / "scenario" / f"{name_or_path}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in (configs_dir() / "scenario").glob("*.yaml"))
+        raise ConfigError(f"scenario={name_or_path!r}: no file {path}; available: {available}")
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a scenario file must hold a mapping of ScenarioConfig fields")
+    raw.pop("defaults", None)
+    return ScenarioConfig.from_dict({str(key): value for key, value in raw.items()})

@@ -1,0 +1,179 @@
+"""``DisaggClusterEnv``: a disaggregated cluster as a Gymnasium environment, over any ``ClusterBackend``.
+
+It reads only ``MetricsSnapshot``s, so the same class runs on the simulator (default), on a live cluster
+and on the test backend. One step is one control interval: apply the action's targets, let the interval
+pass, observe, reward. Episodes end by truncation at the horizon; nothing terminates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+from env.action import ActionCodec, ActionConfig
+from env.backend import ClusterBackend
+from env.catalog import load_gpu
+from env.errors import ConfigError, require
+from env.metrics import MetricsSnapshot
+from env.observation import CLIP, OBSERVATION_VERSION, ObservationBuilder, ObservationConfig
+from env.randomization import RandomizationConfig, randomize
+from env.reward import RewardCalculator, RewardConfig
+from env.scenario import ScenarioConfig, load_scenario
+
+BackendFactory = Callable[[ScenarioConfig], ClusterBackend]
+
+
+@dataclass
+class EnvConfig:
+    """The environment's settings (``configs/env/``)."""
+
+    interval_s: float = 30.0
+    """Control interval: simulated or waited seconds per step."""
+    horizon_s: float | None = None
+    """Episode length (seconds); ``None`` uses the scenario's ``duration_s``."""
+    action: ActionConfig = field(default_factory=ActionConfig)
+    """What a policy may change."""
+    observation: ObservationConfig = field(default_factory=ObservationConfig)
+    """Shape and scaling of the observation."""
+    randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
+    """Per-episode domain randomisation (simulator only)."""
+
+    def __post_init__(self) -> None:
+        for key, kind in (("action", ActionConfig), ("observation", ObservationConfig),
+                          ("randomization", RandomizationConfig)):
+            if isinstance(getattr(self, key), dict):
+                setattr(self, key, kind(**getattr(self, key)))
+        require(self.interval_s > 0, "env.interval_s", self.interval_s, "use a positive interval in seconds")
+        require(self.horizon_s is None or self.horizon_s >= self.interval_s, "env.horizon_s", self.horizon_s,
+                f"use at least one interval ({self.interval_s} s), or null for the scenario's duration")
+
+
+def simulator_factory(scenario: ScenarioConfig) -> ClusterBackend:
+    """The default backend: the simulator. Imported lazily so ``env`` users of other backends skip it."""
+    from env.sim.cluster import SimBackend
+
+    return SimBackend(scenario)
+
+
+class DisaggClusterEnv(gymnasium.Env[np.ndarray, np.ndarray]):
+    """Steer a disaggregated cluster's replica counts and batch knobs for goodput tokens per dollar.
+
+    Args:
+        scenario: the scenario, a name in ``configs/scenario/``, or None for ``steady``.
+        config: environment settings.
+        reward: reward settings.
+        backend_factory: builds a backend for an episode's scenario (default: the simulator).
+        scenarios: several scenarios to draw one from per episode (a training mix); overrides ``scenario``.
+    """
+
+    metadata = {"render_modes": []}  # noqa: RUF012  (Gymnasium declares it an instance attribute)
+
+    def __init__(self, scenario: ScenarioConfig | str | None = None, config: EnvConfig | None = None,
+                 reward: RewardConfig | None = None, backend_factory: BackendFactory | None = None,
+                 scenarios: Sequence[ScenarioConfig | str] | None = None) -> None:
+        self.config = config or EnvConfig()
+        self.reward_config = reward or RewardConfig()
+        self.scenarios = [s if isinstance(s, ScenarioConfig) else load_scenario(s)
+                          for s in (scenarios or [scenario or "steady"])]
+        self._check_compatible()
+        self.backend_factory = backend_factory or simulator_factory
+        first = self.scenarios[0]
+        self._rewards = {id(s): RewardCalculator(self.reward_config, s.tenants) for s in self.scenarios}
+        self._use(first)
+        self.action_space = spaces.MultiDiscrete(self.codec.nvec)
+        self.observation_space = spaces.Box(-CLIP, CLIP, shape=(self.builder.size,), dtype=np.float32)
+        self.backend: ClusterBackend | None = None
+        self.snapshot: MetricsSnapshot | None = None
+
+    # ----- Gymnasium API -----------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode; the episode (scenario draw, randomisation, requests) follows from ``seed``."""
+        super().reset(seed=seed)
+        episode_seed = int(self.np_random.integers(0, 2**31 - 1))
+        rng = np.random.default_rng(episode_seed)
+        scenario = self.scenarios[int(rng.integers(len(self.scenarios)))]
+        self._use(scenario)
+        world, factors = self._world(scenario, rng)
+        if self.backend is not None:
+            self.backend.close()
+        self.backend = self.backend_factory(world)
+        self.snapshot = self.backend.reset(episode_seed)
+        self.builder.reset()
+        self.levels = self.codec.knob_levels(self.snapshot)
+        self.elapsed_s = 0.0
+        info: dict[str, Any] = {"scenario": scenario.name, "episode_seed": episode_seed,
+                                **{f"randomization/{k}": v for k, v in factors.items()}}
+        return self.builder.build(self.snapshot, self.levels), info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Apply ``action`` for one interval."""
+        if self.backend is None or self.snapshot is None:
+            raise gymnasium.error.ResetNeeded("call reset() before step()")
+        action = np.asarray(action, dtype=np.int64).reshape(-1)
+        if action.shape != (len(self.codec.nvec),) or np.any(action < 0) or np.any(action >= self.codec.nvec):
+            raise ValueError(f"action {action.tolist()} is outside the action space {self.codec.nvec}")
+        cluster_action, clipped = self.codec.decode(action, self.snapshot)
+        before = self.codec.targets(self.snapshot)
+        levels = (int(action[-2]), int(action[-1]))
+        replicas_changed = sum(abs((cluster_action.pools[r].replicas or 0) - before[r]) for r in self.codec.roles)
+        knobs_changed = sum(int(a != b) for a, b in zip(levels, self.levels, strict=True))
+        self.backend.apply(cluster_action)
+        self.snapshot = self.backend.advance(self.config.interval_s)
+        self.levels = levels
+        self.elapsed_s += self.config.interval_s
+        reward, info = self.reward_calculator(self.snapshot, replicas_changed, knobs_changed)
+        info.update({"action/clipped": clipped, "action/replicas_changed": replicas_changed,
+                     "action/knobs_changed": knobs_changed})
+        truncated = self.elapsed_s >= self.horizon_s - 1e-9
+        return self.builder.build(self.snapshot, self.levels), float(reward), False, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """Allowed choices per action dimension, flattened (sb3-contrib's MaskablePPO reads this)."""
+        if self.snapshot is None:
+            return np.ones(int(np.sum(self.codec.nvec)), dtype=bool)
+        return self.codec.masks(self.snapshot)
+
+    def close(self) -> None:
+        """Close the backend."""
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+    # ----- spec and helpers --------------------------------------------------------------------------------
+    def spec_dict(self) -> dict[str, Any]:
+        """The observation/action contract, stored in policy bundles and checked when they are loaded."""
+        return {
+            "observation_version": OBSERVATION_VERSION, "observation_features": list(self.builder.names),
+            "action_dimensions": list(self.codec.names), "action_nvec": [int(n) for n in self.codec.nvec],
+            "max_step": self.config.action.max_step,
+            "token_budget_levels": list(self.config.action.token_budget_levels),
+            "batch_cap_levels": list(self.config.action.batch_cap_levels),
+            "interval_s": self.config.interval_s,
+        }
+
+    def _use(self, scenario: ScenarioConfig) -> None:
+        self.scenario = scenario
+        self.codec = ActionCodec(self.config.action, scenario.cluster)
+        self.builder = ObservationBuilder(self.config.observation, scenario.tenants, scenario.cluster,
+                                          len(self.config.action.token_budget_levels),
+                                          len(self.config.action.batch_cap_levels))
+        self.reward_calculator = self._rewards[id(scenario)]
+        self.horizon_s = self.config.horizon_s or scenario.duration_s
+
+    def _world(self, scenario: ScenarioConfig, rng: np.random.Generator) -> tuple[ScenarioConfig, dict[str, float]]:
+        if not self.config.randomization.enabled:
+            return scenario, {}
+        gpu = load_gpu(scenario.hardware)
+        return randomize(scenario, self.config.randomization, rng, gpu.usd_per_gpu_hour, gpu.inter_node_gbps)
+
+    def _check_compatible(self) -> None:
+        roles = {tuple(s.cluster.enabled_roles()) for s in self.scenarios}
+        if len(roles) > 1:
+            raise ConfigError(f"scenarios {[s.name for s in self.scenarios]} enable different pools {sorted(roles)}: "
+                              "one policy's action space needs the same pools in every scenario of a mix")

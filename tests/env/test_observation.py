@@ -1,0 +1,97 @@
+"""Observation features computed exactly from hand-built snapshots through the environment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from env.cluster_env import DisaggClusterEnv, EnvConfig
+from env.errors import ConfigError
+from env.observation import ObservationConfig, feature_names
+from env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, TenantSpecimen
+from tests.env.sim.conftest import small_scenario
+
+
+def scripted_env(script, follow: bool = True, **observation) -> tuple[DisaggClusterEnv, ScriptedBackend]:
+    backend = ScriptedBackend(script, follow_actions=follow)
+    environment = DisaggClusterEnv(small_scenario(duration_s=300.0), backend_factory=lambda _: backend,
+                                   config=EnvConfig(observation=ObservationConfig(**observation)))
+    return environment, backend
+
+
+def features(environment: DisaggClusterEnv, observation: np.ndarray) -> dict[str, float]:
+    return dict(zip(environment.builder.names, observation.tolist(), strict=True))
+
+
+def test_tenant_and_pool_features_are_exact() -> None:
+    busy = SnapshotSpec(
+        tenants={"chat": TenantSpecimen(arrived=60, met=45, missed=5, prompt_tokens=800, output_tokens=200,
+                                        ttft_s=0.45, tpot_s=0.05, in_flight=20)},
+        pools={"prefill": PoolSpecimen(ready=2, waiting=6.0, running=4.0, kv_usage=0.25),
+               "decode": PoolSpecimen(ready=4, starting=1, running=100.0, max_num_seqs=256, kv_usage=0.5)})
+    environment, _ = scripted_env([SnapshotSpec(), busy], follow=False)
+    environment.reset(seed=0)
+    observation, *_ = environment.step(environment.codec.neutral(environment.snapshot))
+    f = features(environment, observation)
+    assert f["tenant0/present"] == 1.0 and f["tenant1/present"] == 0.0 and f["tenant2/present"] == 0.0
+    assert f["tenant0/arrival_rate"] == pytest.approx(2.0 / 10)  # 60 arrivals in 30 s
+    assert f["tenant0/arrival_rate_per_replica"] == pytest.approx(1.0)  # 2 ready prefill replicas
+    assert f["tenant0/prompt_mean"] == pytest.approx(0.8)
+    assert f["tenant0/output_mean"] == pytest.approx(2.0)
+    assert f["tenant0/ttft_p90_slo"] == pytest.approx(0.475, abs=0.03)  # bucket 0.25..0.5, interpolated
+    assert f["tenant0/attainment"] == pytest.approx(0.9)
+    assert f["tenant0/attainment_gap"] == pytest.approx(0.99 - 0.9)
+    assert f["tenant0/in_flight_per_replica"] == pytest.approx(20 / 6 / 10)
+    assert f["pool/prefill/waiting_per_replica"] == pytest.approx(6 / 2 / 10)
+    assert f["pool/decode/running_per_replica"] == pytest.approx(100 / 4 / 256)
+    assert f["pool/decode/starting"] == pytest.approx(1 / 32)
+    assert f["pool/aggregated/present"] == 0.0
+    assert f["cluster/gpu_fraction"] == pytest.approx((2 + 5) * 4 / 128)
+
+
+def test_unmeasurable_values_keep_their_last_value_and_nothing_is_nan() -> None:
+    measured = SnapshotSpec(tenants={"chat": TenantSpecimen(arrived=30, met=10, missed=10)})
+    silent = SnapshotSpec(tenants={"chat": TenantSpecimen()})
+    environment, _ = scripted_env([SnapshotSpec(), measured, silent])
+    environment.reset(seed=0)
+    first, *_ = environment.step(environment.codec.neutral(environment.snapshot))
+    second, *_ = environment.step(environment.codec.neutral(environment.snapshot))
+    assert np.isfinite(second).all()
+    assert features(environment, second)["tenant0/attainment"] == features(environment, first)["tenant0/attainment"]
+    assert features(environment, second)["tenant0/arrival_rate"] == 0.0
+
+
+def test_arrival_trend_is_positive_on_a_rising_load() -> None:
+    script = [SnapshotSpec(tenants={"chat": TenantSpecimen(arrived=30 * (i + 1))}) for i in range(6)]
+    environment, _ = scripted_env(script)
+    environment.reset(seed=0)
+    trends = [features(environment, environment.step(environment.codec.neutral(environment.snapshot))[0])
+              ["tenant0/arrival_trend"] for _ in range(5)]
+    assert trends[0] == 0.0 and all(t > 0 for t in trends[1:])
+
+
+def test_time_features_follow_the_clock_when_enabled() -> None:
+    environment, _ = scripted_env([SnapshotSpec()], time_features=True, time_period_s=120.0)
+    environment.reset(seed=0)
+    observation, *_ = environment.step(environment.codec.neutral(environment.snapshot))
+    f = features(environment, observation)
+    assert f["cluster/time_of_day_sin"] == pytest.approx(1.0)  # 30 s of a 120 s period
+    assert f["cluster/time_of_day_cos"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_layout_is_fixed_and_too_many_tenants_is_an_error() -> None:
+    names = feature_names(ObservationConfig(max_tenants=2))
+    assert names[0] == "tenant0/present" and names[-1] == "cluster/time_of_day_cos"
+    with pytest.raises(ConfigError, match="max_tenants"):
+        scripted_env([SnapshotSpec()], max_tenants=1)
+
+
+def test_actions_reach_the_backend_as_targets() -> None:
+    environment, backend = scripted_env([SnapshotSpec()])
+    environment.reset(seed=0)
+    environment.step(np.array([4, 0, 0, 4]))  # prefill +2, decode -2 (to its minimum 1... from 2 -> 0 -> 1)
+    action = backend.actions[-1]
+    assert action.pools["prefill"].replicas == 4
+    assert action.pools["decode"].replicas == 1
+    assert action.pools["prefill"].max_num_batched_tokens == 2048
+    assert action.pools["decode"].max_num_seqs == 512
