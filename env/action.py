@@ -90,6 +90,29 @@ class ActionCodec:
                  for role in self.roles}
         return ClusterAction(pools), fitted != wanted
 
+    def clip(self, action: ClusterAction, snapshot: MetricsSnapshot) -> tuple[ClusterAction, bool]:
+        """Targets clipped to each pool's bounds and the GPU budget; unset fields keep current values."""
+        current = self.targets(snapshot)
+        wanted = {role: _replicas(action, role, current[role]) for role in self.roles}
+        fitted = self._fit_budget({role: self._bounded(role, count) for role, count in wanted.items()},
+                                  current, snapshot)
+        pools = {}
+        for role in self.roles:
+            target = action.pools.get(role, PoolTarget())
+            pools[role] = PoolTarget(replicas=fitted[role], max_num_batched_tokens=target.max_num_batched_tokens,
+                                     max_num_seqs=target.max_num_seqs)
+        return ClusterAction(pools), fitted != wanted
+
+    def levels_of(self, action: ClusterAction, snapshot: MetricsSnapshot) -> tuple[int, int]:
+        """The level indices nearest to the knobs an action sets (current ones where it sets none)."""
+        budget_level, cap_level = self.knob_levels(snapshot)
+        for target in action.pools.values():
+            if target.max_num_batched_tokens is not None:
+                budget_level = _nearest(self.config.token_budget_levels, target.max_num_batched_tokens)
+            if target.max_num_seqs is not None:
+                cap_level = _nearest(self.config.batch_cap_levels, target.max_num_seqs)
+        return budget_level, cap_level
+
     def masks(self, snapshot: MetricsSnapshot) -> np.ndarray:
         """One boolean per choice of every dimension (flattened, as MaskablePPO expects).
 
@@ -129,6 +152,11 @@ class ActionCodec:
             role = max(growing, key=lambda r: fitted[r] - current[r])
             fitted[role] -= 1
         return fitted
+
+
+def _replicas(action: ClusterAction, role: str, current: int) -> int:
+    target = action.pools.get(role)
+    return current if target is None or target.replicas is None else target.replicas
 
 
 def _nearest(levels: list[int], value: int) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium import spaces
 
 from env.action import ActionCodec, ActionConfig
-from env.backend import ClusterBackend
+from env.backend import ClusterAction, ClusterBackend
 from env.catalog import load_gpu
 from env.errors import ConfigError, require
 from env.metrics import MetricsSnapshot
@@ -89,6 +89,10 @@ class DisaggClusterEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         self.observation_space = spaces.Box(-CLIP, CLIP, shape=(self.builder.size,), dtype=np.float32)
         self.backend: ClusterBackend | None = None
         self.snapshot: MetricsSnapshot | None = None
+        self.history: list[MetricsSnapshot] = []
+        """Every snapshot of the current episode, the reset one first (for non-learned controllers)."""
+        self.world: ScenarioConfig = first
+        """The current episode's scenario after domain randomisation."""
 
     # ----- Gymnasium API -----------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -104,6 +108,8 @@ class DisaggClusterEnv(gymnasium.Env[np.ndarray, np.ndarray]):
             self.backend.close()
         self.backend = self.backend_factory(world)
         self.snapshot = self.backend.reset(episode_seed)
+        self.history = [self.snapshot]
+        self.world = world
         self.builder.reset()
         self.levels = self.codec.knob_levels(self.snapshot)
         self.elapsed_s = 0.0
@@ -119,12 +125,26 @@ class DisaggClusterEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         if action.shape != (len(self.codec.nvec),) or np.any(action < 0) or np.any(action >= self.codec.nvec):
             raise ValueError(f"action {action.tolist()} is outside the action space {self.codec.nvec}")
         cluster_action, clipped = self.codec.decode(action, self.snapshot)
+        return self._run_interval(cluster_action, (int(action[-2]), int(action[-1])), clipped)
+
+    def step_targets(self, action: ClusterAction) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Like ``step``, but with targets instead of action indices: how non-learned controllers (which
+        may move more than ``max_step`` replicas, or pick knob values between levels) run in the same
+        environment, judged by the same reward. Targets are clipped to bounds and the GPU budget."""
+        if self.backend is None or self.snapshot is None:
+            raise gymnasium.error.ResetNeeded("call reset() before step_targets()")
+        cluster_action, clipped = self.codec.clip(action, self.snapshot)
+        return self._run_interval(cluster_action, self.codec.levels_of(cluster_action, self.snapshot), clipped)
+
+    def _run_interval(self, cluster_action: ClusterAction, levels: tuple[int, int], clipped: bool
+                      ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        assert self.backend is not None and self.snapshot is not None
         before = self.codec.targets(self.snapshot)
-        levels = (int(action[-2]), int(action[-1]))
         replicas_changed = sum(abs((cluster_action.pools[r].replicas or 0) - before[r]) for r in self.codec.roles)
         knobs_changed = sum(int(a != b) for a, b in zip(levels, self.levels, strict=True))
         self.backend.apply(cluster_action)
         self.snapshot = self.backend.advance(self.config.interval_s)
+        self.history.append(self.snapshot)
         self.levels = levels
         self.elapsed_s += self.config.interval_s
         reward, info = self.reward_calculator(self.snapshot, replicas_changed, knobs_changed)

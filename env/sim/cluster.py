@@ -65,6 +65,8 @@ class SimBackend:
         """Start an episode: initial replicas ready, requests sampled from ``seed`` (default 0)."""
         self._check_open()
         batch = self.fixed_requests or generate_requests(self.scenario.tenants, self.scenario.duration_s, seed or 0)
+        self.requests = batch
+        """The episode's requests (hindsight for clairvoyant references; a controller never reads it)."""
         self._load_requests(batch)
         self.now, self.interval_start = 0.0, 0.0
         self.events = []
