@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 # so ``disaggpilot simulate`` never pays for importing torch.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "simulate": ("env.simulate", "main", "run a scenario on the simulator with a fixed configuration"),
+    "train": ("agent.train", "main", "train a PPO policy on the simulator and write a policy bundle"),
 }
 
 
@@ -39,3 +40,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     app: Callable[[], None] = getattr(importlib.import_module(module), attribute)
     sys.argv = [f"disaggpilot {command}", *args[1:]]
     app()
+
+
+if __name__ == "__main__":
+    main()

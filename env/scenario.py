@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from env.catalog import configs_dir
 from env.errors import ConfigError, require
 from env.sim.config import ClusterConfig
-from env.workload import TenantSpec
+from env.workload import TenantSpec, tenants_from_config
 
 
 @dataclass
@@ -38,7 +38,7 @@ class ScenarioConfig:
     """The serving cluster."""
 
     def __post_init__(self) -> None:
-        self.tenants = [t if isinstance(t, TenantSpec) else TenantSpec(**t) for t in self.tenants]
+        self.tenants = tenants_from_config(self.tenants)
         if isinstance(self.cluster, dict):
             self.cluster = ClusterConfig(**self.cluster)
         require(self.duration_s > 0, "scenario.duration_s", self.duration_s, "use a positive duration in seconds")

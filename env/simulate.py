@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from env.catalog import configs_dir
+from env.config_store import register_configs
 from env.errors import ConfigError, PermanentError
 from env.metrics import KV_USAGE, RUNNING, WAITING, MetricsSnapshot
 from env.scenario import ScenarioConfig
@@ -73,16 +74,20 @@ def write_outputs(directory: Path, summary: RunSummary, snapshots: list[MetricsS
     return path
 
 
+# The scenario yamls name the ``ScenarioConfig`` schema in their defaults lists: store it before Hydra composes.
+register_configs()
+
+
 @hydra.main(version_base=None, config_path=str(configs_dir()), config_name="simulate")
 def main(cfg: DictConfig) -> None:
     """Entry point of ``disaggpilot simulate``."""
     log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     try:
         scenario = scenario_from_config(cfg.scenario)
-    except PermanentError as error:
+        duration = float(cfg.duration_s) if cfg.duration_s is not None else scenario.duration_s
+        snapshots, wall = run_simulation(scenario, int(cfg.seed), duration, float(cfg.interval_s))
+    except PermanentError as error:  # bad settings or a bad trace: say which, without a traceback
         raise SystemExit(f"disaggpilot simulate: {error}") from None
-    duration = float(cfg.duration_s) if cfg.duration_s is not None else scenario.duration_s
-    snapshots, wall = run_simulation(scenario, int(cfg.seed), duration, float(cfg.interval_s))
     summary = summarize(snapshots, scenario.tenants)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     path = write_outputs(output_dir, summary, snapshots, cfg)

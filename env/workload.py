@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -231,6 +231,15 @@ class TraceSpec:
             _check_label(self.tenant_column_value, "tenant_column_value", "use a non-empty label, or null")
 
 
+if TYPE_CHECKING:
+    _OptionalTrace = TraceSpec | None
+else:
+    # The Hydra schema types ``TenantSpec.trace`` as Any: OmegaConf 2.3 cannot fill a null nested dataclass
+    # from an override (omry/omegaconf#1035: ``scenario.tenants.0.trace.path=...`` crashes). The field is
+    # still checked, with its key named: ``TenantSpec.__post_init__`` coerces a mapping into a TraceSpec.
+    _OptionalTrace = Any
+
+
 @dataclass
 class TenantSpec:
     """One tenant: who it is, what it is promised, and what it sends."""
@@ -255,7 +264,7 @@ class TenantSpec:
     """Arrival process (ignored when ``trace`` is set)."""
     lengths: LengthSpec = field(default_factory=LengthSpec)
     """Length distributions (ignored when ``trace`` is set)."""
-    trace: TraceSpec | None = None
+    trace: _OptionalTrace = None
     """Replay this trace instead of sampling."""
 
     def __post_init__(self) -> None:

@@ -1,0 +1,141 @@
+"""Policy bundles (DESIGN §7): one directory holding everything needed to run a trained policy.
+
+Layout::
+
+    model.zip          the stable-baselines3 model (a pickle inside a zip: load only trusted bundles)
+    normalization.json observation normalisation statistics: mean, variance, clip, epsilon (plain JSON,
+                       no pickle; absent when training did not normalise observations)
+    spec.json          the observation/action contract of the environment it was trained on
+    config.yaml        the resolved training config
+    manifest.json      content hashes (SHA-256) of the files above, and the bundle hash over them
+
+``load_bundle`` verifies every hash before unpickling anything and refuses a bundle whose spec differs
+from the environment's, naming the first mismatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.errors import BundleError
+
+MODEL_FILE, NORMALIZE_FILE, SPEC_FILE, CONFIG_FILE, MANIFEST_FILE = (
+    "model.zip", "normalization.json", "spec.json", "config.yaml", "manifest.json")
+BUNDLE_FORMAT = 1
+
+
+@dataclass
+class Bundle:
+    """A verified bundle on disk.
+
+    Attributes:
+        path: the bundle directory.
+        spec: the observation/action contract it was trained on.
+        manifest: file hashes, bundle hash and metadata.
+    """
+
+    path: Path
+    spec: dict[str, Any]
+    manifest: dict[str, Any]
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 over the bundle's files."""
+        return str(self.manifest["bundle_sha256"])
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    def normalization(self) -> dict[str, Any] | None:
+        """Observation statistics (``mean``, ``var`` lists; ``clip_obs``, ``epsilon``), or None."""
+        candidate = self.path / NORMALIZE_FILE
+        return _read_json(candidate, "normalization") if candidate.is_file() else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _bundle_hash(files: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def save_bundle(directory: str | Path, model_file: Path, normalization: dict[str, Any] | None,
+                spec: dict[str, Any], config_yaml: str, metadata: dict[str, Any] | None = None) -> Bundle:
+    """Write a bundle from a saved model (and normalisation statistics); returns it verified."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_file, path / MODEL_FILE)
+    if normalization is not None:
+        (path / NORMALIZE_FILE).write_text(json.dumps(normalization))
+    (path / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))
+    (path / CONFIG_FILE).write_text(config_yaml)
+    names = [MODEL_FILE, SPEC_FILE, CONFIG_FILE] + ([NORMALIZE_FILE] if normalization is not None else [])
+    files = {name: _sha256(path / name) for name in sorted(names)}
+    manifest = {"format": BUNDLE_FORMAT, "files": files, "bundle_sha256": _bundle_hash(files), **(metadata or {})}
+    (path / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return load_bundle(path)
+
+
+def load_bundle(directory: str | Path, expected_spec: dict[str, Any] | None = None,
+                expected_hash: str | None = None) -> Bundle:
+    """Open and verify a bundle: every file's hash, the bundle hash, and (when given) the spec.
+
+    Raises:
+        BundleError: naming the missing file, the file whose hash differs, or the first spec mismatch.
+    """
+    path = Path(directory)
+    manifest = _read_json(path / MANIFEST_FILE, "manifest")
+    files = manifest.get("files")
+    if manifest.get("format") != BUNDLE_FORMAT or not isinstance(files, dict) or MODEL_FILE not in files:
+        raise BundleError(f"{path}: {MANIFEST_FILE} is not a disaggpilot bundle manifest (format {BUNDLE_FORMAT})")
+    for name, digest in files.items():
+        if not (path / name).is_file():
+            raise BundleError(f"{path}: {name} is listed in the manifest but missing")
+        if _sha256(path / name) != digest:
+            raise BundleError(f"{path}: {name} does not match its hash in {MANIFEST_FILE}: the bundle was altered")
+    if _bundle_hash(files) != manifest.get("bundle_sha256"):
+        raise BundleError(f"{path}: bundle_sha256 in {MANIFEST_FILE} does not match its files")
+    if expected_hash is not None and manifest["bundle_sha256"] != expected_hash:
+        raise BundleError(f"{path}: content hash {manifest['bundle_sha256'][:12]}... differs from the expected "
+                          f"{expected_hash[:12]}...: refusing to load it")
+    bundle = Bundle(path=path, spec=_read_json(path / SPEC_FILE, "spec"), manifest=manifest)
+    if expected_spec is not None:
+        validate_spec(bundle.spec, expected_spec, path)
+    return bundle
+
+
+def validate_spec(found: dict[str, Any], expected: dict[str, Any], where: Path | str = "bundle") -> None:
+    """Raise ``BundleError`` naming the first key whose value differs between the two specs."""
+    for key in sorted(set(found) | set(expected)):
+        if found.get(key) != expected.get(key):
+            raise BundleError(f"{where}: spec mismatch in {key!r}: the bundle has {_brief(found.get(key))}, the "
+                              f"environment has {_brief(expected.get(key))}; retrain, or configure the environment "
+                              "as the bundle's config.yaml does")
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{path.parent}: no {path.name}: not a policy bundle directory") from None
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{path}: the {what} is not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise BundleError(f"{path}: the {what} must be a JSON object")
+    return value

@@ -1,0 +1,79 @@
+"""A trained PPO policy behind the ``Policy`` interface, loaded from a verified bundle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.bundle import Bundle, load_bundle, validate_spec
+from agent.errors import BundleError
+from agent.policy import PolicyContext
+from env.action import ActionCodec, ActionConfig
+from env.backend import ClusterAction
+from env.metrics import MetricsSnapshot
+
+
+class PpoPolicy:
+    """Runs a bundle's model: normalise the observation, mask, predict, decode to targets.
+
+    Args:
+        bundle: path to a bundle directory (never an untrusted location: the model is a pickle).
+        expected_hash: refuse the bundle unless its content hash equals this.
+        deterministic: take the most likely action (True for evaluation and production).
+        name: the policy's name in results.
+    """
+
+    def __init__(self, bundle: str | Path, expected_hash: str | None = None, deterministic: bool = True,
+                 name: str = "ppo") -> None:
+        from sb3_contrib import MaskablePPO  # deferred: torch is heavy and only PPO needs it
+
+        self.name, self.deterministic = name, deterministic
+        self.bundle: Bundle = load_bundle(bundle, expected_hash=expected_hash)
+        self.model = MaskablePPO.load(str(self.bundle.model_path), device="cpu")
+        stats = self.bundle.normalization()
+        self._mean = np.asarray(stats["mean"], dtype=np.float64) if stats else None
+        self._std = np.sqrt(np.asarray(stats["var"], dtype=np.float64) + stats["epsilon"]) if stats else None
+        self._clip = float(stats["clip_obs"]) if stats else None
+        self.codec: ActionCodec | None = None
+
+    def reset(self, context: PolicyContext) -> None:
+        """Check the bundle against this episode's environment and build the action decoder."""
+        spec = self.bundle.spec
+        action = ActionConfig(max_step=spec["max_step"], token_budget_levels=spec["token_budget_levels"],
+                              batch_cap_levels=spec["batch_cap_levels"])
+        self.codec = ActionCodec(action, context.scenario.cluster)
+        if list(context.feature_names) and list(context.feature_names) != spec["observation_features"]:
+            validate_spec({"observation_features": spec["observation_features"]},
+                          {"observation_features": list(context.feature_names)}, self.bundle.path)
+        if [int(n) for n in self.codec.nvec] != spec["action_nvec"]:
+            raise BundleError(f"{self.bundle.path}: spec mismatch in 'action_nvec': the bundle has "
+                              f"{spec['action_nvec']}, the cluster needs {self.codec.nvec}")
+
+    def normalize(self, observation: np.ndarray) -> np.ndarray:
+        """The observation as the model saw observations in training."""
+        if self._mean is None or self._std is None or self._clip is None:
+            return observation.astype(np.float32)
+        scaled = (observation - self._mean) / self._std
+        return np.clip(scaled, -self._clip, self._clip).astype(np.float32)
+
+    def raw_action(self, observation: np.ndarray, snapshot: MetricsSnapshot) -> np.ndarray:
+        """The model's action indices for an observation, with the cluster's masks applied."""
+        if self.codec is None:
+            raise BundleError("call reset(context) before act()")
+        masks = self.codec.masks(snapshot)
+        action, _ = self.model.predict(self.normalize(observation), deterministic=self.deterministic,
+                                       action_masks=masks)
+        return np.asarray(action, dtype=np.int64).reshape(-1)
+
+    def act(self, observation: np.ndarray, history: Sequence[MetricsSnapshot]) -> ClusterAction:
+        """Targets for the next interval."""
+        assert self.codec is not None
+        action, _ = self.codec.decode(self.raw_action(observation, history[-1]), history[-1])
+        return action
+
+    def describe(self) -> dict[str, Any]:
+        """Identity of the loaded bundle, for logs and results."""
+        return {"bundle": str(self.bundle.path), "sha256": self.bundle.content_hash}

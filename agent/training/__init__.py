@@ -1,0 +1,1 @@
+"""PPO training: settings, environment construction, callbacks and the run itself (``disaggpilot train``)."""

@@ -1,0 +1,122 @@
+"""Training callbacks: namespaced metrics from ``info``, checkpoints, and validation with early stopping."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecNormalize
+
+from agent.training.validation import ValidationResult
+
+log = logging.getLogger("disaggpilot.train")
+LOGGED_PREFIXES = ("econ/", "slo/", "reward/", "action/")
+
+
+class InfoLoggerCallback(BaseCallback):
+    """Averages the environment's numeric ``info`` terms over each rollout and logs them under their own
+    names (``econ/tokens_per_dollar``, ``slo/<tenant>/attainment``, ``reward/<term>``) to TensorBoard."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sums: dict[str, float] = defaultdict(float)
+        self._counts: dict[str, int] = defaultdict(int)
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", []):
+            for key, value in info.items():
+                if key.startswith(LOGGED_PREFIXES) and isinstance(value, int | float) and math.isfinite(value):
+                    self._sums[key] += float(value)
+                    self._counts[key] += 1
+        return True
+
+    def _on_rollout_end(self) -> None:
+        for key, total in self._sums.items():
+            self.logger.record(key, total / self._counts[key])
+        self._sums.clear()
+        self._counts.clear()
+
+
+def save_checkpoint(model: object, directory: Path) -> None:
+    """Model and normalisation statistics, resumable with ``run.resume_from``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(str(directory / "model.zip"))  # type: ignore[attr-defined]
+    normalizer = model.get_vec_normalize_env()  # type: ignore[attr-defined]
+    if isinstance(normalizer, VecNormalize):
+        normalizer.save(str(directory / "vecnormalize.pkl"))
+
+
+class CheckpointEveryCallback(BaseCallback):
+    """Saves ``checkpoints/latest`` every ``every`` environment steps."""
+
+    def __init__(self, directory: Path, every: int) -> None:
+        super().__init__()
+        self.directory, self.every, self._last = directory, every, 0
+
+    def _on_step(self) -> bool:
+        if self.every and self.num_timesteps - self._last >= self.every:
+            self._last = self.num_timesteps
+            save_checkpoint(self.model, self.directory / "latest")
+        return True
+
+
+class ValidationCallback(BaseCallback):
+    """Every ``every`` steps: validate, log ``eval/*`` beside the SLA planner's figures, keep the best model
+    in ``best/``, and stop when ``patience`` validations pass without improvement.
+
+    Args:
+        validate: runs the current model greedily on the validation episodes.
+        reference: the SLA planner's result on the same episodes (None when unavailable).
+        directory: where ``best/`` goes.
+        every: validation period (environment steps).
+        patience: validations without improvement before stopping (0: never stop early).
+        penalty: weight of the SLO shortfall in the score.
+    """
+
+    def __init__(self, validate: Callable[[], ValidationResult], reference: ValidationResult | None,
+                 directory: Path, every: int, patience: int, penalty: float) -> None:
+        super().__init__()
+        self.validate, self.reference, self.directory = validate, reference, directory
+        self.every, self.patience, self.penalty = every, patience, penalty
+        self.best_score, self.stale, self._last = -np.inf, 0, 0
+        self.history: list[tuple[int, ValidationResult]] = []
+
+    def _on_step(self) -> bool:
+        if not self.every or self.num_timesteps - self._last < self.every:
+            return True
+        self._last = self.num_timesteps
+        return self.run_validation()
+
+    def run_validation(self) -> bool:
+        """Validate now; False when training should stop."""
+        result = self.validate()
+        self.history.append((self.num_timesteps, result))
+        score = result.score(self.penalty)
+        self._record("eval/ppo", result)
+        if self.reference is not None:
+            self._record("eval/sla_planner", self.reference)
+            self.logger.record("eval/tokens_per_dollar_vs_sla_planner",
+                               result.tokens_per_usd / max(self.reference.tokens_per_usd, 1e-9))
+        log.info("validation at %d steps: %.0f tokens/$, shortfall %.4f, score %.4f", self.num_timesteps,
+                 result.tokens_per_usd, result.shortfall, score)
+        if score > self.best_score:
+            self.best_score, self.stale = score, 0
+            save_checkpoint(self.model, self.directory / "best")
+        else:
+            self.stale += 1
+        self.logger.dump(self.num_timesteps)
+        if self.patience and self.stale >= self.patience:
+            log.info("early stop: %d validations without improvement", self.stale)
+            return False
+        return True
+
+    def _record(self, prefix: str, result: ValidationResult) -> None:
+        self.logger.record(f"{prefix}/tokens_per_dollar", result.tokens_per_usd)
+        self.logger.record(f"{prefix}/slo_shortfall", result.shortfall)
+        self.logger.record(f"{prefix}/min_attainment", result.min_attainment)
+        self.logger.record(f"{prefix}/score", result.score(self.penalty))

@@ -1,0 +1,98 @@
+"""Training settings: PPO hyperparameters (``configs/agent/``) and the run (``configs/train.yaml: run``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.errors import PolicyConfigError
+
+VEC_ENVS = ("subproc", "dummy")
+
+
+def _require(condition: bool, key: str, value: object, fix: str) -> None:
+    if not condition:
+        raise PolicyConfigError(f"{key}={value!r} is invalid: {fix}")
+
+
+@dataclass
+class PpoConfig:
+    """MaskablePPO hyperparameters (sb3-contrib); see stable-baselines3's PPO for each one's caveats."""
+
+    learning_rate: float = 3e-4
+    """Adam step size."""
+    n_steps: int = 240
+    """Steps per environment per rollout (240 = one 2-hour episode at 30 s)."""
+    batch_size: int = 240
+    """Minibatch size (steps)."""
+    n_epochs: int = 10
+    """Passes over each rollout."""
+    gamma: float = 0.97
+    """Discount per interval (0.97: a horizon of about 33 intervals, 16 minutes)."""
+    gae_lambda: float = 0.95
+    """GAE bias/variance trade-off."""
+    clip_range: float = 0.2
+    """PPO ratio clip."""
+    ent_coef: float = 0.01
+    """Entropy bonus: keeps exploring the knob levels."""
+    vf_coef: float = 0.5
+    """Value-loss weight."""
+    max_grad_norm: float = 0.5
+    """Gradient clip."""
+    net_arch: list[int] = field(default_factory=lambda: [128, 128])
+    """Hidden layer sizes of the policy and value networks."""
+    normalize_observations: bool = True
+    """Running mean/variance normalisation of observations (VecNormalize); stored in the bundle."""
+    normalize_rewards: bool = True
+    """Scale rewards by the running return's standard deviation during training only."""
+    clip_obs: float = 10.0
+    """Clip of normalised observations."""
+
+    def __post_init__(self) -> None:
+        _require(self.learning_rate > 0, "agent.learning_rate", self.learning_rate, "use > 0")
+        _require(self.n_steps >= 2, "agent.n_steps", self.n_steps, "use >= 2")
+        _require(self.batch_size >= 2, "agent.batch_size", self.batch_size, "use >= 2")
+        _require(0 < self.gamma <= 1, "agent.gamma", self.gamma, "use (0, 1]")
+        _require(0 <= self.gae_lambda <= 1, "agent.gae_lambda", self.gae_lambda, "use [0, 1]")
+        _require(all(int(n) > 0 for n in self.net_arch), "agent.net_arch", self.net_arch, "use positive widths")
+
+
+@dataclass
+class RunConfig:
+    """One training run."""
+
+    total_timesteps: int = 200_000
+    """Environment steps over all environments."""
+    n_envs: int = 2
+    """Environments stepped in parallel."""
+    vec_env: str = "subproc"
+    """``subproc`` (one process per environment) or ``dummy`` (in-process)."""
+    seed: int = 0
+    """Seeds the networks, the environments and every episode."""
+    scenarios: list[str] = field(default_factory=lambda: ["steady"])
+    """Training mix: each episode draws one (names in configs/scenario/)."""
+    validation_scenarios: list[str] = field(default_factory=lambda: ["steady"])
+    """Scenarios of the periodic validation against the SLA planner."""
+    validation_seeds: list[int] = field(default_factory=lambda: [1000])
+    """Episode seeds of validation (kept apart from training seeds)."""
+    validation_horizon_s: float | None = 3600.0
+    """Validation episode length (seconds); None for the scenario's."""
+    eval_every_steps: int = 20_000
+    """Validate every this many environment steps (0 disables)."""
+    early_stop_patience: int = 6
+    """Stop after this many validations without improvement (0 disables)."""
+    checkpoint_every_steps: int = 20_000
+    """Save a resumable checkpoint every this many steps (0 disables)."""
+    resume_from: str | None = None
+    """A checkpoint directory to continue from (model.zip and vecnormalize.pkl inside)."""
+    bundle_dir: str = "bundle"
+    """Where the final policy bundle goes, relative to the run directory (or absolute)."""
+    progress_bar: bool = True
+    """Show a progress bar while training."""
+
+    def __post_init__(self) -> None:
+        _require(self.total_timesteps >= 1, "run.total_timesteps", self.total_timesteps, "use >= 1")
+        _require(self.n_envs >= 1, "run.n_envs", self.n_envs, "use >= 1")
+        _require(self.vec_env in VEC_ENVS, "run.vec_env", self.vec_env, f"use one of {VEC_ENVS}")
+        _require(len(self.scenarios) >= 1, "run.scenarios", self.scenarios, "name at least one scenario")
+        for key in ("eval_every_steps", "early_stop_patience", "checkpoint_every_steps"):
+            _require(getattr(self, key) >= 0, f"run.{key}", getattr(self, key), "use >= 0")

@@ -1,0 +1,145 @@
+"""A training run, top to bottom: environments, model, callbacks, learning, the bundle."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gymnasium import Env
+from sb3_contrib import MaskablePPO
+from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+
+from agent.bundle import Bundle, save_bundle
+from agent.training.callbacks import (
+    CheckpointEveryCallback,
+    InfoLoggerCallback,
+    ValidationCallback,
+    save_checkpoint,
+)
+from agent.training.config import PpoConfig, RunConfig
+from agent.training.validation import ValidationResult, aggregate, run_model_episode, run_policy_episode
+from env.cluster_env import DisaggClusterEnv, EnvConfig
+from env.reward import RewardConfig
+from env.scenario import ScenarioConfig, load_scenario
+
+log = logging.getLogger("disaggpilot.train")
+
+
+def make_env_factory(scenarios: list[ScenarioConfig], env_config: EnvConfig, reward: RewardConfig,
+                     seed: int) -> Callable[[], Env[Any, Any]]:
+    """A picklable constructor of one monitored training environment."""
+    def build() -> Env[Any, Any]:
+        environment = DisaggClusterEnv(scenarios=scenarios, config=env_config, reward=reward)
+        environment.reset(seed=seed)
+        return Monitor(environment)
+    return build
+
+
+def make_vec_env(run: RunConfig, ppo: PpoConfig, scenarios: list[ScenarioConfig], env_config: EnvConfig,
+                 reward: RewardConfig) -> VecEnv:
+    """The vectorised, optionally normalised, training environments (each seeded from ``run.seed``)."""
+    factories = [make_env_factory(scenarios, env_config, reward, run.seed * 1000 + rank) for rank in range(run.n_envs)]
+    vec: VecEnv = SubprocVecEnv(factories) if run.vec_env == "subproc" and run.n_envs > 1 else DummyVecEnv(factories)
+    vec.seed(run.seed)
+    if ppo.normalize_observations or ppo.normalize_rewards:
+        vec = VecNormalize(vec, norm_obs=ppo.normalize_observations, norm_reward=ppo.normalize_rewards,
+                           clip_obs=ppo.clip_obs, gamma=ppo.gamma)
+    return vec
+
+
+def build_model(vec: VecEnv, ppo: PpoConfig, run: RunConfig, tensorboard_dir: Path) -> MaskablePPO:
+    """A new model, or the checkpoint named by ``run.resume_from`` (with its normalisation statistics)."""
+    if run.resume_from:
+        checkpoint = Path(run.resume_from)
+        if isinstance(vec, VecNormalize) and (checkpoint / "vecnormalize.pkl").is_file():
+            restored = VecNormalize.load(str(checkpoint / "vecnormalize.pkl"), vec.venv)
+            vec.obs_rms, vec.ret_rms = restored.obs_rms, restored.ret_rms
+        log.info("resuming from %s", checkpoint)
+        return MaskablePPO.load(str(checkpoint / "model.zip"), env=vec, device="cpu",
+                                tensorboard_log=str(tensorboard_dir))
+    hyper = {k: v for k, v in asdict(ppo).items() if k not in ("net_arch", "normalize_observations",
+                                                                 "normalize_rewards", "clip_obs")}
+    return MaskablePPO("MlpPolicy", vec, seed=run.seed, device="cpu", tensorboard_log=str(tensorboard_dir),
+                       policy_kwargs={"net_arch": list(ppo.net_arch)}, verbose=0, **hyper)
+
+
+def greedy_predictor(model: MaskablePPO) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The current model's deterministic, masked action, with training-time observation normalisation."""
+    normalizer = model.get_vec_normalize_env()
+
+    def predict(observation: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        scaled = normalizer.normalize_obs(observation) if normalizer is not None else observation
+        action, _ = model.predict(scaled, deterministic=True, action_masks=masks)
+        return np.asarray(action)
+    return predict
+
+
+def sla_planner_reference(scenarios: list[ScenarioConfig], run: RunConfig, env_config: EnvConfig,
+                          reward: RewardConfig) -> ValidationResult | None:
+    """The Dynamo-style planner on the validation episodes, or None when the baselines are unavailable."""
+    try:
+        from agent.baselines import BASELINES, make_baseline
+    except ImportError:
+        return None
+    if "sla_planner" not in BASELINES:
+        log.warning("the SLA planner baseline is unavailable: validation runs without a reference")
+        return None
+    summaries = [run_policy_episode(make_baseline("sla_planner"), scenario, seed, env_config, reward,
+                                    run.validation_horizon_s)
+                 for scenario in scenarios for seed in run.validation_seeds]
+    return aggregate(summaries)
+
+
+def train(run: RunConfig, ppo: PpoConfig, env_config: EnvConfig, reward: RewardConfig, run_dir: Path,
+          config_yaml: str) -> Bundle:
+    """Train, validate, checkpoint; write and return the bundle of the best validated model."""
+    scenarios = [load_scenario(name) for name in run.scenarios]
+    validation = [load_scenario(name) for name in run.validation_scenarios]
+    vec = make_vec_env(run, ppo, scenarios, env_config, reward)
+    model = build_model(vec, ppo, run, run_dir / "tensorboard")
+
+    def validate() -> ValidationResult:
+        predict = greedy_predictor(model)
+        return aggregate([run_model_episode(predict, scenario, seed, env_config, reward, run.validation_horizon_s)
+                          for scenario in validation for seed in run.validation_seeds])
+
+    reference = sla_planner_reference(validation, run, env_config, reward) if run.eval_every_steps else None
+    validator = ValidationCallback(validate, reference, run_dir, run.eval_every_steps, run.early_stop_patience,
+                                   reward.slo_penalty)
+    callbacks = CallbackList([InfoLoggerCallback(), CheckpointEveryCallback(run_dir / "checkpoints",
+                                                                            run.checkpoint_every_steps), validator])
+    model.learn(total_timesteps=run.total_timesteps, callback=callbacks, progress_bar=run.progress_bar,
+                reset_num_timesteps=not run.resume_from, tb_log_name="ppo")
+    save_checkpoint(model, run_dir / "checkpoints" / "final")
+    if run.eval_every_steps:
+        validator.run_validation()  # the final model competes for "best" too
+    chosen = run_dir / "best" if (run_dir / "best" / "model.zip").is_file() else run_dir / "checkpoints" / "final"
+    vec.close()
+    return write_bundle(chosen, run, env_config, scenarios[0], reward, run_dir, config_yaml, validator)
+
+
+def write_bundle(checkpoint: Path, run: RunConfig, env_config: EnvConfig, scenario: ScenarioConfig,
+                 reward: RewardConfig, run_dir: Path, config_yaml: str, validator: ValidationCallback) -> Bundle:
+    """The bundle of a checkpoint: model, plain-JSON observation statistics, spec, config, hashes."""
+    normalization = None
+    if (checkpoint / "vecnormalize.pkl").is_file():
+        stats = VecNormalize.load(str(checkpoint / "vecnormalize.pkl"), DummyVecEnv([lambda: _spec_env(
+            scenario, env_config, reward)]))
+        rms: Any = stats.obs_rms  # a RunningMeanStd for a Box observation space
+        normalization = {"mean": rms.mean.tolist(), "var": rms.var.tolist(),
+                         "clip_obs": float(stats.clip_obs), "epsilon": float(stats.epsilon)}
+    spec = _spec_env(scenario, env_config, reward).spec_dict()
+    target = Path(run.bundle_dir) if Path(run.bundle_dir).is_absolute() else run_dir / run.bundle_dir
+    metadata = {"trained_steps": validator.num_timesteps, "scenarios": list(run.scenarios),
+                "best_validation_score": float(validator.best_score)}
+    return save_bundle(target, checkpoint / "model.zip", normalization, spec, config_yaml, metadata)
+
+
+def _spec_env(scenario: ScenarioConfig, env_config: EnvConfig, reward: RewardConfig) -> DisaggClusterEnv:
+    return DisaggClusterEnv(scenario, config=env_config, reward=reward)

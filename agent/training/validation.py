@@ -1,0 +1,82 @@
+"""Validation during training: greedy episodes of the current policy against the SLA planner's."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.policy import Policy, PolicyContext
+from env.cluster_env import DisaggClusterEnv, EnvConfig
+from env.reward import RewardConfig
+from env.scenario import ScenarioConfig
+from env.summary import RunSummary, summarize
+
+Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""(observation, action masks) -> action indices."""
+
+
+@dataclass
+class ValidationResult:
+    """Mean figures over validation episodes."""
+
+    tokens_per_usd: float
+    shortfall: float
+    """Sum over tenants of max(0, target - attainment), averaged over episodes."""
+    min_attainment: float
+
+    def score(self, penalty: float) -> float:
+        """Tokens per dollar (millions) minus the shortfall penalty: what early stopping maximises."""
+        return self.tokens_per_usd / 1e6 - penalty * self.shortfall
+
+
+def _episode_env(scenario: ScenarioConfig, env_config: EnvConfig, reward: RewardConfig,
+                 horizon_s: float | None) -> DisaggClusterEnv:
+    config = EnvConfig(interval_s=env_config.interval_s, horizon_s=horizon_s or env_config.horizon_s,
+                       action=env_config.action, observation=env_config.observation)  # no randomisation
+    return DisaggClusterEnv(scenario, config=config, reward=reward)
+
+
+def _shortfall(summary: RunSummary) -> float:
+    return sum(max(0.0, row.target - row.attainment) for row in summary.tenants if math.isfinite(row.attainment))
+
+
+def run_model_episode(predict: Predictor, scenario: ScenarioConfig, seed: int, env_config: EnvConfig,
+                      reward: RewardConfig, horizon_s: float | None) -> RunSummary:
+    """One greedy episode of a model (action indices, masked)."""
+    environment = _episode_env(scenario, env_config, reward, horizon_s)
+    observation, _ = environment.reset(seed=seed)
+    done = False
+    while not done:
+        action = predict(observation, environment.action_masks())
+        observation, _, terminated, truncated, _ = environment.step(action)
+        done = terminated or truncated
+    environment.close()
+    return summarize(environment.history[1:], scenario.tenants)
+
+
+def run_policy_episode(policy: Policy, scenario: ScenarioConfig, seed: int, env_config: EnvConfig,
+                       reward: RewardConfig, horizon_s: float | None) -> RunSummary:
+    """One episode of a non-learned policy (targets)."""
+    environment = _episode_env(scenario, env_config, reward, horizon_s)
+    observation, _ = environment.reset(seed=seed)
+    policy.reset(PolicyContext(scenario=environment.world, interval_s=env_config.interval_s,
+                               feature_names=environment.builder.names))
+    done = False
+    while not done:
+        observation, _, terminated, truncated, _ = environment.step_targets(
+            policy.act(observation, environment.history))
+        done = terminated or truncated
+    environment.close()
+    return summarize(environment.history[1:], scenario.tenants)
+
+
+def aggregate(summaries: Sequence[RunSummary]) -> ValidationResult:
+    """Mean tokens per dollar, mean shortfall and worst attainment over episodes."""
+    return ValidationResult(
+        tokens_per_usd=float(np.mean([s.goodput_tokens_per_usd for s in summaries])),
+        shortfall=float(np.mean([_shortfall(s) for s in summaries])),
+        min_attainment=float(np.nanmin([s.min_attainment for s in summaries])),
+    )

@@ -1,0 +1,96 @@
+"""Policy bundles: hashes, spec checks, and a trained bundle running as a Policy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sb3_contrib import MaskablePPO
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from agent.bundle import MANIFEST_FILE, SPEC_FILE, load_bundle, save_bundle
+from agent.errors import BundleError
+from agent.policy import PolicyContext
+from agent.ppo_policy import PpoPolicy
+from env.cluster_env import DisaggClusterEnv, EnvConfig
+from env.observation import ObservationConfig
+from tests.env.sim.conftest import small_scenario
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    environment = DisaggClusterEnv(small_scenario(duration_s=300.0))
+    model = MaskablePPO("MlpPolicy", DummyVecEnv([lambda: environment]), n_steps=16, batch_size=16, seed=0,
+                        device="cpu", policy_kwargs={"net_arch": [8]})
+    work = tmp_path_factory.mktemp("bundle")
+    model.save(str(work / "model.zip"))
+    size = environment.observation_space.shape[0]
+    normalization = {"mean": [0.0] * size, "var": [1.0] * size, "clip_obs": 10.0, "epsilon": 1e-8}
+    bundle = save_bundle(work / "bundle", work / "model.zip", normalization, environment.spec_dict(), "seed: 0\n")
+    return bundle.path
+
+
+def copy_of(bundle_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(bundle_dir, tmp_path / "copy"))
+
+
+def test_a_saved_bundle_verifies_and_runs_as_a_policy(bundle_dir: Path) -> None:
+    policy = PpoPolicy(bundle_dir)
+    environment = DisaggClusterEnv(small_scenario(duration_s=300.0))
+    observation, _ = environment.reset(seed=0)
+    policy.reset(PolicyContext(scenario=environment.world, interval_s=30.0, feature_names=environment.builder.names))
+    for _ in range(3):
+        action = policy.act(observation, environment.history)
+        assert set(action.pools) == {"prefill", "decode"}
+        observation, *_ = environment.step_targets(action)
+    assert policy.describe()["sha256"] == load_bundle(bundle_dir).content_hash
+
+
+def test_a_tampered_file_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = copy_of(bundle_dir, tmp_path)
+    with (copy / "model.zip").open("ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(BundleError, match=r"model\.zip does not match its hash"):
+        load_bundle(copy)
+
+
+def test_an_unexpected_content_hash_is_refused(bundle_dir: Path) -> None:
+    with pytest.raises(BundleError, match="differs from the expected"):
+        load_bundle(bundle_dir, expected_hash="0" * 64)
+
+
+def test_a_spec_mismatch_names_the_key(bundle_dir: Path) -> None:
+    other = DisaggClusterEnv(small_scenario(duration_s=300.0),
+                             config=EnvConfig(observation=ObservationConfig(max_tenants=2)))
+    with pytest.raises(BundleError, match="spec mismatch in 'observation_features'"):
+        load_bundle(bundle_dir, expected_spec=other.spec_dict())
+
+
+def test_a_policy_refuses_a_cluster_with_other_pools(bundle_dir: Path) -> None:
+    policy = PpoPolicy(bundle_dir)
+    scenario = small_scenario(prefill=0, decode=0, aggregated=2)
+    with pytest.raises(BundleError, match="action_nvec"):
+        policy.reset(PolicyContext(scenario=scenario, interval_s=30.0))
+
+
+def test_missing_or_malformed_bundles_get_clear_errors(bundle_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="not a policy bundle directory"):
+        load_bundle(tmp_path)
+    copy = copy_of(bundle_dir, tmp_path)
+    (copy / SPEC_FILE).unlink()
+    with pytest.raises(BundleError, match=r"spec\.json is listed in the manifest but missing"):
+        load_bundle(copy)
+    manifest = json.loads((copy / MANIFEST_FILE).read_text())
+    manifest["format"] = 99
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="not a disaggpilot bundle manifest"):
+        load_bundle(copy)
+
+
+def test_normalisation_matches_the_stored_statistics(bundle_dir: Path) -> None:
+    policy = PpoPolicy(bundle_dir)
+    observation = np.full(policy.bundle.spec["observation_features"].__len__(), 3.0, dtype=np.float32)
+    assert np.allclose(policy.normalize(observation), 3.0, atol=1e-3)
