@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "simulate": ("env.simulate", "main", "run a scenario on the simulator with a fixed configuration"),
     "train": ("agent.train", "main", "train a PPO policy on the simulator and write a policy bundle"),
+    "evaluate": ("agent.evaluate", "main", "compare policies over scenarios and seeds: CSVs, summary, plots"),
 }
 
 

@@ -1,0 +1,69 @@
+"""Non-learned reference controllers (issue 4), behind one registry.
+
+Every baseline implements :class:`agent.policy.Policy` and is built from keyword settings (a resolved
+config section), validated at construction by its settings dataclass::
+
+    policy = make_baseline("threshold", prefill_waiting_per_replica=2.0)
+    policy.reset(PolicyContext(scenario=env.world, interval_s=env.config.interval_s))
+    action = policy.act(observation, env.history)
+
+Two need more from the harness: ``clairvoyant`` needs ``PolicyContext.requests`` (the episode's true
+requests, ``env.backend.requests`` on the simulator), and ``static_oracle`` must search the episode before
+``reset``: ``policy.search(scenario, seed, env.config)`` (see :class:`StaticOraclePolicy`).
+
+Names, classes and settings dataclasses (every field documented with its unit):
+
+- ``static``: :class:`StaticPolicy`, :class:`StaticSettings`
+- ``static_oracle``: :class:`StaticOraclePolicy`, :class:`StaticOracleSettings`
+- ``threshold``: :class:`ThresholdPolicy`, :class:`ThresholdSettings`
+- ``sla_planner``: :class:`SlaPlannerPolicy`, :class:`SlaPlannerSettings`
+- ``saturation``: :class:`SaturationPolicy`, :class:`SaturationSettings`
+- ``clairvoyant``: :class:`ClairvoyantPlannerPolicy`, :class:`SlaPlannerSettings`
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.baselines.clairvoyant import ClairvoyantPlannerPolicy
+from agent.baselines.common import BaselineError
+from agent.baselines.saturation import SaturationPolicy, SaturationSettings
+from agent.baselines.sla_planner import SlaPlannerPolicy, SlaPlannerSettings
+from agent.baselines.static import StaticPolicy, StaticSettings
+from agent.baselines.static_oracle import StaticOraclePolicy, StaticOracleSettings
+from agent.baselines.threshold import ThresholdPolicy, ThresholdSettings
+from agent.policy import Policy
+from env.errors import ConfigError
+
+BASELINES: dict[str, type] = {
+    "static": StaticPolicy,
+    "static_oracle": StaticOraclePolicy,
+    "threshold": ThresholdPolicy,
+    "sla_planner": SlaPlannerPolicy,
+    "saturation": SaturationPolicy,
+    "clairvoyant": ClairvoyantPlannerPolicy,
+}
+"""Registry name → policy class; each class takes its settings as keyword arguments."""
+
+
+def make_baseline(kind: str, **params: Any) -> Policy:
+    """Build the baseline registered as ``kind`` from keyword settings.
+
+    Args:
+        kind: a key of :data:`BASELINES`.
+        **params: the policy's settings (fields of its settings dataclass).
+
+    Raises:
+        ConfigError: ``kind`` is unknown, or a setting is unknown or out of range.
+    """
+    if kind not in BASELINES:
+        raise ConfigError(f"agent.kind={kind!r} is not a baseline: use one of {sorted(BASELINES)}")
+    policy: Policy = BASELINES[kind](**params)
+    return policy
+
+
+__all__ = [
+    "BASELINES", "BaselineError", "ClairvoyantPlannerPolicy", "SaturationPolicy", "SaturationSettings",
+    "SlaPlannerPolicy", "SlaPlannerSettings", "StaticOraclePolicy", "StaticOracleSettings", "StaticPolicy",
+    "StaticSettings", "ThresholdPolicy", "ThresholdSettings", "make_baseline",
+]

@@ -1,0 +1,56 @@
+"""``disaggpilot evaluate``: every policy × scenario × seed on the same environment; tables, CSVs and plots.
+
+A Hydra app over ``configs/evaluate.yaml``. For example::
+
+    disaggpilot evaluate                                   # everything, 3 seeds, 2 worker processes
+    disaggpilot evaluate only=[static,threshold] scenarios=[steady] seeds=[0] duration_s=1800 jobs=4
+    disaggpilot evaluate scenarios=[steady] trace.path=shared/data/traces/x.csv trace.format=azure
+
+The logic lives in ``agent.evaluation``; this module composes it: plan, run, write, print.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from agent import errors as agent_errors
+from agent.evaluation import evaluate, plan_from_config, write_outputs
+from env import errors as env_errors
+from env.catalog import configs_dir
+
+log = logging.getLogger("disaggpilot.evaluate")
+
+
+@hydra.main(version_base=None, config_path=str(configs_dir()), config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    """Entry point of ``disaggpilot evaluate``."""
+    log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    # ----- plan: policies are built and scenarios loaded here, so config errors stop us before any episode
+    try:
+        plan = plan_from_config(cfg)
+    except (env_errors.PermanentError, agent_errors.PermanentError) as error:
+        raise SystemExit(f"disaggpilot evaluate: {error}") from None
+    tasks = len(plan.tasks())
+    log.info("%d episodes (%d policies x %d scenarios x %d seeds), jobs=%d", tasks, len(plan.specs),
+             len(plan.scenarios), len(plan.seeds), plan.jobs)
+
+    # ----- run
+    results = evaluate(plan)
+
+    # ----- write and report
+    outputs = write_outputs(results, plan.scenarios, Path(str(cfg.output_dir)), plan.describe(), bool(cfg.plots))
+    print(outputs.summary)
+    print(f"results: {outputs.results_csv}")
+    print(f"timelines: {outputs.directory / 'timeline'}")
+    if outputs.plots:
+        print(f"plots: {outputs.directory / 'plots'} ({len(outputs.plots)} PNGs)")
+    for failure in outputs.failures:
+        log.error("episode %s on %s seed %d failed:\n%s", failure.policy, failure.scenario, failure.seed,
+                  failure.error)
+    if outputs.failures:
+        raise SystemExit(f"disaggpilot evaluate: {len(outputs.failures)} of {tasks} episodes failed; see the log "
+                         f"and {outputs.summary_md}")

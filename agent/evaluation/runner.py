@@ -1,0 +1,90 @@
+"""Run an evaluation's episodes, in this process (``jobs=1``) or in a pool of worker processes.
+
+Each episode depends only on its task (policy config, scenario, seed, env and reward settings), never on
+which process ran it or in which order, so results are identical for any ``jobs``; they are returned in
+task order. Episodes of policies that search before they start (``static_oracle``) are submitted first,
+so the longest tasks do not finish last. Workers are started with ``start_method`` (``spawn`` by default:
+a fresh interpreter that inherits no threads or locks from the caller). A failed episode, even one whose
+worker died, is reported in its result and never loses the other episodes' results.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+
+from agent.evaluation.episode import EpisodeResult, EpisodeTask, run_episode_safely
+from agent.evaluation.plan import EvaluationPlan
+from env.errors import require
+
+log = logging.getLogger("disaggpilot.evaluate")
+
+Progress = Callable[[EpisodeResult, int, int], None]
+"""Called after each episode with its result, the number done and the total."""
+
+
+def worker_count(jobs: int, tasks: int) -> int:
+    """Processes to use: ``jobs`` (0 means every CPU), never more than there are tasks."""
+    require(jobs >= 0, "jobs", jobs, "use a number of worker processes >= 1 (1 runs in-process; 0: every CPU)")
+    wanted = jobs or os.cpu_count() or 1
+    return max(1, min(wanted, tasks))
+
+
+def run_tasks(tasks: Sequence[EpisodeTask], jobs: int = 1, start_method: str = "spawn",
+              progress: Progress | None = None) -> list[EpisodeResult]:
+    """Run every task; the results come back in task order whatever ``jobs`` is.
+
+    Args:
+        tasks: the episodes.
+        jobs: worker processes; 1 runs in this process, 0 uses every CPU.
+        start_method: ``spawn``, ``forkserver`` or ``fork`` (how workers start; see ``multiprocessing``).
+        progress: called after each episode finishes.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    require(start_method in methods, "start_method", start_method, f"use one of {methods}")
+    workers = worker_count(jobs, len(tasks))
+    report = progress or _log_progress
+    if workers == 1:
+        results = []
+        for done, task in enumerate(tasks, start=1):
+            results.append(run_episode_safely(task))
+            report(results[-1], done, len(tasks))
+        return results
+    return _run_in_pool(tasks, workers, start_method, report)
+
+
+def _run_in_pool(tasks: Sequence[EpisodeTask], workers: int, start_method: str,
+                 report: Progress) -> list[EpisodeResult]:
+    context = multiprocessing.get_context(start_method)
+    results: dict[int, EpisodeResult] = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        longest_first = sorted(tasks, key=lambda t: (not t.prepares, t.index))
+        futures: dict[Future[EpisodeResult], EpisodeTask] = {pool.submit(run_episode_safely, t): t
+                                                             for t in longest_first}
+        for future in as_completed(futures):
+            task = futures[future]
+            results[task.index] = _collect(future, task)
+            report(results[task.index], len(results), len(tasks))
+    return [results[task.index] for task in tasks]
+
+
+def _collect(future: Future[EpisodeResult], task: EpisodeTask) -> EpisodeResult:
+    """The future's result, or an error result when its worker died (killed, out of memory, unpicklable)."""
+    try:
+        return future.result()
+    except Exception as error:  # BrokenProcessPool, PicklingError: the episode is lost, not the evaluation
+        return EpisodeResult(task.index, task.policy.name, task.scenario.name, task.seed,
+                             error=f"worker process failed: {type(error).__name__}: {error}")
+
+
+def _log_progress(result: EpisodeResult, done: int, total: int) -> None:
+    status = "FAILED" if result.error else f"{result.row['goodput_tokens_per_usd']:.0f} tok/$"
+    log.info("[%d/%d] %s on %s seed %d: %s", done, total, result.policy, result.scenario, result.seed, status)
+
+
+def evaluate(plan: EvaluationPlan, progress: Progress | None = None) -> list[EpisodeResult]:
+    """Run every episode of ``plan`` with its ``jobs`` and ``start_method``; results in task order."""
+    return run_tasks(plan.tasks(), plan.jobs, plan.start_method, progress)
