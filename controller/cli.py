@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "simulate": ("env.simulate", "main", "run a scenario on the simulator with a fixed configuration"),
     "train": ("agent.train", "main", "train a PPO policy on the simulator and write a policy bundle"),
     "evaluate": ("agent.evaluate", "main", "compare policies over scenarios and seeds: CSVs, summary, plots"),
+    "controller": ("controller.app", "main", "run the control loop (shadow or active) with its shield and metrics"),
 }
 
 

@@ -1,0 +1,157 @@
+"""``disaggpilot controller``: the daemon, a Hydra app over ``configs/controller.yaml``.
+
+For now it runs against the simulator (``backend=sim``): the simulated cluster stands in for a live one, so
+shadow and active modes, the shield, the fallback and the metrics can be exercised anywhere. The live
+backend (Prometheus source, Kubernetes actuator) is a later slice. For example::
+
+    disaggpilot controller controller.bundle=outputs/train/<run>/bundle                 # shadow mode
+    disaggpilot controller controller.bundle=<dir> controller.mode=active controller.metrics_port=9400
+    disaggpilot controller max_decisions=5 clock=virtual                                # a quick check
+
+SIGTERM (or Ctrl-C) finishes the decision in progress, stops the HTTP server and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from agent import errors as agent_errors
+from controller import errors as controller_errors
+from controller.actuators import Actuator, BackendActuator, DryRunActuator
+from controller.clock import Clock, VirtualClock, WallClock
+from controller.config import ControllerConfig, register_configs
+from controller.logs import use_json_logs
+from controller.loop import ControllerLoop
+from controller.policies import describe, load_policy, make_fallback
+from controller.telemetry import ControllerMetrics, MetricsServer
+from env import errors as env_errors
+from env.backend import ClusterBackend
+from env.catalog import configs_dir
+from env.cluster_env import EnvConfig, simulator_factory
+from env.scenario import ScenarioConfig, load_scenario
+
+log = logging.getLogger("disaggpilot.controller")
+BACKENDS = ("sim",)
+CLOCKS = ("wall", "virtual")
+PERMANENT = (controller_errors.PermanentError, env_errors.PermanentError, agent_errors.PermanentError, TypeError)
+
+
+@dataclass
+class Settings:
+    """Everything the app reads from the composed config, validated."""
+
+    controller: ControllerConfig
+    env: EnvConfig
+    scenario: ScenarioConfig
+    seed: int
+    max_decisions: int | None
+    clock: Clock
+
+
+def _container(node: Any) -> dict[str, Any]:
+    raw = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(raw, dict):
+        raise controller_errors.ConfigError(f"expected a mapping, got {raw!r}")
+    return {str(key): value for key, value in raw.items()}
+
+
+def settings_from_config(cfg: DictConfig) -> Settings:
+    """Validate the composed config: controller, environment layout, scenario, backend and clock."""
+    controller_errors.require(cfg.backend in BACKENDS, "backend", cfg.backend,
+                              f"use one of {BACKENDS} (the live backend comes with env/live/)")
+    controller_errors.require(cfg.clock in CLOCKS, "clock", cfg.clock, f"use one of {CLOCKS}")
+    controller_errors.require(float(cfg.clock_speedup) > 0, "clock_speedup", cfg.clock_speedup, "use a factor > 0")
+    max_decisions = None if cfg.max_decisions is None else int(cfg.max_decisions)
+    controller_errors.require(max_decisions is None or max_decisions >= 0, "max_decisions", max_decisions,
+                              "use a count >= 0, or null to run until SIGTERM")
+    config = ControllerConfig.from_dict(_container(cfg.controller))
+    clock: Clock = VirtualClock() if cfg.clock == "virtual" else WallClock(float(cfg.clock_speedup))
+    return Settings(config, EnvConfig(**_container(cfg.env)), load_scenario(config.scenario), int(cfg.seed),
+                    max_decisions, clock)
+
+
+def build_loop(settings: Settings, backend: ClusterBackend, metrics: ControllerMetrics | None) -> ControllerLoop:
+    """The loop over ``backend`` with the configured policy, fallback and actuator."""
+    config = settings.controller
+    policy, problem = load_policy(config, settings.scenario, settings.env)
+    if problem is not None:
+        log.error("no learned policy: %s", problem.detail, extra={"fields": {"event": "startup",
+                                                                           "reason": problem.reason}})
+    actuator: Actuator = BackendActuator(backend) if config.actuator == "backend" else DryRunActuator()
+    log.info("controller starting", extra={"fields": {"event": "startup", "mode": config.mode,
+                                                      "interval_s": config.interval_s, **describe(policy)}})
+    return ControllerLoop(config, settings.scenario, settings.env, backend, actuator, settings.clock, policy,
+                          make_fallback(config), metrics, startup_problem=problem, seed=settings.seed)
+
+
+@contextmanager
+def serving(settings: Settings, metrics: ControllerMetrics) -> Iterator[None]:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` while the body runs (when a port is configured)."""
+    config = settings.controller
+    if config.metrics_port == 0:
+        yield
+        return
+    try:
+        server = MetricsServer(metrics, settings.clock.now, config.interval_s, config.metrics_host,
+                               config.metrics_port).start()
+    except OSError as error:
+        raise SystemExit(f"disaggpilot controller: cannot serve metrics on {config.metrics_host}:"
+                         f"{config.metrics_port} ({error}): set controller.metrics_port to a free port") from None
+    log.info("serving metrics", extra={"fields": {"event": "startup", "url": server.url}})
+    try:
+        yield
+    finally:
+        server.stop()
+
+
+def _stop_on_signals(loop: ControllerLoop) -> list[str]:
+    """Make SIGTERM and SIGINT stop the loop after its current decision; returns the signals received."""
+    received: list[str] = []
+
+    def handle(number: int, _frame: object) -> None:  # only flags: logging is left to the main flow
+        received.append(signal.Signals(number).name)
+        loop.stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return received
+
+
+# configs/controller/default.yaml names the ControllerConfig schema: store it before Hydra composes.
+register_configs()
+
+
+@hydra.main(version_base=None, config_path=str(configs_dir()), config_name="controller")
+def main(cfg: DictConfig) -> None:
+    """Entry point of ``disaggpilot controller``."""
+    if cfg.controller.log_format == "json":
+        use_json_logs()
+    log.info("resolved config", extra={"fields": {"event": "config", "config": _container(cfg)}})
+    # ----- settings: any error here is the operator's to fix; say which key, no traceback
+    try:
+        settings = settings_from_config(cfg)
+        backend = simulator_factory(settings.scenario)
+        metrics = ControllerMetrics(settings.scenario.cluster.enabled_roles(),
+                                    [t.name for t in settings.scenario.tenants], settings.controller.mode)
+        loop = build_loop(settings, backend, metrics)
+    except PERMANENT as error:
+        raise SystemExit(f"disaggpilot controller: {error}") from None
+    # ----- run until SIGTERM or max_decisions
+    received = _stop_on_signals(loop)
+    try:
+        with serving(settings, metrics):
+            decisions = loop.run(settings.max_decisions)
+    finally:
+        backend.close()
+    if received:
+        log.info("%s: finished the current decision and stopped the HTTP server", received[0],
+                 extra={"fields": {"event": "shutdown"}})
+    log.info("controller stopped after %d decisions", decisions, extra={"fields": {"event": "stopped"}})

@@ -1,0 +1,203 @@
+"""Settings of the controller daemon: grouped dataclasses, one docstring (with its unit) under every field.
+
+They double as Hydra structured-config schemas (``configs/controller/default.yaml`` names
+``controller_schema`` in its defaults list, so OmegaConf type-checks every override), and each validates
+itself at construction, naming the key, the bad value and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from controller.errors import require
+
+MODES = ("shadow", "active")
+LOG_FORMATS = ("json", "text")
+ACTUATORS = ("backend", "dry_run")
+CONFIG_GROUP = "controller"
+"""Config group of controller settings (``configs/controller/``)."""
+CONFIG_SCHEMA = "controller_schema"
+"""Name of the :class:`ControllerConfig` schema in the ``controller`` group."""
+
+
+@dataclass
+class PoolBounds:
+    """Hard replica bounds of one pool, enforced by the shield whatever the policy asks."""
+
+    min_replicas: int = 1
+    """Fewest replicas the controller may leave in the pool (replicas)."""
+    max_replicas: int = 32
+    """Most replicas the controller may ask for (replicas)."""
+
+    def validate(self, key: str) -> None:
+        """Check the range; ``key`` names the pool in messages."""
+        require(self.min_replicas >= 0, f"{key}.min_replicas", self.min_replicas, "use a count >= 0")
+        require(self.max_replicas >= self.min_replicas, f"{key}.max_replicas", self.max_replicas,
+                f"use at least min_replicas={self.min_replicas}")
+
+
+def _default_pools() -> dict[str, PoolBounds]:
+    return {"prefill": PoolBounds(), "decode": PoolBounds()}
+
+
+@dataclass
+class ShieldConfig:
+    """The safety rules every action passes before it reaches the cluster (``controller.shield``)."""
+
+    pools: dict[str, PoolBounds] = field(default_factory=_default_pools)
+    """Bounds per pool role; every pool the cluster has must be listed (replicas)."""
+    gpu_budget: int = 128
+    """GPUs the controller may have billed at once over every pool, draining replicas included (GPUs)."""
+    max_step: int = 2
+    """Largest replica change per pool per interval (replicas)."""
+    up_cooldown_s: float = 60.0
+    """Time after a pool's last scale-up before it may scale up again (seconds)."""
+    down_cooldown_s: float = 300.0
+    """Time after a pool's last change, up or down, before it may scale down (seconds)."""
+    down_hysteresis_intervals: int = 3
+    """A scale-down happens only once it has been asked for this many consecutive intervals (intervals)."""
+    hold_down_while_starting: bool = True
+    """Forbid a pool's scale-down while any of its replicas is still starting."""
+    tenant_floors: bool = True
+    """Forbid every scale-down while a tenant's attainment is below its target minus the margin."""
+    tenant_floor_margin: float = 0.02
+    """How far below its attainment target a tenant may be before scale-downs stop (fraction, 0..1)."""
+
+    def __post_init__(self) -> None:
+        self.pools = {str(role): PoolBounds(**bounds) if isinstance(bounds, dict) else bounds
+                      for role, bounds in dict(self.pools).items()}
+        key = "controller.shield"
+        require(len(self.pools) >= 1, f"{key}.pools", self.pools, "give bounds for every pool of the cluster")
+        for role, bounds in self.pools.items():
+            bounds.validate(f"{key}.pools.{role}")
+        require(self.gpu_budget >= 1, f"{key}.gpu_budget", self.gpu_budget, "use >= 1 GPU")
+        require(self.max_step >= 1, f"{key}.max_step", self.max_step, "use >= 1 replica per interval")
+        for name in ("up_cooldown_s", "down_cooldown_s"):
+            require(getattr(self, name) >= 0, f"{key}.{name}", getattr(self, name), "use >= 0 seconds")
+        require(self.down_hysteresis_intervals >= 1, f"{key}.down_hysteresis_intervals",
+                self.down_hysteresis_intervals, "use >= 1 (1 scales down as soon as asked)")
+        require(0 <= self.tenant_floor_margin < 1, f"{key}.tenant_floor_margin", self.tenant_floor_margin,
+                "use a fraction in [0, 1)")
+
+
+@dataclass
+class BackoffConfig:
+    """Retry schedule for temporary errors of the metrics source and the actuator, within one decision."""
+
+    initial_s: float = 1.0
+    """Wait before the first retry (seconds); a temporary error's own ``delay_s`` is respected if longer."""
+    max_s: float = 8.0
+    """Longest wait between two tries (seconds)."""
+    multiplier: float = 2.0
+    """Growth of the wait from one retry to the next (factor >= 1)."""
+    attempts: int = 3
+    """Tries per decision, the first included (tries)."""
+
+    def __post_init__(self) -> None:
+        key = "controller.fallback.backoff"
+        require(self.initial_s >= 0, f"{key}.initial_s", self.initial_s, "use >= 0 seconds")
+        require(self.max_s >= self.initial_s, f"{key}.max_s", self.max_s, f"use >= initial_s={self.initial_s}")
+        require(self.multiplier >= 1, f"{key}.multiplier", self.multiplier, "use a factor >= 1")
+        require(self.attempts >= 1, f"{key}.attempts", self.attempts, "use >= 1 try")
+
+    def delays(self) -> list[float]:
+        """The waits before each retry (seconds): ``attempts - 1`` values."""
+        return [min(self.max_s, self.initial_s * self.multiplier ** i) for i in range(self.attempts - 1)]
+
+
+@dataclass
+class FallbackConfig:
+    """When the controller stops trusting its policy, what it uses instead, and when it trusts it again."""
+
+    staleness_limit_s: float = 90.0
+    """A snapshot whose interval ended longer ago than this is stale (seconds)."""
+    max_actuator_failures: int = 3
+    """Consecutive decisions whose action could not be applied before the fallback takes over (decisions)."""
+    recovery_intervals: int = 3
+    """Consecutive healthy intervals under the fallback before the policy is trusted again (intervals)."""
+    planner: str = "sla_planner"
+    """The fallback planner: a baseline of ``agent.baselines`` (Dynamo's SLA planner by default)."""
+    planner_settings: dict[str, Any] = field(default_factory=dict)
+    """Its settings; ``adjustment_interval_s`` defaults to the controller's interval."""
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)
+    """Retry schedule for temporary errors."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backoff, dict):
+            self.backoff = BackoffConfig(**self.backoff)
+        self.planner_settings = dict(self.planner_settings)
+        key = "controller.fallback"
+        require(self.staleness_limit_s > 0, f"{key}.staleness_limit_s", self.staleness_limit_s, "use > 0 seconds")
+        require(self.max_actuator_failures >= 1, f"{key}.max_actuator_failures", self.max_actuator_failures,
+                "use >= 1 decision")
+        require(self.recovery_intervals >= 0, f"{key}.recovery_intervals", self.recovery_intervals,
+                "use >= 0 intervals (0 returns to the policy at the first healthy interval)")
+        require(bool(self.planner), f"{key}.planner", self.planner, "name a baseline, e.g. sla_planner")
+
+
+@dataclass
+class ControllerConfig:
+    """The daemon: what it runs, how often, how carefully, and what it exports."""
+
+    mode: str = "shadow"
+    """``shadow`` decides and reports but never acts; ``active`` applies the shielded actions."""
+    interval_s: float = 30.0
+    """Control interval: time between decisions (seconds); must equal the bundle's training interval."""
+    bundle: str | None = None
+    """Policy bundle directory, from a trusted location only (its model is a pickle); null runs the fallback."""
+    expected_hash: str | None = None
+    """Refuse the bundle unless its SHA-256 content hash equals this (64 hex digits); null skips the pin."""
+    scenario: str = "steady"
+    """Scenario (name in ``configs/scenario/`` or YAML path) describing the tenants (SLOs, targets) and pools."""
+    actuator: str = "backend"
+    """In active mode: ``backend`` applies actions to the backend, ``dry_run`` only logs them."""
+    shield: ShieldConfig = field(default_factory=ShieldConfig)
+    """Safety rules."""
+    fallback: FallbackConfig = field(default_factory=FallbackConfig)
+    """Fallback, recovery and retry settings."""
+    metrics_port: int = 0
+    """Port of ``/metrics``, ``/healthz`` and ``/readyz``; 0 serves nothing."""
+    metrics_host: str = "127.0.0.1"
+    """Address the HTTP server binds (loopback by default; ``0.0.0.0`` inside a pod for Prometheus)."""
+    log_format: str = "json"
+    """``json``: one JSON object per log line (one line per decision); ``text``: Hydra's plain format."""
+    history_intervals: int = 240
+    """Snapshots kept for the policies (intervals); must cover the fallback planner's adjustment interval."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.shield, dict):
+            self.shield = ShieldConfig(**self.shield)
+        if isinstance(self.fallback, dict):
+            self.fallback = FallbackConfig(**self.fallback)
+        self._check_choices()
+        require(self.interval_s > 0, "controller.interval_s", self.interval_s, "use a positive interval in seconds")
+        require(self.expected_hash is None or re.fullmatch(r"[0-9a-f]{64}", self.expected_hash) is not None,
+                "controller.expected_hash", self.expected_hash, "use the bundle's 64-hex-digit bundle_sha256")
+        require(0 <= self.metrics_port <= 65535, "controller.metrics_port", self.metrics_port,
+                "use a TCP port, or 0 to serve no metrics")
+        require(self.history_intervals >= 2, "controller.history_intervals", self.history_intervals,
+                "keep at least 2 intervals")
+        adjustment = self.fallback.planner_settings.get("adjustment_interval_s", self.interval_s)
+        require(float(adjustment) / self.interval_s <= self.history_intervals, "controller.history_intervals",
+                self.history_intervals, f"keep the fallback's adjustment interval ({adjustment} s) of snapshots")
+        waits = sum(self.fallback.backoff.delays())
+        require(waits < self.interval_s, "controller.fallback.backoff", waits,
+                f"retries wait {waits} s in all: keep it under interval_s={self.interval_s}")
+
+    def _check_choices(self) -> None:
+        for key, choices in (("mode", MODES), ("log_format", LOG_FORMATS), ("actuator", ACTUATORS)):
+            require(getattr(self, key) in choices, f"controller.{key}", getattr(self, key), f"use one of {choices}")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ControllerConfig:
+        """Build from a plain dict (a resolved Hydra/OmegaConf container)."""
+        return cls(**raw)
+
+
+def register_configs() -> None:
+    """Store the :class:`ControllerConfig` schema in Hydra's ``ConfigStore`` (idempotent)."""
+    ConfigStore.instance().store(group=CONFIG_GROUP, name=CONFIG_SCHEMA, node=ControllerConfig)

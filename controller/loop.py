@@ -1,0 +1,325 @@
+"""The controller loop (DESIGN §8): scrape → validate → observe → policy → shield → actuate → export.
+
+Time, the metrics source, the actuator and both deciders are injected, so tests run hours of decisions in
+virtual time. A decision never raises: an invalid snapshot, a failing policy, a mismatched bundle or an
+actuator that keeps failing hands the decision to the fallback planner (or, if that fails too, holds the
+current targets), says why in the log and in ``disaggpilot_controller_fallback_total{reason}``, and returns to
+the policy after ``fallback.recovery_intervals`` healthy intervals. Temporary errors (``delay_s``) are
+retried with the configured backoff; permanent ones are not.
+
+The policy runs on every valid snapshot, even under the fallback: its observation state stays current, a
+failure is seen at once, and its proposal is logged for comparison.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from agent import errors as agent_errors
+from agent.policy import Policy, PolicyContext
+from controller import errors as controller_errors
+from controller.actuators import Actuator
+from controller.clock import Clock
+from controller.config import ControllerConfig
+from controller.decision import FALLBACK, HOLD, POLICY, Decision, replicas_of
+from controller.errors import ConfigError
+from controller.history import History
+from controller.shield import Shield, ShieldState
+from controller.telemetry import ControllerMetrics
+from controller.validate import ACTUATOR, BUNDLE, NO_BUNDLE, SCRAPE, Problem, validate_snapshot
+from controller.validate import POLICY as POLICY_ERROR
+from env import errors as env_errors
+from env.action import ActionCodec
+from env.backend import ClusterAction
+from env.cluster_env import EnvConfig
+from env.metrics import MetricsSnapshot
+from env.observation import ObservationBuilder
+from env.scenario import ScenarioConfig
+
+log = logging.getLogger("disaggpilot.controller")
+T = TypeVar("T")
+TEMPORARY: tuple[type[BaseException], ...] = (
+    controller_errors.TemporaryError, env_errors.TemporaryError, agent_errors.TemporaryError, TimeoutError,
+    ConnectionError)
+"""Errors worth retrying; everything else is permanent."""
+
+
+class MetricsSource(Protocol):
+    """Where snapshots come from: any ``ClusterBackend`` (the simulator now, Prometheus later)."""
+
+    def reset(self, seed: int | None = None) -> MetricsSnapshot:
+        """Take the first snapshot."""
+        ...
+
+    def advance(self, seconds: float) -> MetricsSnapshot:
+        """The interval that just passed."""
+        ...
+
+
+def retry_delay(error: BaseException) -> float | None:
+    """The minimum wait before retrying ``error`` (seconds), or None when it is permanent."""
+    if not isinstance(error, TEMPORARY):
+        return None
+    return float(getattr(error, "delay_s", 0.0))
+
+
+def current_targets(snapshot: MetricsSnapshot) -> dict[str, int]:
+    """Replicas asked for per pool now: ready plus starting."""
+    return {role: p.replicas_ready + p.replicas_starting for role, p in snapshot.pools.items()}
+
+
+class ControllerLoop:
+    """Runs decisions every ``config.interval_s`` against a source and an actuator.
+
+    Args:
+        config: the controller's settings.
+        scenario: tenants (SLOs, attainment targets) and pools of the cluster.
+        env_config: observation and action layout (as the policy was trained with).
+        source: the metrics source.
+        actuator: applies shielded actions (active mode only; never called in shadow mode).
+        clock: time.
+        policy: the learned policy, or None (then ``startup_problem`` says why).
+        fallback: the fallback planner, or None (then failures hold the current targets).
+        metrics: Prometheus metrics to update, if any.
+        startup_problem: why there is no policy (``bundle_mismatch``, ``no_bundle``...).
+        seed: seed passed to ``source.reset`` (the simulator's episode).
+    """
+
+    def __init__(self, config: ControllerConfig, scenario: ScenarioConfig, env_config: EnvConfig,
+                 source: MetricsSource, actuator: Actuator, clock: Clock, policy: Policy | None,
+                 fallback: Policy | None, metrics: ControllerMetrics | None = None,
+                 startup_problem: Problem | None = None, seed: int | None = None) -> None:
+        self.config, self.scenario, self.env_config = config, scenario, env_config
+        self.source, self.actuator, self.clock = source, actuator, clock
+        self.policy, self.fallback, self.metrics, self.seed = policy, fallback, metrics, seed
+        self.pools, self.tenants = scenario.cluster.enabled_roles(), [t.name for t in scenario.tenants]
+        self._check_shield_covers_pools()
+        self.shield = Shield(config.shield, {t.name: t.attainment_target for t in scenario.tenants})
+        self.codec = ActionCodec(env_config.action, scenario.cluster)
+        self.builder = ObservationBuilder(env_config.observation, scenario.tenants, scenario.cluster,
+                                          len(env_config.action.token_budget_levels),
+                                          len(env_config.action.batch_cap_levels))
+        if policy is None and startup_problem is None:
+            startup_problem = Problem(NO_BUNDLE, "no policy given: running the fallback planner only")
+        self.startup_problem = startup_problem
+        self.history = History(config.history_intervals)
+        self.decisions, self.started = 0, False
+        self.last_decision: Decision | None = None
+        self.fallback_reason: str | None = startup_problem.reason if startup_problem else None
+        self.healthy, self.actuator_failures = 0, 0
+        self.shield_state, self.targets = ShieldState(), dict[str, int]()
+        self._stop = threading.Event()
+
+    def _check_shield_covers_pools(self) -> None:
+        missing = [role for role in self.pools if role not in self.config.shield.pools]
+        if missing:
+            raise ConfigError(f"controller.shield.pools={sorted(self.config.shield.pools)!r} is invalid: the "
+                              f"cluster has pools {list(self.pools)}; add bounds for {missing}")
+
+    # ----- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """First scrape (retried like any other; a source that never answers stops the daemon), then prepare
+        the policy and the fallback for this cluster."""
+        snapshot = self._retrying(functools.partial(self.source.reset, self.seed))
+        self.origin_s, self.next_tick_s = self.clock.now(), self.clock.now() + self.config.interval_s
+        self.history = History(self.config.history_intervals)
+        self.history.append(snapshot)
+        self.targets, self.started = current_targets(snapshot), True
+        context = PolicyContext(self.scenario, self.config.interval_s, feature_names=self.builder.names)
+        self.policy = self._prepared(self.policy, context, is_fallback=False)
+        self.fallback = self._prepared(self.fallback, context, is_fallback=True)
+        if self.policy is not None:
+            self.builder.build(snapshot, self.codec.knob_levels(snapshot))  # as the environment's reset does
+
+    def _prepared(self, policy: Policy | None, context: PolicyContext, is_fallback: bool) -> Policy | None:
+        if policy is None:
+            return None
+        try:
+            policy.reset(context)
+            return policy
+        except Exception as error:
+            reason = BUNDLE if isinstance(error, agent_errors.BundleError) else POLICY_ERROR
+            problem = Problem(reason, f"{type(error).__name__}: {error}")
+            log.error("%s refused: %s", "fallback planner" if is_fallback else "policy", problem.detail,
+                      extra={"fields": {"event": "startup", "reason": reason}})
+            if not is_fallback:
+                self.startup_problem, self.fallback_reason = problem, problem.reason
+            return None
+
+    def run(self, max_decisions: int | None = None) -> int:
+        """Decide every interval until :meth:`stop` or ``max_decisions`` more decisions; returns the count."""
+        if not self.started:
+            self.start()
+        done = 0
+        while not self._stop.is_set() and (max_decisions is None or done < max_decisions):
+            self.clock.sleep(self.next_tick_s - self.clock.now())
+            if self._stop.is_set():
+                break
+            self.decide()
+            done += 1
+            self.next_tick_s = max(self.next_tick_s + self.config.interval_s, self.clock.now())
+        return done
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the current decision (safe from a signal handler)."""
+        self._stop.set()
+        interrupt = getattr(self.clock, "interrupt", None)
+        if callable(interrupt):
+            interrupt()
+
+    @property
+    def now_s(self) -> float:
+        """Controller time since the first scrape, on the snapshots' time axis (seconds)."""
+        return self.clock.now() - self.origin_s
+
+    # ----- one decision ---------------------------------------------------------------------------------
+    def decide(self) -> Decision:
+        """One interval: scrape, validate, decide, shield, actuate (active mode), log and export."""
+        self.decisions += 1
+        decision = Decision(self.decisions, self.clock.now(), self.config.mode)
+        snapshot, problem = self._scrape()
+        started = time.perf_counter()
+        decision.snapshot = snapshot
+        if snapshot is not None and problem is None:
+            problem = validate_snapshot(snapshot, self.now_s, self.config.fallback.staleness_limit_s,
+                                        self.pools, self.tenants)
+        decision.snapshot_valid = snapshot is not None and problem is None
+        problem = self._choose(decision, problem)
+        decision.latency_s = time.perf_counter() - started
+        self._actuate(decision)
+        self._settle(decision, problem)
+        self._report(decision)
+        self.last_decision = decision
+        return decision
+
+    def _scrape(self) -> tuple[MetricsSnapshot | None, Problem | None]:
+        try:
+            return self._retrying(lambda: self.source.advance(self.config.interval_s)), None
+        except Exception as error:
+            return None, Problem(SCRAPE, f"{type(error).__name__}: {error}")
+
+    def _choose(self, decision: Decision, problem: Problem | None) -> Problem | None:
+        """Fill in the proposals, the source and the shielded action; returns the decision's problem, if any."""
+        if decision.snapshot_valid:
+            assert decision.snapshot is not None
+            self.history.append(decision.snapshot)
+            decision.policy_action, policy_problem = self._ask_policy(decision.snapshot)
+            problem = problem or policy_problem
+        problem = problem or self.startup_problem
+        decision.source = self._source(problem)
+        decision.reason = None if decision.source == POLICY else self.fallback_reason
+        decision.detail = problem.detail if problem is not None else None
+        decision.recovering = decision.source == FALLBACK and problem is None
+        proposal = decision.policy_action if decision.source == POLICY else self._ask_fallback(decision)
+        self._shield(decision, proposal)
+        return problem
+
+    def _shield(self, decision: Decision, proposal: ClusterAction | None) -> None:
+        """The shielded action (or ``hold`` when there is no proposal)."""
+        if proposal is None:
+            decision.source = HOLD
+            return
+        outcome = self.shield.apply(proposal, self.history[-1], self._previous(), self.now_s, self.shield_state)
+        decision.action, decision.shield_reasons, self.shield_state = outcome.action, outcome.reasons, outcome.state
+
+    def _ask_policy(self, snapshot: MetricsSnapshot) -> tuple[ClusterAction | None, Problem | None]:
+        if self.policy is None:
+            return None, None
+        try:
+            observation = self.builder.build(snapshot, self.codec.knob_levels(snapshot))
+            action = self.policy.act(observation, self.history)
+            if not isinstance(action, ClusterAction):
+                raise TypeError(f"the policy returned {type(action).__name__}, not a ClusterAction")
+            return action, None
+        except Exception as error:
+            return None, Problem(POLICY_ERROR, f"{type(error).__name__}: {error}")
+
+    def _ask_fallback(self, decision: Decision) -> ClusterAction | None:
+        if self.fallback is None:
+            return None
+        try:
+            decision.fallback_action = self.fallback.act(np.zeros(0, dtype=np.float32), self.history)
+            return decision.fallback_action
+        except Exception as error:
+            log.warning("the fallback planner failed, holding the current targets: %s: %s",
+                        type(error).__name__, error, extra={"fields": {"event": "fallback_failed"}})
+            return None
+
+    def _source(self, problem: Problem | None) -> str:
+        """Policy or fallback, updating the fallback state with this decision's problem."""
+        if problem is not None:
+            if self.fallback_reason != problem.reason:
+                log.warning("falling back: %s", problem.detail,
+                            extra={"fields": {"event": "fallback", "reason": problem.reason}})
+            self.fallback_reason, self.healthy = problem.reason, 0
+            return FALLBACK
+        if self.fallback_reason is None:
+            return POLICY
+        if self.healthy >= self.config.fallback.recovery_intervals:
+            log.info("back to the policy after %d healthy intervals", self.healthy,
+                     extra={"fields": {"event": "recovered", "reason": self.fallback_reason}})
+            self.fallback_reason, self.healthy = None, 0
+            return POLICY
+        return FALLBACK
+
+    def _previous(self) -> dict[str, int]:
+        """The targets rules compare against: ours when we act, the cluster's own in shadow mode."""
+        return dict(self.targets) if self.config.mode == "active" else current_targets(self.history[-1])
+
+    # ----- acting and accounting ------------------------------------------------------------------------
+    def _actuate(self, decision: Decision) -> None:
+        """Apply the action (active mode); cooldowns start once it is applied (or decided, in shadow mode)."""
+        action, previous = decision.action, self._previous()
+        if action is None:
+            return
+        if self.config.mode == "active":
+            try:
+                self._retrying(functools.partial(self.actuator.apply, action))
+            except Exception as error:
+                decision.actuator_error = f"{type(error).__name__}: {str(error)[:200]}"
+                permanent = retry_delay(error) is None
+                self.actuator_failures += self.config.fallback.max_actuator_failures if permanent else 1
+                return
+            decision.applied, self.actuator_failures = True, 0
+            self.targets.update(replicas_of(action))
+        self.shield_state = self.shield.record(self.shield_state, previous, action, self.now_s)
+
+    def _settle(self, decision: Decision, problem: Problem | None) -> None:
+        """Count healthy intervals under the fallback; fall back when the actuator keeps failing."""
+        if decision.actuator_error is not None and self.actuator_failures >= self.config.fallback.max_actuator_failures:
+            if self.fallback_reason != ACTUATOR:
+                log.warning("falling back: the actuator failed %d times in a row", self.actuator_failures,
+                            extra={"fields": {"event": "fallback", "reason": ACTUATOR}})
+            self.fallback_reason, self.healthy = ACTUATOR, 0
+        elif decision.actuator_error is not None or problem is not None:
+            self.healthy = 0
+        elif self.fallback_reason is not None and self.startup_problem is None:
+            self.healthy += 1
+
+    def _report(self, decision: Decision) -> None:
+        """Export the decision's metrics, then log its line (so a reader of the line sees the metrics)."""
+        if self.metrics is not None:
+            self.metrics.record(decision)
+        log.info("decision", extra={"fields": {"event": "decision", **decision.record()}})
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """``call()``, retried on temporary errors after the backoff schedule's waits."""
+        for wait in self.config.fallback.backoff.delays():
+            try:
+                return call()
+            except Exception as error:
+                minimum = retry_delay(error)
+                if minimum is None or self._stop.is_set():
+                    raise
+                delay = min(max(wait, minimum), self.config.fallback.backoff.max_s)
+                log.warning("retrying in %.1f s after %s: %s", delay, type(error).__name__, error,
+                            extra={"fields": {"event": "retry"}})
+                self.clock.sleep(delay)
+        return call()

@@ -1,0 +1,61 @@
+"""The controller's two deciders: the learned policy (a verified bundle) and the fallback planner.
+
+A bundle is loaded only from the configured path; its content hash is pinned when ``expected_hash`` is set,
+and its observation/action spec must equal the one this controller builds (same features, pools, knob
+levels and interval), checked before the model is unpickled. Any failure leaves no policy and a
+:class:`~controller.validate.Problem` (``bundle_mismatch`` or ``policy_error``): the fallback then runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from agent.baselines import make_baseline
+from agent.bundle import load_bundle
+from agent.errors import BundleError
+from agent.policy import Policy
+from controller.config import ControllerConfig
+from controller.validate import BUNDLE, NO_BUNDLE, POLICY, Problem
+from env.cluster_env import DisaggClusterEnv, EnvConfig
+from env.scenario import ScenarioConfig
+
+log = logging.getLogger("disaggpilot.controller")
+
+
+def expected_spec(scenario: ScenarioConfig, env_config: EnvConfig) -> dict[str, Any]:
+    """The observation/action spec a bundle must have been trained with to run on this cluster."""
+    return DisaggClusterEnv(scenario, config=env_config).spec_dict()
+
+
+def load_policy(config: ControllerConfig, scenario: ScenarioConfig, env_config: EnvConfig
+                ) -> tuple[Policy | None, Problem | None]:
+    """The bundle's policy, or None and why not (the loop then runs the fallback)."""
+    if config.bundle is None:
+        return None, Problem(NO_BUNDLE, "controller.bundle is null: running the fallback planner only")
+    try:
+        load_bundle(config.bundle, expected_spec=expected_spec(scenario, env_config),
+                    expected_hash=config.expected_hash)
+        from agent.ppo_policy import PpoPolicy  # deferred: imports torch
+
+        return PpoPolicy(config.bundle, expected_hash=config.expected_hash), None
+    except BundleError as error:
+        return None, Problem(BUNDLE, str(error))
+    except Exception as error:  # a corrupt archive, an incompatible library: never crash the daemon
+        return None, Problem(POLICY, f"{type(error).__name__}: {error}")
+
+
+def make_fallback(config: ControllerConfig) -> Policy:
+    """The fallback planner (Dynamo's SLA planner by default), adjusting every interval unless configured."""
+    settings = dict(config.fallback.planner_settings)
+    if config.fallback.planner in ("sla_planner", "clairvoyant"):
+        settings.setdefault("adjustment_interval_s", config.interval_s)
+    return make_baseline(config.fallback.planner, **settings)
+
+
+def describe(policy: Policy | None) -> dict[str, Any]:
+    """The policy's identity for logs: its name and, for a bundle, its path and hash."""
+    if policy is None:
+        return {"policy": None}
+    details = getattr(policy, "describe", None)
+    return {"policy": policy.name, **(details() if callable(details) else {})}

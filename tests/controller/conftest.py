@@ -1,0 +1,129 @@
+"""Shared pieces of the controller tests: a tiny policy bundle, healthy snapshots and a loop rig.
+
+Everything runs in virtual time (``VirtualClock``) on scripted snapshots (``env.testing.ScriptedBackend``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.bundle import save_bundle
+from agent.policy import Policy
+from controller.actuators import Actuator
+from controller.clock import VirtualClock
+from controller.config import ControllerConfig
+from controller.decision import Decision
+from controller.loop import ControllerLoop
+from controller.policies import make_fallback
+from controller.telemetry import ControllerMetrics
+from controller.testing import FlakyActuator, TamperedSource
+from controller.validate import Problem
+from env.cluster_env import DisaggClusterEnv, EnvConfig
+from env.metrics import MetricsSnapshot
+from env.scenario import ScenarioConfig
+from env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, TenantSpecimen
+from tests.env.sim.conftest import small_scenario
+
+INTERVAL_S = 30.0
+
+
+def build_bundle(directory: Path) -> Path:
+    """A tiny untrained MaskablePPO bundle (net_arch [8]) for the small two-pool scenario, 30 s interval."""
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    environment = DisaggClusterEnv(small_scenario(duration_s=300.0))
+    model = MaskablePPO("MlpPolicy", DummyVecEnv([lambda: environment]), n_steps=16, batch_size=16, seed=0,
+                        device="cpu", policy_kwargs={"net_arch": [8]})
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(str(directory / "model.zip"))
+    size = environment.observation_space.shape[0]
+    normalization = {"mean": [0.0] * size, "var": [1.0] * size, "clip_obs": 10.0, "epsilon": 1e-8}
+    return save_bundle(directory / "bundle", directory / "model.zip", normalization, environment.spec_dict(),
+                       "seed: 0\n").path
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny policy bundle, built once per test module."""
+    return build_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture
+def scenario() -> ScenarioConfig:
+    """Two tenants (chat: target 0.99, summarise: 0.99) and two pools of TP 4."""
+    return small_scenario()
+
+
+def healthy_spec(prefill: int = 2, decode: int = 2, met: int = 100, missed: int = 0) -> SnapshotSpec:
+    """An interval where both tenants are served and every gauge is in range."""
+    tenants = {"chat": TenantSpecimen(arrived=120, met=met, missed=missed),
+               "summarise": TenantSpecimen(arrived=30, met=25, missed=0, prompt_tokens=3000)}
+    pools = {"prefill": PoolSpecimen(ready=prefill, waiting=2.0, kv_usage=0.3),
+             "decode": PoolSpecimen(ready=decode, running=40.0, kv_usage=0.5)}
+    return SnapshotSpec(tenants=tenants, pools=pools)
+
+
+def config(**overrides: Any) -> ControllerConfig:
+    """Test settings: active mode, a permissive shield, quick recovery, one try per call."""
+    raw: dict[str, Any] = {
+        "mode": "active", "interval_s": INTERVAL_S,
+        "shield": {"pools": {"prefill": {"min_replicas": 1, "max_replicas": 8},
+                             "decode": {"min_replicas": 1, "max_replicas": 8}},
+                   "gpu_budget": 128, "up_cooldown_s": 0.0, "down_cooldown_s": 0.0,
+                   "down_hysteresis_intervals": 1, "tenant_floors": False},
+        "fallback": {"recovery_intervals": 2, "max_actuator_failures": 2, "backoff": {"attempts": 1}},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return ControllerConfig.from_dict(raw)
+
+
+@dataclass
+class Rig:
+    """A loop and everything around it, for assertions."""
+
+    loop: ControllerLoop
+    backend: ScriptedBackend
+    source: TamperedSource
+    actuator: Actuator
+    clock: VirtualClock
+    metrics: ControllerMetrics
+    decisions: list[Decision] = field(default_factory=list)
+
+    def run(self, count: int) -> list[Decision]:
+        """Run ``count`` more decisions (virtual time); returns them."""
+        new = []
+        for _ in range(count):
+            self.loop.run(1)
+            assert self.loop.last_decision is not None
+            new.append(self.loop.last_decision)
+        self.decisions += new
+        return new
+
+
+def make_rig(policy: Policy | None, settings: ControllerConfig | None = None,
+             tamper: Mapping[int, Callable[[MetricsSnapshot], None]] | None = None,
+             errors: Mapping[int, Exception] | None = None, actuator: Actuator | None = None,
+             fallback: Policy | None = None, startup_problem: Problem | None = None,
+             spec: SnapshotSpec | None = None) -> Rig:
+    """A loop over scripted healthy snapshots (replicas follow applied actions) in virtual time."""
+    settings = settings or config()
+    scenario = small_scenario()
+    backend = ScriptedBackend([spec or healthy_spec()])
+    source = TamperedSource(backend, tamper, errors)
+    actuator = actuator if actuator is not None else FlakyActuator(backend=backend)
+    clock = VirtualClock()
+    metrics = ControllerMetrics(("prefill", "decode"), ("chat", "summarise"), settings.mode)
+    loop = ControllerLoop(settings, scenario, EnvConfig(interval_s=settings.interval_s), source, actuator, clock,
+                          policy, fallback if fallback is not None else make_fallback(settings), metrics,
+                          startup_problem=startup_problem, seed=0)
+    return Rig(loop, backend, source, actuator, clock, metrics)
