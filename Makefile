@@ -1,6 +1,11 @@
 # The two commands of the README. Both set up .venv first (once, and again when pyproject.toml changes).
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The main job: a few minutes of training on the default scenario, then the new policy and the shipped one
+# against every baseline on that scenario, three seeds.
+MAIN_DIR ?= outputs/main
+QUICK_STEPS ?= 9600
+SHIPPED ?= policies/disaggpilot-ppo-v1
 
 .PHONY: run test
 
@@ -11,7 +16,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/disaggpilot simulate
+	$(BIN)/disaggpilot train run.total_timesteps=$(QUICK_STEPS) 'run.scenarios=[steady]' \
+	  'run.validation_scenarios=[steady]' run.eval_every_steps=4800 run.checkpoint_every_steps=4800 \
+	  hydra.run.dir=$(MAIN_DIR)/train
+	$(BIN)/disaggpilot evaluate 'scenarios=[steady]' 'seeds=[0,1,2]' \
+	  +policy@policies.ppo_quick=ppo policies.ppo_quick.bundle=$(MAIN_DIR)/train/bundle \
+	  +policy@policies.ppo_shipped=ppo policies.ppo_shipped.bundle=$(SHIPPED) \
+	  hydra.run.dir=$(MAIN_DIR)/evaluate
 
 test: $(VENV)/.installed
 	$(BIN)/pytest
