@@ -1,0 +1,28 @@
+"""The shipped bundle stays loadable and matches the environment's current contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.bundle import load_bundle
+from agent.policy import PolicyContext
+from agent.ppo_policy import PpoPolicy
+from env.cluster_env import DisaggClusterEnv, EnvConfig
+
+SHIPPED = Path(__file__).resolve().parents[2] / "policies" / "disaggpilot-ppo-v1"
+
+
+def test_shipped_bundle_matches_the_environment_spec_and_acts() -> None:
+    environment = DisaggClusterEnv("flash_crowd", config=EnvConfig(horizon_s=300.0))
+    bundle = load_bundle(SHIPPED, expected_spec=environment.spec_dict())
+    assert len(bundle.content_hash) == 64
+    policy = PpoPolicy(SHIPPED, expected_hash=bundle.content_hash)
+    observation, _ = environment.reset(seed=0)
+    policy.reset(PolicyContext(scenario=environment.world, interval_s=30.0, feature_names=environment.builder.names))
+    done = False
+    while not done:
+        observation, _, terminated, truncated, info = environment.step_targets(
+            policy.act(observation, environment.history))
+        done = terminated or truncated
+    assert environment.snapshot is not None and environment.snapshot.gpus_billed() <= 80
+    assert 0.0 <= info["slo/consumer/attainment"] <= 1.0
