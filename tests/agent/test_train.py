@@ -47,3 +47,14 @@ def test_bad_training_settings_name_the_field(tmp_path: Path) -> None:
     result = train(tmp_path, "run.n_envs=0")
     assert result.returncode != 0
     assert "run.n_envs=0 is invalid" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_hydra_multirun_sweeps_write_one_bundle_per_job(tmp_path: Path) -> None:
+    command = [sys.executable, "-c", "from controller.cli import main; main()", "train", "-m", *TINY,
+               "run.n_envs=1", "run.eval_every_steps=0", "run.checkpoint_every_steps=0",
+               "agent.learning_rate=0.0001,0.0003", f"hydra.sweep.dir={tmp_path}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    hashes = {load_bundle(tmp_path / str(job) / "bundle").content_hash for job in (0, 1)}
+    assert len(hashes) == 2
