@@ -111,8 +111,7 @@ class PerfModel:
 
     def decode_step_time(self, batch: int, context_tokens: float) -> float:
         """One decode step of ``batch`` sequences holding ``context_tokens`` tokens in all (seconds)."""
-        coefficients = self.decode_coefficients(batch)
-        return coefficients.base_s + coefficients.per_context_token_s * context_tokens
+        return self.decode_base_s(batch) + self._kv_read_s_per_token * context_tokens
 
     def mixed_step_time(self, prefill_tokens: float, attention_pairs: float, batch: int,
                         context_tokens: float) -> float:

@@ -18,7 +18,6 @@ from env.metrics import (
     GW_REJECTED,
     GW_TPOT,
     GW_TTFT,
-    Histogram,
     MetricsSnapshot,
     TenantMetrics,
 )
@@ -130,15 +129,12 @@ def _tenant_row(spec: TenantSpec, metrics: TenantMetrics, cost: float) -> Tenant
         rejected=int(counters[GW_REJECTED]),
         attainment=_ratio(counters[GW_MET], counters[GW_MET] + counters[GW_MISSED]),
         target=spec.attainment_target,
-        ttft_p50_s=_q(histograms[GW_TTFT], 0.5), ttft_p90_s=_q(histograms[GW_TTFT], 0.9),
-        tpot_p50_s=_q(histograms[GW_TPOT], 0.5), tpot_p90_s=_q(histograms[GW_TPOT], 0.9),
+        ttft_p50_s=histograms[GW_TTFT].quantile(0.5), ttft_p90_s=histograms[GW_TTFT].quantile(0.9),
+        tpot_p50_s=histograms[GW_TPOT].quantile(0.5), tpot_p90_s=histograms[GW_TPOT].quantile(0.9),
         goodput_tokens=goodput, cost_usd=cost, goodput_tokens_per_usd=_ratio(goodput, cost),
         usd_per_million_goodput_tokens=_ratio(cost * 1e6, goodput),
     )
 
-
-def _q(histogram: Histogram, q: float) -> float:
-    return histogram.quantile(q)
 
 
 def _ratio(numerator: float, denominator: float) -> float:
