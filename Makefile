@@ -9,7 +9,12 @@ SHIPPED ?= policies/disaggpilot-ppo-v1
 
 .PHONY: run test
 
+# Debian's prometheus serves the live backend's tests and the local cluster rig; the tests start it themselves.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 $(VENV)/.installed: pyproject.toml
+	command -v prometheus >/dev/null || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
 	python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

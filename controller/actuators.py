@@ -1,28 +1,20 @@
 """Actuators: what turns a shielded ``ClusterAction`` into a change of the cluster.
 
-Only :class:`BackendActuator` (any ``ClusterBackend``: the simulator here) and :class:`DryRunActuator`
-exist in this slice; the Kubernetes and local-process actuators come with the live backend (``env/live/``).
-An actuator raises a ``TemporaryError`` (with ``delay_s``) for what may pass and anything else for what will
-not; the loop retries the former with backoff and falls back after repeated failures.
+The protocol lives in ``env.backend`` so the live backend's actuators (``env/live/``) implement it without
+importing the controller; this module adds the two that need no cluster. An actuator raises a
+``TemporaryError`` (with ``delay_s``) for what may pass and anything else for what will not; the
+loop retries the former with backoff and falls back after repeated failures.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Protocol, runtime_checkable
 
-from env.backend import ClusterAction, ClusterBackend
+from env.backend import Actuator, ClusterAction, ClusterBackend
+
+__all__ = ["Actuator", "BackendActuator", "DryRunActuator"]
 
 log = logging.getLogger("disaggpilot.controller.actuator")
-
-
-@runtime_checkable
-class Actuator(Protocol):
-    """Applies targets (not deltas) to the cluster."""
-
-    def apply(self, action: ClusterAction) -> None:
-        """Set the targets of ``action``; raise on failure."""
-        ...
 
 
 class BackendActuator:

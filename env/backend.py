@@ -82,3 +82,17 @@ class ClusterBackend(Protocol):
     def close(self) -> None:
         """Release resources; the backend is unusable afterwards."""
         ...
+
+
+@runtime_checkable
+class Actuator(Protocol):
+    """What turns a shielded :class:`ClusterAction` into a change of a cluster (Kubernetes, local processes,
+    a backend's own ``apply``, or a dry run). It applies targets, not deltas.
+
+    An actuator raises an ``env.errors`` retryable error for what may pass (the caller retries with
+    backoff) and a permanent one for what will not.
+    """
+
+    def apply(self, action: ClusterAction) -> None:
+        """Set the targets of ``action``; raise on failure."""
+        ...
