@@ -10,6 +10,7 @@ import numpy as np
 
 from agent.bundle import Bundle, load_bundle, validate_spec
 from agent.errors import BundleError
+from agent.headroom import HeadroomSizer, settings_from_spec
 from agent.policy import PolicyContext
 from env.action import ActionCodec, ActionConfig
 from env.backend import ClusterAction
@@ -38,6 +39,8 @@ class PpoPolicy:
         self._std = np.sqrt(np.asarray(stats["var"], dtype=np.float64) + stats["epsilon"]) if stats else None
         self._clip = float(stats["clip_obs"]) if stats else None
         self.codec: ActionCodec | None = None
+        headroom = settings_from_spec(self.bundle.spec, self.bundle.path)
+        self.sizer = HeadroomSizer(headroom) if headroom else None
 
     def reset(self, context: PolicyContext) -> None:
         """Check the bundle against this episode's environment and build the action decoder."""
@@ -48,9 +51,12 @@ class PpoPolicy:
         if list(context.feature_names) and list(context.feature_names) != spec["observation_features"]:
             validate_spec({"observation_features": spec["observation_features"]},
                           {"observation_features": list(context.feature_names)}, self.bundle.path)
-        if [int(n) for n in self.codec.nvec] != spec["action_nvec"]:
+        nvec = self.sizer.settings.nvec if self.sizer else [int(n) for n in self.codec.nvec]
+        if nvec != spec["action_nvec"]:
             raise BundleError(f"{self.bundle.path}: spec mismatch in 'action_nvec': the bundle has "
-                              f"{spec['action_nvec']}, the cluster needs {self.codec.nvec}")
+                              f"{spec['action_nvec']}, the cluster needs {nvec}")
+        if self.sizer:
+            self.sizer.reset(context.scenario, context.interval_s)
 
     def normalize(self, observation: np.ndarray) -> np.ndarray:
         """The observation as the model saw observations in training."""
@@ -63,7 +69,7 @@ class PpoPolicy:
         """The model's action indices for an observation, with the cluster's masks applied."""
         if self.codec is None:
             raise BundleError("call reset(context) before act()")
-        masks = self.codec.masks(snapshot)
+        masks = np.ones(sum(self.sizer.settings.nvec), dtype=bool) if self.sizer else self.codec.masks(snapshot)
         action, _ = self.model.predict(self.normalize(observation), deterministic=self.deterministic,
                                        action_masks=masks)
         return np.asarray(action, dtype=np.int64).reshape(-1)
@@ -71,8 +77,12 @@ class PpoPolicy:
     def act(self, observation: np.ndarray, history: Sequence[MetricsSnapshot]) -> ClusterAction:
         """Targets for the next interval."""
         assert self.codec is not None
-        action, _ = self.codec.decode(self.raw_action(observation, history[-1]), history[-1])
-        return action
+        if self.sizer is None:
+            action, _ = self.codec.decode(self.raw_action(observation, history[-1]), history[-1])
+            return action
+        if len(history) > 1:
+            self.sizer.observe(history[-1])
+        return self.sizer.targets(self.raw_action(observation, history[-1]), history[-1])
 
     def describe(self) -> dict[str, Any]:
         """Identity of the loaded bundle, for logs and results."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.errors import PolicyConfigError
+from agent.headroom import ACTION_MODES, HeadroomSettings
 
 VEC_ENVS = ("subproc", "dummy")
 
@@ -46,6 +47,10 @@ class PpoConfig:
     """Scale rewards by the running return's standard deviation during training only."""
     clip_obs: float = 10.0
     """Clip of normalised observations."""
+    action_mode: str = "delta"
+    """``delta`` (replica changes and knob levels) or ``headroom`` (a utilisation level per pool; agent/headroom.py)."""
+    headroom: HeadroomSettings = field(default_factory=HeadroomSettings)
+    """The utilisation levels and demand window of the ``headroom`` mode."""
 
     def __post_init__(self) -> None:
         _require(self.learning_rate > 0, "agent.learning_rate", self.learning_rate, "use > 0")
@@ -54,6 +59,14 @@ class PpoConfig:
         _require(0 < self.gamma <= 1, "agent.gamma", self.gamma, "use (0, 1]")
         _require(0 <= self.gae_lambda <= 1, "agent.gae_lambda", self.gae_lambda, "use [0, 1]")
         _require(all(int(n) > 0 for n in self.net_arch), "agent.net_arch", self.net_arch, "use positive widths")
+        _require(self.action_mode in ACTION_MODES, "agent.action_mode", self.action_mode, f"use one of {ACTION_MODES}")
+        if isinstance(self.headroom, dict):
+            self.headroom = HeadroomSettings(**self.headroom)
+
+    @property
+    def headroom_settings(self) -> HeadroomSettings | None:
+        """The headroom settings when ``action_mode`` is ``headroom``, else None."""
+        return self.headroom if self.action_mode == "headroom" else None
 
 
 @dataclass

@@ -16,6 +16,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
 from agent.bundle import Bundle, save_bundle
+from agent.headroom import HeadroomEnv, HeadroomSettings
 from agent.training.callbacks import (
     CheckpointEveryCallback,
     InfoLoggerCallback,
@@ -32,10 +33,12 @@ log = logging.getLogger("disaggpilot.train")
 
 
 def make_env_factory(scenarios: list[ScenarioConfig], env_config: EnvConfig, reward: RewardConfig,
-                     seed: int) -> Callable[[], Env[Any, Any]]:
-    """A picklable constructor of one monitored training environment."""
+                     seed: int, headroom: HeadroomSettings | None = None) -> Callable[[], Env[Any, Any]]:
+    """A picklable constructor of one monitored training environment (in ``headroom`` mode when given)."""
     def build() -> Env[Any, Any]:
-        environment = DisaggClusterEnv(scenarios=scenarios, config=env_config, reward=reward)
+        environment: Env[Any, Any] = DisaggClusterEnv(scenarios=scenarios, config=env_config, reward=reward)
+        if headroom is not None:
+            environment = HeadroomEnv(environment, headroom)  # type: ignore[arg-type]
         environment.reset(seed=seed)
         return Monitor(environment)
     return build
@@ -44,7 +47,8 @@ def make_env_factory(scenarios: list[ScenarioConfig], env_config: EnvConfig, rew
 def make_vec_env(run: RunConfig, ppo: PpoConfig, scenarios: list[ScenarioConfig], env_config: EnvConfig,
                  reward: RewardConfig) -> VecEnv:
     """The vectorised, optionally normalised, training environments (each seeded from ``run.seed``)."""
-    factories = [make_env_factory(scenarios, env_config, reward, run.seed * 1000 + rank) for rank in range(run.n_envs)]
+    factories = [make_env_factory(scenarios, env_config, reward, run.seed * 1000 + rank, ppo.headroom_settings)
+                 for rank in range(run.n_envs)]
     vec: VecEnv = SubprocVecEnv(factories) if run.vec_env == "subproc" and run.n_envs > 1 else DummyVecEnv(factories)
     vec.seed(run.seed)
     if ppo.normalize_observations or ppo.normalize_rewards:
@@ -64,7 +68,8 @@ def build_model(vec: VecEnv, ppo: PpoConfig, run: RunConfig, tensorboard_dir: Pa
         return MaskablePPO.load(str(checkpoint / "model.zip"), env=vec, device="cpu",
                                 tensorboard_log=str(tensorboard_dir))
     hyper = {k: v for k, v in asdict(ppo).items() if k not in ("net_arch", "normalize_observations",
-                                                                 "normalize_rewards", "clip_obs")}
+                                                                 "normalize_rewards", "clip_obs",
+                                                                 "action_mode", "headroom")}
     return MaskablePPO("MlpPolicy", vec, seed=run.seed, device="cpu", tensorboard_log=str(tensorboard_dir),
                        policy_kwargs={"net_arch": list(ppo.net_arch)}, verbose=0, **hyper)
 
@@ -106,7 +111,8 @@ def train(run: RunConfig, ppo: PpoConfig, env_config: EnvConfig, reward: RewardC
 
     def validate() -> ValidationResult:
         predict = greedy_predictor(model)
-        return aggregate([run_model_episode(predict, scenario, seed, env_config, reward, run.validation_horizon_s)
+        return aggregate([run_model_episode(predict, scenario, seed, env_config, reward, run.validation_horizon_s,
+                                            ppo.headroom_settings)
                           for scenario in validation for seed in run.validation_seeds])
 
     reference = sla_planner_reference(validation, run, env_config, reward) if run.eval_every_steps else None
@@ -121,11 +127,13 @@ def train(run: RunConfig, ppo: PpoConfig, env_config: EnvConfig, reward: RewardC
         validator.run_validation()  # the final model competes for "best" too
     chosen = run_dir / "best" if (run_dir / "best" / "model.zip").is_file() else run_dir / "checkpoints" / "final"
     vec.close()
-    return write_bundle(chosen, run, env_config, scenarios[0], reward, run_dir, config_yaml, validator)
+    return write_bundle(chosen, run, env_config, scenarios[0], reward, run_dir, config_yaml, validator,
+                        ppo.headroom_settings)
 
 
 def write_bundle(checkpoint: Path, run: RunConfig, env_config: EnvConfig, scenario: ScenarioConfig,
-                 reward: RewardConfig, run_dir: Path, config_yaml: str, validator: ValidationCallback) -> Bundle:
+                 reward: RewardConfig, run_dir: Path, config_yaml: str, validator: ValidationCallback,
+                 headroom: HeadroomSettings | None = None) -> Bundle:
     """The bundle of a checkpoint: model, plain-JSON observation statistics, spec, config, hashes."""
     normalization = None
     if (checkpoint / "vecnormalize.pkl").is_file():
@@ -134,7 +142,8 @@ def write_bundle(checkpoint: Path, run: RunConfig, env_config: EnvConfig, scenar
         rms: Any = stats.obs_rms  # a RunningMeanStd for a Box observation space
         normalization = {"mean": rms.mean.tolist(), "var": rms.var.tolist(),
                          "clip_obs": float(stats.clip_obs), "epsilon": float(stats.epsilon)}
-    spec = _spec_env(scenario, env_config, reward).spec_dict()
+    environment = _spec_env(scenario, env_config, reward)
+    spec = HeadroomEnv(environment, headroom).spec_dict() if headroom else environment.spec_dict()
     target = Path(run.bundle_dir) if Path(run.bundle_dir).is_absolute() else run_dir / run.bundle_dir
     metadata = {"trained_steps": validator.num_timesteps, "scenarios": list(run.scenarios),
                 "best_validation_score": float(validator.best_score)}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agent.headroom import HeadroomEnv, HeadroomSettings
 from agent.policy import Policy, PolicyContext
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.reward import RewardConfig
@@ -44,9 +45,11 @@ def _shortfall(summary: RunSummary) -> float:
 
 
 def run_model_episode(predict: Predictor, scenario: ScenarioConfig, seed: int, env_config: EnvConfig,
-                      reward: RewardConfig, horizon_s: float | None) -> RunSummary:
-    """One greedy episode of a model (action indices, masked)."""
-    environment = _episode_env(scenario, env_config, reward, horizon_s)
+                      reward: RewardConfig, horizon_s: float | None,
+                      headroom: HeadroomSettings | None = None) -> RunSummary:
+    """One greedy episode of a model (action indices, masked; in ``headroom`` mode when given)."""
+    cluster_env = _episode_env(scenario, env_config, reward, horizon_s)
+    environment: DisaggClusterEnv | HeadroomEnv = HeadroomEnv(cluster_env, headroom) if headroom else cluster_env
     observation, _ = environment.reset(seed=seed)
     done = False
     while not done:
@@ -54,7 +57,7 @@ def run_model_episode(predict: Predictor, scenario: ScenarioConfig, seed: int, e
         observation, _, terminated, truncated, _ = environment.step(action)
         done = terminated or truncated
     environment.close()
-    return summarize(environment.history[1:], scenario.tenants)
+    return summarize(cluster_env.history[1:], scenario.tenants)
 
 
 def run_policy_episode(policy: Policy, scenario: ScenarioConfig, seed: int, env_config: EnvConfig,

@@ -1,0 +1,110 @@
+"""The ``headroom`` action mode: settings, the sizer's arithmetic, the wrapper, and a bundle trained in it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.bundle import load_bundle
+from agent.errors import BundleError
+from agent.evaluation.episode import EpisodeTask, play
+from agent.evaluation.policies import PolicySpec
+from agent.headroom import HeadroomEnv, HeadroomSettings, HeadroomSizer, settings_from_spec
+from agent.ppo_policy import PpoPolicy
+from agent.training.config import PpoConfig
+from env.cluster_env import DisaggClusterEnv, EnvConfig
+from env.errors import ConfigError
+from env.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+SHORT = EnvConfig(horizon_s=600.0)
+
+
+def run_levels(levels: tuple[int, int], scenario: str = "diurnal") -> DisaggClusterEnv:
+    """An episode of fixed levels; returns the cluster environment with its history."""
+    cluster_env = DisaggClusterEnv(load_scenario(scenario), config=SHORT)
+    environment = HeadroomEnv(cluster_env, HeadroomSettings())
+    environment.reset(seed=0)
+    done = False
+    while not done:
+        *_, terminated, truncated, _ = environment.step(np.array(levels))
+        done = terminated or truncated
+    return cluster_env
+
+
+def test_bad_levels_name_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"agent\.headroom\.prefill_utilization_levels"):
+        HeadroomSettings(prefill_utilization_levels=[0.5, 0.3])
+    with pytest.raises(ConfigError, match=r"agent\.headroom\.decode_utilization_levels"):
+        HeadroomSettings(decode_utilization_levels=[0.0, 0.5])
+    with pytest.raises(ConfigError, match=r"agent\.headroom\.demand_window_intervals"):
+        HeadroomSettings(demand_window_intervals=0)
+
+
+def test_ppo_config_reads_headroom_from_a_mapping() -> None:
+    config = PpoConfig(action_mode="headroom", headroom={"prefill_utilization_levels": [0.4, 0.8]})  # type: ignore[arg-type]
+    assert config.headroom_settings is not None
+    assert config.headroom_settings.nvec == [2, 5]
+    assert PpoConfig().headroom_settings is None
+
+
+def test_lower_utilisation_buys_more_replicas() -> None:
+    """Planning for 20% utilisation must run more replicas than planning for 85%, in both pools."""
+    tight, loose = run_levels((6, 4)), run_levels((0, 0))
+    def mean_replicas(env: DisaggClusterEnv, role: str) -> float:
+        return float(np.mean([s.pools[role].replicas_billed for s in env.history[2:]]))
+    for role in ("prefill", "decode"):
+        assert mean_replicas(loose, role) > mean_replicas(tight, role)
+
+
+def test_sizer_targets_follow_the_measured_demand() -> None:
+    """Doubling the measured load (the same snapshot observed at half the interval) doubles the prefill need."""
+    environment = DisaggClusterEnv(load_scenario("diurnal"), config=SHORT)
+    environment.reset(seed=0)
+    for _ in range(3):
+        environment.step(environment.codec.neutral(environment.snapshot))
+    snapshot = environment.history[-1]
+    sizer = HeadroomSizer(HeadroomSettings(prefill_utilization_levels=[1.0], decode_utilization_levels=[1.0]))
+    sizer.reset(environment.world, 30.0)
+    sizer.observe(snapshot)
+    once = sizer.targets(np.array([0, 0]), snapshot).pools["prefill"].replicas
+    sizer.window[-1].prefill_tokens_per_s *= 2
+    twice = sizer.targets(np.array([0, 0]), snapshot).pools["prefill"].replicas
+    assert once is not None and twice is not None
+    assert once < environment.world.cluster.prefill.max_replicas // 2
+    assert twice >= 2 * once - 1
+    assert twice <= environment.world.cluster.prefill.max_replicas
+
+
+def test_wrapper_spec_and_masks() -> None:
+    environment = HeadroomEnv(DisaggClusterEnv(load_scenario("steady"), config=SHORT), HeadroomSettings())
+    environment.reset(seed=0)
+    spec = environment.spec_dict()
+    assert spec["action_mode"] == "headroom"
+    assert spec["action_nvec"] == [7, 5]
+    assert environment.action_masks().shape == (12,)
+    assert settings_from_spec(spec, "here") == HeadroomSettings()
+    with pytest.raises(BundleError, match="action_mode"):
+        settings_from_spec({"action_mode": "sideways"}, "here")
+
+
+@pytest.mark.slow
+def test_a_headroom_bundle_trains_loads_and_plays(tmp_path: Path) -> None:
+    command = [sys.executable, "-c", "from controller.cli import main; main()", "train", "agent.action_mode=headroom",
+               "run.total_timesteps=96", "run.n_envs=1", "agent.n_steps=48", "agent.batch_size=48",
+               "agent.n_epochs=1", "run.eval_every_steps=96", "run.checkpoint_every_steps=0",
+               "run.validation_horizon_s=120", "run.scenarios=[steady]", "run.validation_scenarios=[steady]",
+               "run.progress_bar=false", f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.spec["action_mode"] == "headroom"
+    policy = PpoPolicy(tmp_path / "bundle")
+    task = EpisodeTask(0, PolicySpec(name="ppo", kind="ppo"), load_scenario("steady"), 0, env=SHORT)
+    trace = play(policy, task)
+    assert len(trace.steps) == 20
+    assert all(s.pools["prefill"].replicas_billed >= 1 for s in trace.snapshots)
