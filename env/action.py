@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from env.backend import ClusterAction, PoolTarget
+from env.cluster_config import ClusterConfig
 from env.errors import require
 from env.metrics import MetricsSnapshot
-from env.sim.config import ClusterConfig
 
 SCALED_ROLES = ("prefill", "decode", "aggregated")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from env.cluster_config import ClusterConfig
 from env.errors import require
 from env.metrics import (
     GW_ARRIVED,
@@ -29,7 +30,6 @@ from env.metrics import (
     WAITING,
     MetricsSnapshot,
 )
-from env.sim.config import ClusterConfig
 from env.workload import TenantSpec
 
 OBSERVATION_VERSION = "v1"

@@ -9,8 +9,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from env.catalog import configs_dir
+from env.cluster_config import ClusterConfig
 from env.errors import ConfigError, require
-from env.sim.config import ClusterConfig
 from env.workload import TenantSpec, tenants_from_config
 
 

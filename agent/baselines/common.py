@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 
 from agent.errors import PermanentError
 from env.backend import ClusterAction, PoolTarget
+from env.cluster_config import ClusterConfig
 from env.errors import ConfigError
 from env.metrics import MetricsSnapshot
-from env.sim.config import ClusterConfig
 
 SCALED_ROLES: tuple[str, ...] = ("prefill", "decode", "aggregated")
 SettingsT = TypeVar("SettingsT")

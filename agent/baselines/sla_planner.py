@@ -30,9 +30,9 @@ from agent.baselines.profile import PerfProfile, PlannerProfile
 from agent.baselines.signals import Load, observed_concurrency, observed_itl_s, observed_load, observed_ttft_s
 from agent.policy import PolicyContext
 from env.backend import ClusterAction
+from env.cluster_config import ClusterConfig
 from env.errors import ConfigError, require
 from env.metrics import MetricsSnapshot
-from env.sim.config import ClusterConfig
 
 
 @dataclass

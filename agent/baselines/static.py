@@ -15,9 +15,9 @@ import numpy as np
 from agent.baselines.common import BaselineError, build_settings, enabled_roles, make_action
 from agent.policy import PolicyContext
 from env.backend import ClusterAction
+from env.cluster_config import ClusterConfig
 from env.errors import require
 from env.metrics import MetricsSnapshot
-from env.sim.config import ClusterConfig
 
 
 @dataclass

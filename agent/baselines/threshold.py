@@ -24,9 +24,9 @@ import numpy as np
 from agent.baselines.common import BaselineError, bounded, build_settings, enabled_roles, make_action
 from agent.policy import PolicyContext
 from env.backend import ClusterAction
+from env.cluster_config import ClusterConfig
 from env.errors import require
 from env.metrics import KV_USAGE, WAITING, MetricsSnapshot, PoolMetrics
-from env.sim.config import ClusterConfig
 
 
 @dataclass
