@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("agent.train", "main", "train a PPO policy on the simulator and write a policy bundle"),
     "evaluate": ("agent.evaluate", "main", "compare policies over scenarios and seeds: CSVs, summary, plots"),
     "controller": ("controller.app", "main", "run the control loop (shadow or active) with its shield and metrics"),
+    "loadgen": ("env.loadgen_app", "main", "replay a scenario against an OpenAI-compatible endpoint, per-tenant table"),
 }
 
 

@@ -1,0 +1,29 @@
+"""``disaggpilot loadgen``: the Hydra app over ``configs/loadgen.yaml`` (the load generator is ``env.live.loadgen``).
+
+The app lives outside ``env.live`` because registering the structured configs reads the simulator-facing
+scenario schema; the load generator itself never imports the simulator.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from env.catalog import configs_dir
+from env.config_store import register_configs
+from env.errors import PermanentError
+from env.live.loadgen import main as replay
+
+register_configs()
+
+
+@hydra.main(version_base=None, config_path=str(configs_dir()), config_name="loadgen")
+def main(cfg: DictConfig) -> None:
+    """Replay the configured scenario against ``cfg.url`` and print the per-tenant table."""
+    try:
+        report = replay(cfg)
+    except PermanentError as error:
+        raise SystemExit(f"disaggpilot loadgen: {error}") from error
+    lost = report.counts()["lost"]
+    if lost:
+        raise SystemExit(f"disaggpilot loadgen: {lost} request(s) lost")
