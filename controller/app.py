@@ -1,8 +1,10 @@
 """``disaggpilot controller``: the daemon, a Hydra app over ``configs/controller.yaml``.
 
-For now it runs against the simulator (``backend=sim``): the simulated cluster stands in for a live one, so
-shadow and active modes, the shield, the fallback and the metrics can be exercised anywhere. The live
-backend (Prometheus source, Kubernetes actuator) is a later slice. For example::
+For now it reads the simulator (``backend=sim``): the simulated cluster stands in for a live one, so shadow
+and active modes, the shield, the fallback and the metrics can be exercised anywhere. Actions go to the
+backend, to a log (``controller.actuator=dry_run``) or to Kubernetes (``controller.actuator=kubernetes``:
+``env.live.kubernetes``); with ``controller.leader_election.enabled`` only the holder of a Lease acts
+(``controller.leader``). For example::
 
     disaggpilot controller controller.bundle=outputs/train/<run>/bundle                 # shadow mode
     disaggpilot controller controller.bundle=<dir> controller.mode=active controller.metrics_port=9400
@@ -14,7 +16,9 @@ SIGTERM (or Ctrl-C) finishes the decision in progress, stops the HTTP server and
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +32,7 @@ from controller import errors as controller_errors
 from controller.actuators import Actuator, BackendActuator, DryRunActuator
 from controller.clock import Clock, VirtualClock, WallClock
 from controller.config import ControllerConfig, register_configs
+from controller.leader import LeaderElector
 from controller.logs import use_json_logs
 from controller.loop import ControllerLoop
 from controller.policies import describe, load_policy, make_fallback
@@ -36,6 +41,7 @@ from env import errors as env_errors
 from env.backend import ClusterBackend
 from env.catalog import configs_dir
 from env.cluster_env import EnvConfig, simulator_factory
+from env.live.kubernetes import KubernetesActuator
 from env.scenario import ScenarioConfig, load_scenario
 
 log = logging.getLogger("disaggpilot.controller")
@@ -78,18 +84,74 @@ def settings_from_config(cfg: DictConfig) -> Settings:
                     max_decisions, clock)
 
 
-def build_loop(settings: Settings, backend: ClusterBackend, metrics: ControllerMetrics | None) -> ControllerLoop:
-    """The loop over ``backend`` with the configured policy, fallback and actuator."""
+def kubernetes_api_client(config: ControllerConfig) -> Any:
+    """A ``kubernetes.client.ApiClient`` from ``controller.kubeconfig``, or the pod's service account."""
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    try:
+        if config.kubeconfig:
+            return kube_config.new_client_from_config(config_file=config.kubeconfig)
+        configuration = client.Configuration()
+        kube_config.load_incluster_config(client_configuration=configuration)
+        return client.ApiClient(configuration)
+    except (kube_config.ConfigException, OSError) as error:
+        raise controller_errors.ConfigError(
+            f"controller.kubeconfig={config.kubeconfig!r} is invalid: {error}; run in a pod with a service "
+            "account, or point it at a kubeconfig file") from None
+
+
+def build_actuator(config: ControllerConfig, backend: ClusterBackend, api_client: Any | None) -> Actuator:
+    """The configured actuator; ``kubernetes`` patches the workloads through ``api_client``."""
+    if config.actuator == "kubernetes":
+        assert config.kubernetes is not None  # ControllerConfig checks it
+        return KubernetesActuator(config.kubernetes, api_client or kubernetes_api_client(config))
+    return BackendActuator(backend) if config.actuator == "backend" else DryRunActuator()
+
+
+def build_elector(config: ControllerConfig, api_client: Any, clock: Clock,
+                  metrics: ControllerMetrics | None) -> LeaderElector | None:
+    """The leader elector when ``controller.leader_election.enabled`` (its state drives the leader gauge)."""
+    election = config.leader_election
+    if not election.enabled:
+        return None
+    assert config.lease_namespace is not None  # ControllerConfig checks it
+    identity = election.identity or os.environ.get("POD_NAME") or socket.gethostname()
+    if metrics is not None:
+        metrics.set_leader(False)
+    return LeaderElector(election, config.lease_namespace, identity, api_client, clock,
+                         on_change=metrics.set_leader if metrics is not None else None)
+
+
+def build_loop(settings: Settings, backend: ClusterBackend, metrics: ControllerMetrics | None,
+               leadership: LeaderElector | None = None, api_client: Any | None = None) -> ControllerLoop:
+    """The loop over ``backend`` with the configured policy, fallback, actuator and leader election."""
     config = settings.controller
     policy, problem = load_policy(config, settings.scenario, settings.env)
     if problem is not None:
         log.error("no learned policy: %s", problem.detail, extra={"fields": {"event": "startup",
                                                                            "reason": problem.reason}})
-    actuator: Actuator = BackendActuator(backend) if config.actuator == "backend" else DryRunActuator()
+    actuator = build_actuator(config, backend, api_client)
     log.info("controller starting", extra={"fields": {"event": "startup", "mode": config.mode,
+                                                      "actuator": config.actuator,
+                                                      "leader_election": config.leader_election.enabled,
                                                       "interval_s": config.interval_s, **describe(policy)}})
     return ControllerLoop(config, settings.scenario, settings.env, backend, actuator, settings.clock, policy,
-                          make_fallback(config), metrics, startup_problem=problem, seed=settings.seed)
+                          make_fallback(config), metrics, startup_problem=problem, seed=settings.seed,
+                          leadership=leadership)
+
+
+@contextmanager
+def electing(elector: LeaderElector | None) -> Iterator[None]:
+    """Keep the leader Lease renewed while the body runs; release it afterwards (a standby takes over)."""
+    if elector is None:
+        yield
+        return
+    elector.start()
+    try:
+        yield
+    finally:
+        elector.stop()
 
 
 @contextmanager
@@ -125,6 +187,11 @@ def _stop_on_signals(loop: ControllerLoop) -> list[str]:
     return received
 
 
+def _api_client_if_needed(config: ControllerConfig) -> Any | None:
+    needed = config.actuator == "kubernetes" or config.leader_election.enabled
+    return kubernetes_api_client(config) if needed else None
+
+
 # configs/controller/default.yaml names the ControllerConfig schema: store it before Hydra composes.
 register_configs()
 
@@ -141,13 +208,15 @@ def main(cfg: DictConfig) -> None:
         backend = simulator_factory(settings.scenario)
         metrics = ControllerMetrics(settings.scenario.cluster.enabled_roles(),
                                     [t.name for t in settings.scenario.tenants], settings.controller.mode)
-        loop = build_loop(settings, backend, metrics)
+        api_client = _api_client_if_needed(settings.controller)
+        elector = build_elector(settings.controller, api_client, WallClock(), metrics)
+        loop = build_loop(settings, backend, metrics, elector, api_client)
     except PERMANENT as error:
         raise SystemExit(f"disaggpilot controller: {error}") from None
     # ----- run until SIGTERM or max_decisions
     received = _stop_on_signals(loop)
     try:
-        with serving(settings, metrics):
+        with serving(settings, metrics), electing(elector):
             decisions = loop.run(settings.max_decisions)
     finally:
         backend.close()

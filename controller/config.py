@@ -14,10 +14,11 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from controller.errors import require
+from env.live.kubernetes import KubernetesActuatorConfig
 
 MODES = ("shadow", "active")
 LOG_FORMATS = ("json", "text")
-ACTUATORS = ("backend", "dry_run")
+ACTUATORS = ("backend", "dry_run", "kubernetes")
 CONFIG_GROUP = "controller"
 """Config group of controller settings (``configs/controller/``)."""
 CONFIG_SCHEMA = "controller_schema"
@@ -140,6 +141,40 @@ class FallbackConfig:
 
 
 @dataclass
+class LeaderElectionConfig:
+    """Leader election through a Kubernetes Lease (``controller.leader_election``; client-go's defaults)."""
+
+    enabled: bool = False
+    """Elect a leader among the controller's replicas; only the leader acts (the others run as shadows)."""
+    lease_name: str = "disaggpilot-controller"
+    """Name of the ``coordination.k8s.io/v1`` Lease (the controller's Role may get/patch only this one)."""
+    namespace: str | None = None
+    """The Lease's namespace; null uses ``controller.kubernetes.namespace``."""
+    identity: str | None = None
+    """This replica's holder identity; null uses ``$POD_NAME``, else the host name (the pod name in a pod)."""
+    lease_duration_s: float = 15.0
+    """How long a standby waits after the holder's last renewal it saw before taking over (seconds)."""
+    renew_deadline_s: float = 10.0
+    """The leader stops acting when it has not renewed for this long (seconds); < lease_duration_s."""
+    retry_period_s: float = 2.0
+    """Time between two attempts to acquire or renew (seconds); < renew_deadline_s."""
+    request_timeout_s: float = 5.0
+    """Timeout of each Lease API call (seconds); < renew_deadline_s, so one hung call cannot use up the deadline."""
+
+    def __post_init__(self) -> None:
+        key = "controller.leader_election"
+        require(bool(self.lease_name), f"{key}.lease_name", self.lease_name, "name the Lease")
+        require(self.retry_period_s > 0, f"{key}.retry_period_s", self.retry_period_s, "use > 0 seconds")
+        require(self.renew_deadline_s > self.retry_period_s, f"{key}.renew_deadline_s", self.renew_deadline_s,
+                f"use more than retry_period_s={self.retry_period_s} so a renewal can be retried")
+        require(self.lease_duration_s > self.renew_deadline_s, f"{key}.lease_duration_s", self.lease_duration_s,
+                f"use more than renew_deadline_s={self.renew_deadline_s}: the leader must stop acting before "
+                "a standby may take over")
+        require(0 < self.request_timeout_s < self.renew_deadline_s, f"{key}.request_timeout_s",
+                self.request_timeout_s, f"use a timeout in (0, renew_deadline_s={self.renew_deadline_s})")
+
+
+@dataclass
 class ControllerConfig:
     """The daemon: what it runs, how often, how carefully, and what it exports."""
 
@@ -154,7 +189,14 @@ class ControllerConfig:
     scenario: str = "steady"
     """Scenario (name in ``configs/scenario/`` or YAML path) describing the tenants (SLOs, targets) and pools."""
     actuator: str = "backend"
-    """In active mode: ``backend`` applies actions to the backend, ``dry_run`` only logs them."""
+    """In active mode: ``backend`` applies actions to the backend, ``dry_run`` only logs them, ``kubernetes``
+    patches the workloads of ``kubernetes``."""
+    kubernetes: KubernetesActuatorConfig | None = None
+    """The pools' workloads (namespace, kind/name per pool, knob patch period); required by ``kubernetes``."""
+    kubeconfig: str | None = None
+    """Kubeconfig file for the Kubernetes API; null uses the pod's service account (in-cluster)."""
+    leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
+    """Leader election among replicas of the controller."""
     shield: ShieldConfig = field(default_factory=ShieldConfig)
     """Safety rules."""
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
@@ -173,7 +215,12 @@ class ControllerConfig:
             self.shield = ShieldConfig(**self.shield)
         if isinstance(self.fallback, dict):
             self.fallback = FallbackConfig(**self.fallback)
+        if isinstance(self.kubernetes, dict):
+            self.kubernetes = KubernetesActuatorConfig(**self.kubernetes)
+        if isinstance(self.leader_election, dict):
+            self.leader_election = LeaderElectionConfig(**self.leader_election)
         self._check_choices()
+        self._check_kubernetes()
         require(self.interval_s > 0, "controller.interval_s", self.interval_s, "use a positive interval in seconds")
         require(self.expected_hash is None or re.fullmatch(r"[0-9a-f]{64}", self.expected_hash) is not None,
                 "controller.expected_hash", self.expected_hash, "use the bundle's 64-hex-digit bundle_sha256")
@@ -187,6 +234,20 @@ class ControllerConfig:
         waits = sum(self.fallback.backoff.delays())
         require(waits < self.interval_s, "controller.fallback.backoff", waits,
                 f"retries wait {waits} s in all: keep it under interval_s={self.interval_s}")
+
+    def _check_kubernetes(self) -> None:
+        require(self.actuator != "kubernetes" or self.kubernetes is not None, "controller.kubernetes",
+                self.kubernetes, "describe the workloads (namespace, pools) to use actuator=kubernetes")
+        require(not self.leader_election.enabled or self.lease_namespace is not None,
+                "controller.leader_election.namespace", self.leader_election.namespace,
+                "name the Lease's namespace, or set controller.kubernetes.namespace")
+
+    @property
+    def lease_namespace(self) -> str | None:
+        """Namespace of the leader Lease: its own setting, else the workloads' namespace."""
+        if self.leader_election.namespace:
+            return self.leader_election.namespace
+        return self.kubernetes.namespace if self.kubernetes is not None else None
 
     def _check_choices(self) -> None:
         for key, choices in (("mode", MODES), ("log_format", LOG_FORMATS), ("actuator", ACTUATORS)):

@@ -51,6 +51,14 @@ TEMPORARY: tuple[type[BaseException], ...] = (
 """Errors worth retrying; everything else is permanent."""
 
 
+class Leadership(Protocol):
+    """Whether this replica may act (``controller.leader.LeaderElector``); a standby decides in shadow mode."""
+
+    def is_leader(self) -> bool:
+        """True while this replica holds the leader lease."""
+        ...
+
+
 class MetricsSource(Protocol):
     """Where snapshots come from: any ``ClusterBackend`` (the simulator now, Prometheus later)."""
 
@@ -90,12 +98,14 @@ class ControllerLoop:
         metrics: Prometheus metrics to update, if any.
         startup_problem: why there is no policy (``bundle_mismatch``, ``no_bundle``...).
         seed: seed passed to ``source.reset`` (the simulator's episode).
+        leadership: leader election; None acts whenever the mode is active (a single replica).
     """
 
     def __init__(self, config: ControllerConfig, scenario: ScenarioConfig, env_config: EnvConfig,
                  source: MetricsSource, actuator: Actuator, clock: Clock, policy: Policy | None,
                  fallback: Policy | None, metrics: ControllerMetrics | None = None,
-                 startup_problem: Problem | None = None, seed: int | None = None) -> None:
+                 startup_problem: Problem | None = None, seed: int | None = None,
+                 leadership: Leadership | None = None) -> None:
         self.config, self.scenario, self.env_config = config, scenario, env_config
         self.source, self.actuator, self.clock = source, actuator, clock
         self.policy, self.fallback, self.metrics, self.seed = policy, fallback, metrics, seed
@@ -116,6 +126,9 @@ class ControllerLoop:
         self.healthy, self.actuator_failures = 0, 0
         self.shield_state, self.targets = ShieldState(), dict[str, int]()
         self._stop = threading.Event()
+        self.leadership, self.leader = leadership, leadership is None
+        self.acting = False
+        """Whether the current decision may act: active mode and leader."""
 
     def _check_shield_covers_pools(self) -> None:
         missing = [role for role in self.pools if role not in self.config.shield.pools]
@@ -183,7 +196,8 @@ class ControllerLoop:
     def decide(self) -> Decision:
         """One interval: scrape, validate, decide, shield, actuate (active mode), log and export."""
         self.decisions += 1
-        decision = Decision(self.decisions, self.clock.now(), self.config.mode)
+        self._update_leadership()
+        decision = Decision(self.decisions, self.clock.now(), "active" if self.acting else "shadow")
         snapshot, problem = self._scrape()
         started = time.perf_counter()
         decision.snapshot = snapshot
@@ -198,6 +212,14 @@ class ControllerLoop:
         self._report(decision)
         self.last_decision = decision
         return decision
+
+    def _update_leadership(self) -> None:
+        """A standby decides as in shadow mode; on becoming leader, our targets start from the cluster's."""
+        self.leader = self.leadership is None or self.leadership.is_leader()
+        acting = self.config.mode == "active" and self.leader
+        if acting and not self.acting and self.history:
+            self.targets = current_targets(self.history[-1])
+        self.acting = acting
 
     def _scrape(self) -> tuple[MetricsSnapshot | None, Problem | None]:
         try:
@@ -271,7 +293,7 @@ class ControllerLoop:
 
     def _previous(self) -> dict[str, int]:
         """The targets rules compare against: ours when we act, the cluster's own in shadow mode."""
-        return dict(self.targets) if self.config.mode == "active" else current_targets(self.history[-1])
+        return dict(self.targets) if self.acting else current_targets(self.history[-1])
 
     # ----- acting and accounting ------------------------------------------------------------------------
     def _actuate(self, decision: Decision) -> None:
@@ -279,7 +301,7 @@ class ControllerLoop:
         action, previous = decision.action, self._previous()
         if action is None:
             return
-        if self.config.mode == "active":
+        if self.acting:
             try:
                 self._retrying(functools.partial(self.actuator.apply, action))
             except Exception as error:
@@ -307,7 +329,8 @@ class ControllerLoop:
         """Export the decision's metrics, then log its line (so a reader of the line sees the metrics)."""
         if self.metrics is not None:
             self.metrics.record(decision)
-        log.info("decision", extra={"fields": {"event": "decision", **decision.record()}})
+            self.metrics.set_leader(self.leader)
+        log.info("decision", extra={"fields": {"event": "decision", **decision.record(), "leader": self.leader}})
 
     def _retrying(self, call: Callable[[], T]) -> T:
         """``call()``, retried on temporary errors after the backoff schedule's waits."""

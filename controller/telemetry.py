@@ -6,6 +6,8 @@ fixed fallback reasons only: no request contents, no credentials.
 
 ``disaggpilot_controller_fallback_total{reason}`` counts decisions taken by the fallback (or held), by the
 reason the policy was set aside, recovery intervals included: ``rate(...) > 0`` is the alert.
+``disaggpilot_controller_leader`` is 1 on the replica that may act (it holds the leader Lease, or leader
+election is off) and 0 on a standby: ``sum(disaggpilot_controller_leader) != 1`` is the other alert.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class ControllerMetrics:
                                  "Unix time of the last valid snapshot", registry=r)
         self.mode = Gauge(f"{PREFIX}mode", "1 for the mode the controller runs in", ["mode"], registry=r)
         self.on_policy = Gauge(f"{PREFIX}policy_in_control", "1 when the last decision was the policy's", registry=r)
+        self.leader = Gauge(f"{PREFIX}leader", "1 while this replica may act (leader, or no leader election)",
+                            registry=r)
 
     def _initialise(self, pools: Sequence[str], tenants: Sequence[str], mode: str) -> None:
         for pool in pools:
@@ -75,6 +79,7 @@ class ControllerMetrics:
             self.fallback.labels(reason=reason)
         for name in MODES:
             self.mode.labels(mode=name).set(1.0 if name == mode else 0.0)
+        self.leader.set(1.0)  # no leader election until told otherwise (set_leader)
 
     def record(self, decision: Decision) -> None:
         """Account for one decision."""
@@ -92,6 +97,10 @@ class ControllerMetrics:
             self._observe_snapshot(decision)
         if decision.successful:
             self.last_success_s = decision.time_s
+
+    def set_leader(self, leader: bool) -> None:
+        """Whether this replica may act now (called on every leadership change and every decision)."""
+        self.leader.set(1.0 if leader else 0.0)
 
     def _observe_snapshot(self, decision: Decision) -> None:
         assert decision.snapshot is not None
