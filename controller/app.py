@@ -1,14 +1,17 @@
 """``disaggpilot controller``: the daemon, a Hydra app over ``configs/controller.yaml``.
 
-For now it reads the simulator (``backend=sim``): the simulated cluster stands in for a live one, so shadow
-and active modes, the shield, the fallback and the metrics can be exercised anywhere. Actions go to the
-backend, to a log (``controller.actuator=dry_run``) or to Kubernetes (``controller.actuator=kubernetes``:
+It reads a cluster through a backend: the simulator (``backend=sim``, the default: shadow and active modes,
+the shield, the fallback and the metrics can be exercised anywhere), or a live cluster (``backend=live
+env=live env.live.prometheus.url=...``: ``env.live``'s Prometheus source). Actions go to the simulated
+cluster (``controller.actuator=backend``), to a log (``dry_run``) or to Kubernetes (``kubernetes``:
 ``env.live.kubernetes``); with ``controller.leader_election.enabled`` only the holder of a Lease acts
 (``controller.leader``). For example::
 
     disaggpilot controller controller.bundle=outputs/train/<run>/bundle                 # shadow mode
     disaggpilot controller controller.bundle=<dir> controller.mode=active controller.metrics_port=9400
     disaggpilot controller max_decisions=5 clock=virtual                                # a quick check
+    disaggpilot controller backend=live env=live env.live.prometheus.url=http://prometheus:9090 \
+        controller=kubernetes controller.kubernetes.namespace=llm                       # production
 
 SIGTERM (or Ctrl-C) finishes the decision in progress, stops the HTTP server and exits 0.
 """
@@ -41,11 +44,13 @@ from env import errors as env_errors
 from env.backend import ClusterBackend
 from env.catalog import configs_dir
 from env.cluster_env import EnvConfig, simulator_factory
+from env.live.backend import LiveBackend, live_backend_factory
+from env.live.config import LiveConfig
 from env.live.kubernetes import KubernetesActuator
 from env.scenario import ScenarioConfig, load_scenario
 
 log = logging.getLogger("disaggpilot.controller")
-BACKENDS = ("sim",)
+BACKENDS = ("sim", "live")
 CLOCKS = ("wall", "virtual")
 PERMANENT = (controller_errors.PermanentError, env_errors.PermanentError, agent_errors.PermanentError, TypeError)
 
@@ -57,6 +62,7 @@ class Settings:
     controller: ControllerConfig
     env: EnvConfig
     scenario: ScenarioConfig
+    live: LiveConfig | None
     seed: int
     max_decisions: int | None
     clock: Clock
@@ -71,17 +77,40 @@ def _container(node: Any) -> dict[str, Any]:
 
 def settings_from_config(cfg: DictConfig) -> Settings:
     """Validate the composed config: controller, environment layout, scenario, backend and clock."""
-    controller_errors.require(cfg.backend in BACKENDS, "backend", cfg.backend,
-                              f"use one of {BACKENDS} (the live backend comes with env/live/)")
+    controller_errors.require(cfg.backend in BACKENDS, "backend", cfg.backend, f"use one of {BACKENDS}")
     controller_errors.require(cfg.clock in CLOCKS, "clock", cfg.clock, f"use one of {CLOCKS}")
     controller_errors.require(float(cfg.clock_speedup) > 0, "clock_speedup", cfg.clock_speedup, "use a factor > 0")
     max_decisions = None if cfg.max_decisions is None else int(cfg.max_decisions)
     controller_errors.require(max_decisions is None or max_decisions >= 0, "max_decisions", max_decisions,
                               "use a count >= 0, or null to run until SIGTERM")
     config = ControllerConfig.from_dict(_container(cfg.controller))
+    env_raw = _container(cfg.env)
+    live = live_settings(cfg.backend, env_raw.pop("live", None), config, cfg.clock)
     clock: Clock = VirtualClock() if cfg.clock == "virtual" else WallClock(float(cfg.clock_speedup))
-    return Settings(config, EnvConfig(**_container(cfg.env)), load_scenario(config.scenario), int(cfg.seed),
+    return Settings(config, EnvConfig(**env_raw), load_scenario(config.scenario), live, int(cfg.seed),
                     max_decisions, clock)
+
+
+def live_settings(backend: str, raw: dict[str, Any] | None, config: ControllerConfig, clock: str) -> LiveConfig | None:
+    """The live backend's settings (``env=live``) when ``backend=live``; None for the simulator."""
+    if backend != "live":
+        return None
+    controller_errors.require(raw is not None, "env.live", raw,
+                              "compose the live environment: env=live env.live.prometheus.url=<Prometheus URL>")
+    controller_errors.require(config.actuator != "backend", "controller.actuator", config.actuator,
+                              "with backend=live use kubernetes (act) or dry_run (log only)")
+    controller_errors.require(clock == "wall", "clock", clock, "a live cluster runs in wall time: clock=wall")
+    assert raw is not None
+    return LiveConfig.from_dict(raw)
+
+
+def build_backend(settings: Settings, api_client: Any | None) -> ClusterBackend:
+    """The simulator, or the live backend whose ``apply`` goes to the configured actuator."""
+    if settings.live is None:
+        return simulator_factory(settings.scenario)
+    cluster_actuator: Actuator = (DryRunActuator() if settings.controller.actuator == "dry_run"
+                                  else kubernetes_actuator(settings.controller, api_client))
+    return live_backend_factory(settings.live, cluster_actuator)(settings.scenario)
 
 
 def kubernetes_api_client(config: ControllerConfig) -> Any:
@@ -101,12 +130,21 @@ def kubernetes_api_client(config: ControllerConfig) -> Any:
             "account, or point it at a kubeconfig file") from None
 
 
+def kubernetes_actuator(config: ControllerConfig, api_client: Any | None) -> KubernetesActuator:
+    """The Kubernetes actuator of ``controller.kubernetes``, through ``api_client``."""
+    assert config.kubernetes is not None  # ControllerConfig checks it
+    return KubernetesActuator(config.kubernetes, api_client or kubernetes_api_client(config))
+
+
 def build_actuator(config: ControllerConfig, backend: ClusterBackend, api_client: Any | None) -> Actuator:
-    """The configured actuator; ``kubernetes`` patches the workloads through ``api_client``."""
-    if config.actuator == "kubernetes":
-        assert config.kubernetes is not None  # ControllerConfig checks it
-        return KubernetesActuator(config.kubernetes, api_client or kubernetes_api_client(config))
-    return BackendActuator(backend) if config.actuator == "backend" else DryRunActuator()
+    """The configured actuator; ``kubernetes`` patches the workloads through ``api_client``.
+
+    A live backend already holds its cluster actuator: the loop then applies through the backend, which
+    also keeps the targets it needs to tell starting from draining replicas.
+    """
+    if isinstance(backend, LiveBackend) or config.actuator == "backend":
+        return BackendActuator(backend)
+    return kubernetes_actuator(config, api_client) if config.actuator == "kubernetes" else DryRunActuator()
 
 
 def build_elector(config: ControllerConfig, api_client: Any, clock: Clock,
@@ -205,10 +243,10 @@ def main(cfg: DictConfig) -> None:
     # ----- settings: any error here is the operator's to fix; say which key, no traceback
     try:
         settings = settings_from_config(cfg)
-        backend = simulator_factory(settings.scenario)
         metrics = ControllerMetrics(settings.scenario.cluster.enabled_roles(),
                                     [t.name for t in settings.scenario.tenants], settings.controller.mode)
         api_client = _api_client_if_needed(settings.controller)
+        backend = build_backend(settings, api_client)
         elector = build_elector(settings.controller, api_client, WallClock(), metrics)
         loop = build_loop(settings, backend, metrics, elector, api_client)
     except PERMANENT as error:

@@ -1,0 +1,246 @@
+"""``LiveBackend``: a real cluster behind the ``ClusterBackend`` interface (DESIGN §5).
+
+It observes through a :class:`~env.live.source.PrometheusSource` and acts through any ``env.backend.Actuator``
+(Kubernetes, local processes, a dry run). ``advance(seconds)`` waits until ``seconds`` have passed since the
+previous snapshot (not since the call: a caller that already waited, like the controller loop, gets its
+snapshot at once), then reads the interval. Time is injected (:class:`EpochClock`), so tests can count the
+waits.
+
+What Prometheus cannot say is filled in here, from the actions applied:
+
+- replicas: Prometheus counts targets up (ready) and down (starting: a replica loading its model answers no
+  scrape). Once a target is known for a pool, ready replicas beyond it are *draining*, and a shortfall below
+  it is *starting* even before the new replica appears as a target;
+- knobs (``max_num_batched_tokens``, ``max_num_seqs``): the last applied, else the scenario's;
+- money: GPUs billed (starting + ready + draining, times the tensor-parallel degree) over the interval, at the
+  configured price. A cloud bill would be more exact; this is what the simulator charges too.
+
+``reset(seed)`` takes the first snapshot (a zero-length interval: gauges only); the seed is ignored, a live
+cluster has no randomness to seed. At start-up every selector must match some target
+(:class:`~env.live.errors.SelectorMatchesNothingError` otherwise); afterwards a vanished pool is reported as
+missing data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from env.backend import Actuator, ClusterAction
+from env.catalog import load_gpu
+from env.errors import BackendError, require
+from env.live.config import LiveConfig
+from env.live.promql import PrometheusClient
+from env.live.source import PrometheusSource, Reading
+from env.metrics import MetricsSnapshot, PoolMetrics
+
+
+class EpochClock(Protocol):
+    """Wall time for the live backend: Prometheus is queried at Unix times."""
+
+    def now(self) -> float:
+        """Unix time (seconds)."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (seconds)."""
+        ...
+
+
+class SystemClock:
+    """The real clock: ``time.time`` and ``time.sleep``."""
+
+    def now(self) -> float:
+        """Unix time (seconds)."""
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (nothing when not positive)."""
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class PoolLayout:
+    """What the backend needs to know of a pool that Prometheus does not say.
+
+    Attributes:
+        gpus_per_replica: tensor-parallel degree (GPUs per replica).
+        max_num_batched_tokens: the prefill token budget in force at start (tokens per iteration).
+        max_num_seqs: the batch cap in force at start (sequences per replica).
+    """
+
+    gpus_per_replica: int
+    max_num_batched_tokens: int
+    max_num_seqs: int
+
+
+class LiveBackend:
+    """A live cluster: snapshots from Prometheus, actions through an actuator.
+
+    Args:
+        source: reads the metrics contract for an interval.
+        actuator: applies targets (raises ``env.errors`` temporary or permanent errors).
+        pools: layout per pool role the cluster has.
+        usd_per_gpu_hour: price charged for billed GPUs (USD per GPU-hour).
+        clock: wall time and waiting (default: the system clock).
+        check_targets: at ``reset``, fail when a selector matches no target (turn off only in tests).
+    """
+
+    def __init__(self, source: PrometheusSource, actuator: Actuator, pools: Mapping[str, PoolLayout],
+                 usd_per_gpu_hour: float, clock: EpochClock | None = None, check_targets: bool = True) -> None:
+        self.source, self.actuator, self.pools = source, actuator, dict(pools)
+        self.usd_per_gpu_hour, self.clock = usd_per_gpu_hour, clock or SystemClock()
+        self.check_targets = check_targets
+        self.last_reading: Reading | None = None
+        """The latest reading, with its data issues (for logs and tests)."""
+        self.replica_targets: dict[str, int] = {}
+        """Replicas asked for per pool by the actions applied so far."""
+        self.closed, self._last = False, 0.0
+        self._origin: float | None = None
+        self._knobs: dict[str, tuple[int, int]] = {}
+
+    # ----- ClusterBackend ----------------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> MetricsSnapshot:
+        """First scrape (gauges only); ``seed`` is ignored."""
+        if self.closed:
+            raise BackendError("this LiveBackend is closed: build a new one")
+        now = self.clock.now()
+        if self.check_targets:
+            self.source.check_targets(now)
+        self._origin, self._last, self.replica_targets = now, now, {}
+        self._knobs = {role: (p.max_num_batched_tokens, p.max_num_seqs) for role, p in self.pools.items()}
+        return self._snapshot(now, now)
+
+    def apply(self, action: ClusterAction) -> None:
+        """Hand ``action`` to the actuator; its targets count from then on (not if the actuator raises)."""
+        self._check_started()
+        unknown = sorted(set(action.pools) - set(self.pools))
+        if unknown:
+            raise BackendError(f"action targets pools {unknown}, which this cluster does not have "
+                               f"(it has {sorted(self.pools)})")
+        self.actuator.apply(action)
+        for role, target in action.pools.items():
+            if target.replicas is not None:
+                self.replica_targets[role] = target.replicas
+            budget, cap = self._knobs[role]
+            self._knobs[role] = (target.max_num_batched_tokens or budget, target.max_num_seqs or cap)
+
+    def advance(self, seconds: float) -> MetricsSnapshot:
+        """Wait until ``seconds`` after the previous snapshot, then read the interval since it."""
+        self._check_started()
+        if not seconds > 0:
+            raise BackendError(f"advance(seconds={seconds!r}): use a positive number of seconds")
+        self.clock.sleep(self._last + seconds - self.clock.now())
+        start, end = self._last, self.clock.now()
+        self._last = end
+        return self._snapshot(start, end)
+
+    def close(self) -> None:
+        """Mark closed (the actuator and Prometheus belong to the caller)."""
+        self.closed = True
+
+    # ----- the snapshot --------------------------------------------------------------------------------------
+    def _snapshot(self, start: float, end: float) -> MetricsSnapshot:
+        assert self._origin is not None
+        self.last_reading = self.source.read(start, end, self._origin)
+        snapshot = self.last_reading.snapshot
+        for role, pool in snapshot.pools.items():
+            self._complete(role, pool)
+        gpu_seconds = snapshot.gpus_billed() * (end - start)
+        snapshot.gpu_seconds, snapshot.usd_per_gpu_hour = gpu_seconds, self.usd_per_gpu_hour
+        snapshot.cost_usd = gpu_seconds * self.usd_per_gpu_hour / 3600.0
+        return snapshot
+
+    def _complete(self, role: str, pool: PoolMetrics) -> None:
+        layout = self.pools.get(role)
+        if layout is None:
+            return
+        pool.gpus_per_replica = layout.gpus_per_replica
+        pool.max_num_batched_tokens, pool.max_num_seqs = self._knobs[role]
+        target = self.replica_targets.get(role)
+        if target is not None:
+            up, down = pool.replicas_ready, pool.replicas_starting
+            pool.replicas_ready = min(up, target)
+            pool.replicas_draining = up - pool.replicas_ready
+            pool.replicas_starting = max(down, target - up)
+
+    def _check_started(self) -> None:
+        if self.closed:
+            raise BackendError("this LiveBackend is closed: build a new one")
+        if self._origin is None:
+            raise BackendError("call reset() before apply() or advance()")
+
+
+# ----- building one from a scenario ---------------------------------------------------------------------------
+class PoolSettings(Protocol):
+    """The parts of a scenario's pool settings (``env.sim.config.PoolConfig``) the live backend reads."""
+
+    @property
+    def tp(self) -> int: ...
+    @property
+    def max_num_batched_tokens(self) -> int: ...
+    @property
+    def max_num_seqs(self) -> int: ...
+
+
+class ClusterSettings(Protocol):
+    """The parts of a scenario's cluster settings the live backend reads (it must not import ``env.sim``)."""
+
+    @property
+    def usd_per_gpu_hour(self) -> float | None: ...
+    def enabled_roles(self) -> tuple[str, ...]: ...
+
+
+class NamedTenant(Protocol):
+    """A tenant of the scenario."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class ScenarioSettings(Protocol):
+    """What the live backend reads of an ``env.scenario.ScenarioConfig``."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def hardware(self) -> str: ...
+    @property
+    def tenants(self) -> Sequence[NamedTenant]: ...
+    @property
+    def cluster(self) -> ClusterSettings: ...
+
+
+def layout_of(scenario: ScenarioSettings) -> dict[str, PoolLayout]:
+    """Each enabled pool's tensor-parallel degree and starting knobs."""
+    cluster = scenario.cluster
+    pools: dict[str, PoolSettings] = {role: getattr(cluster, role) for role in cluster.enabled_roles()}
+    return {role: PoolLayout(p.tp, p.max_num_batched_tokens, p.max_num_seqs) for role, p in pools.items()}
+
+
+def live_backend_factory(config: LiveConfig, actuator: Actuator, clock: EpochClock | None = None,
+                         client: PrometheusClient | None = None) -> Callable[[ScenarioSettings], LiveBackend]:
+    """A ``backend_factory`` for ``DisaggClusterEnv`` (and the controller): a :class:`LiveBackend` per scenario.
+
+    Args:
+        config: the live settings (``configs/env/live.yaml``).
+        actuator: what applies actions to the cluster.
+        clock: wall time (default: the system clock).
+        client: the Prometheus client (default: ``urllib`` to ``config.prometheus.url``).
+    """
+    def build(scenario: ScenarioSettings) -> LiveBackend:
+        roles = scenario.cluster.enabled_roles()
+        require(set(config.prometheus.pools) == set(roles), "live.prometheus.pools", sorted(config.prometheus.pools),
+                f"give one selector per pool of scenario {scenario.name!r}: {list(roles)}")
+        price = config.usd_per_gpu_hour
+        if price is None:
+            price = scenario.cluster.usd_per_gpu_hour
+        if price is None:
+            price = load_gpu(scenario.hardware).usd_per_gpu_hour
+        source = PrometheusSource(config.prometheus, client, tenants=[t.name for t in scenario.tenants])
+        return LiveBackend(source, actuator, layout_of(scenario), price, clock)
+
+    return build

@@ -1,0 +1,95 @@
+"""Settings of the live backend (``configs/env/live.yaml``): where Prometheus is and which series are whose.
+
+A *selector* is the inside of a PromQL label selector, e.g. ``namespace="llm",pool="prefill"``: the source
+puts it between the braces of every query about that pool (or the gateway), so it must pick out exactly that
+pool's vLLM replicas (or the gateway's targets). Selectors are checked at construction, so a typo fails at
+start-up naming the key, not as a Prometheus ``bad_data`` answer later. No Prometheus address is a default.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+from urllib.parse import urlsplit
+
+from env.backend import POOL_ROLES
+from env.errors import require
+
+_MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
+SELECTOR_PATTERN = re.compile(rf"^{_MATCHER}(?:,{_MATCHER})*,?\s*$")
+"""One or more PromQL label matchers (``name="value"``, ``!=``, ``=~``, ``!~``), comma separated."""
+
+
+def check_selector(key: str, selector: object) -> str:
+    """``selector`` if it is a valid list of label matchers, else a ``ConfigError`` naming ``key``."""
+    require(isinstance(selector, str) and bool(SELECTOR_PATTERN.match(selector)), key, selector,
+            'use PromQL label matchers without braces, e.g. pool="prefill" or namespace="llm",pool=~"prefill.*"')
+    assert isinstance(selector, str)
+    return selector.strip().rstrip(",")
+
+
+@dataclass
+class PrometheusSourceConfig:
+    """Where the live backend reads its metrics (Prometheus' HTTP API) and how it tells series apart."""
+
+    url: str = ""
+    """Prometheus base URL, e.g. ``http://prometheus.monitoring:9090`` (required; no default address)."""
+    pools: dict[str, str] = field(default_factory=lambda: {"prefill": 'pool="prefill"', "decode": 'pool="decode"'})
+    """Label matchers per pool role (``prefill``, ``decode``, ``aggregated``) selecting its vLLM replicas."""
+    gateway: str = 'job="disaggpilot-gateway"'
+    """Label matchers selecting the gateway's per-tenant ``disaggpilot_gateway_*`` series."""
+    timeout_s: float = 5.0
+    """Per HTTP request to Prometheus (seconds); a slower answer is a retryable error."""
+    staleness_limit_s: float = 60.0
+    """A pool's or the gateway's newest sample older than this marks the snapshot stale (seconds)."""
+    retry_delay_s: float = 2.0
+    """Wait suggested to callers of a retryable error (seconds)."""
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url) if isinstance(self.url, str) else None
+        require(parts is not None and parts.scheme in ("http", "https") and bool(parts.netloc)
+                and not parts.query, "live.prometheus.url", self.url,
+                "set Prometheus' base URL, e.g. http://prometheus.monitoring:9090 (no path to /api, no query)")
+        self.url = self.url.rstrip("/")
+        require(isinstance(self.pools, Mapping) and len(self.pools) > 0, "live.prometheus.pools", self.pools,
+                'map each pool role to its selector, e.g. {prefill: pool="prefill", decode: pool="decode"}')
+        self.pools = {str(role): check_selector(f"live.prometheus.pools.{role}", selector)
+                      for role, selector in self.pools.items()}
+        for role in self.pools:
+            require(role in POOL_ROLES, "live.prometheus.pools", role, f"use pool roles from {POOL_ROLES}")
+        self.gateway = check_selector("live.prometheus.gateway", self.gateway)
+        require(self.timeout_s > 0, "live.prometheus.timeout_s", self.timeout_s, "use a positive number of seconds")
+        require(self.staleness_limit_s > 0, "live.prometheus.staleness_limit_s", self.staleness_limit_s,
+                "use a positive age in seconds (a few scrape intervals)")
+        require(self.retry_delay_s >= 0, "live.prometheus.retry_delay_s", self.retry_delay_s, "use >= 0 seconds")
+
+
+@dataclass
+class LiveConfig:
+    """The live backend: its metrics source and what Prometheus cannot say (the price)."""
+
+    prometheus: PrometheusSourceConfig = field(default_factory=PrometheusSourceConfig)
+    """Where and how to read the metrics contract."""
+    usd_per_gpu_hour: float | None = None
+    """Price used for ``cost_usd`` (USD per GPU-hour); null takes the scenario's, then the GPU catalog's."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prometheus, Mapping):
+            _reject_unknown("live.prometheus", self.prometheus, PrometheusSourceConfig)
+            self.prometheus = PrometheusSourceConfig(**self.prometheus)
+        require(self.usd_per_gpu_hour is None or self.usd_per_gpu_hour >= 0, "live.usd_per_gpu_hour",
+                self.usd_per_gpu_hour, "use a price >= 0 in USD per GPU-hour, or null for the scenario's")
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> LiveConfig:
+        """Build from a plain mapping (a resolved OmegaConf container), rejecting unknown keys by name."""
+        _reject_unknown("live", raw, cls)
+        return cls(**dict(raw))
+
+
+def _reject_unknown(key: str, raw: Mapping[str, Any], schema: type) -> None:
+    known = {f.name for f in fields(schema)}
+    unknown = sorted(set(raw) - known)
+    require(not unknown, key, unknown, f"remove the unknown keys; {key} knows {sorted(known)}")
