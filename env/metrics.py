@@ -33,9 +33,10 @@ PROMPT_TOKENS = "vllm:prompt_tokens_total"
 GENERATION_TOKENS = "vllm:generation_tokens_total"
 PREEMPTIONS = "vllm:num_preemptions_total"
 REQUEST_SUCCESS = "vllm:request_success_total"
-# Names used by older vLLM releases; readers accept both (DESIGN §3).
+# Names used by older vLLM releases; readers accept both (DESIGN §3). The old per-token
+# ``time_per_output_token_seconds`` histogram is what vLLM now calls ``inter_token_latency_seconds``.
 LEGACY_NAMES: Mapping[str, str] = {
-    "vllm:time_per_output_token_seconds": TPOT,
+    "vllm:time_per_output_token_seconds": ITL,
     "vllm:gpu_cache_usage_perc": KV_USAGE,
 }
 
