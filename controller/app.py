@@ -3,9 +3,10 @@
 It reads a cluster through a backend: the simulator (``backend=sim``, the default: shadow and active modes,
 the shield, the fallback and the metrics can be exercised anywhere), or a live cluster (``backend=live
 env=live env.live.prometheus.url=...``: ``env.live``'s Prometheus source). Actions go to the simulated
-cluster (``controller.actuator=backend``), to a log (``dry_run``) or to Kubernetes (``kubernetes``:
-``env.live.kubernetes``); with ``controller.leader_election.enabled`` only the holder of a Lease acts
-(``controller.leader``). For example::
+cluster (``controller.actuator=backend``), to a log (``dry_run``), to Kubernetes (``kubernetes``:
+``env.live.kubernetes``) or to replicas run as local processes (``controller=local``: the controller starts
+the scenario's initial replicas through ``env.live.launcher`` and stops them on exit; see ``env.live.rig``);
+with ``controller.leader_election.enabled`` only the holder of a Lease acts (``controller.leader``). For example::
 
     disaggpilot controller controller.bundle=outputs/train/<run>/bundle                 # shadow mode
     disaggpilot controller controller.bundle=<dir> controller.mode=active controller.metrics_port=9400
@@ -47,6 +48,9 @@ from env.cluster_env import EnvConfig, simulator_factory
 from env.live.backend import LiveBackend, live_backend_factory
 from env.live.config import LiveConfig
 from env.live.kubernetes import KubernetesActuator
+from env.live.launcher import Launcher
+from env.live.local_actuator import LocalProcessActuator
+from env.live.rig import start_initial_replicas, wait_for_targets
 from env.scenario import ScenarioConfig, load_scenario
 
 log = logging.getLogger("disaggpilot.controller")
@@ -84,6 +88,8 @@ def settings_from_config(cfg: DictConfig) -> Settings:
     controller_errors.require(max_decisions is None or max_decisions >= 0, "max_decisions", max_decisions,
                               "use a count >= 0, or null to run until SIGTERM")
     config = ControllerConfig.from_dict(_container(cfg.controller))
+    controller_errors.require(config.actuator != "local" or cfg.backend == "live", "controller.actuator",
+                              config.actuator, "local replicas are read through Prometheus: add backend=live env=live")
     env_raw = _container(cfg.env)
     live = live_settings(cfg.backend, env_raw.pop("live", None), config, cfg.clock)
     clock: Clock = VirtualClock() if cfg.clock == "virtual" else WallClock(float(cfg.clock_speedup))
@@ -98,19 +104,51 @@ def live_settings(backend: str, raw: dict[str, Any] | None, config: ControllerCo
     controller_errors.require(raw is not None, "env.live", raw,
                               "compose the live environment: env=live env.live.prometheus.url=<Prometheus URL>")
     controller_errors.require(config.actuator != "backend", "controller.actuator", config.actuator,
-                              "with backend=live use kubernetes (act) or dry_run (log only)")
+                              "with backend=live use kubernetes or local (act), or dry_run (log only)")
     controller_errors.require(clock == "wall", "clock", clock, "a live cluster runs in wall time: clock=wall")
     assert raw is not None
     return LiveConfig.from_dict(raw)
 
 
-def build_backend(settings: Settings, api_client: Any | None) -> ClusterBackend:
-    """The simulator, or the live backend whose ``apply`` goes to the configured actuator."""
+def build_backend(settings: Settings, api_client: Any | None, launcher: Launcher | None = None) -> ClusterBackend:
+    """The simulator, or the live backend whose ``apply`` goes to the configured actuator (``local``: the
+    replicas of ``launcher``)."""
     if settings.live is None:
         return simulator_factory(settings.scenario)
-    cluster_actuator: Actuator = (DryRunActuator() if settings.controller.actuator == "dry_run"
-                                  else kubernetes_actuator(settings.controller, api_client))
+    cluster_actuator: Actuator
+    if settings.controller.actuator == "local":
+        controller_errors.require(launcher is not None, "controller.actuator", "local",
+                                  "start the launcher first (controller.app.local_replicas)")
+        assert launcher is not None
+        cluster_actuator = LocalProcessActuator(launcher)
+    elif settings.controller.actuator == "dry_run":
+        cluster_actuator = DryRunActuator()
+    else:
+        cluster_actuator = kubernetes_actuator(settings.controller, api_client)
     return live_backend_factory(settings.live, cluster_actuator)(settings.scenario)
+
+
+@contextmanager
+def local_replicas(settings: Settings) -> Iterator[Launcher | None]:
+    """With ``controller.actuator=local``: start the scenario's initial replicas, wait until Prometheus sees
+    every pool, and stop every replica on exit. Otherwise nothing (None)."""
+    config = settings.controller
+    if config.actuator != "local" or settings.live is None:
+        yield None
+        return
+    assert config.launcher is not None  # ControllerConfig checks it
+    launcher = Launcher(config.launcher).start()
+    try:
+        try:
+            start_initial_replicas(launcher, settings.scenario, config.launcher.health_timeout_s)
+            wait_for_targets(settings.live.prometheus, timeout_s=config.launcher.health_timeout_s)
+        except env_errors.EnvError as error:
+            raise SystemExit(f"disaggpilot controller: local replicas: {error}") from None
+        log.info("local replicas ready", extra={"fields": {"event": "startup", "discovery":
+                                                           config.launcher.discovery_path}})
+        yield launcher
+    finally:
+        launcher.close()
 
 
 def kubernetes_api_client(config: ControllerConfig) -> Any:
@@ -246,18 +284,22 @@ def main(cfg: DictConfig) -> None:
         metrics = ControllerMetrics(settings.scenario.cluster.enabled_roles(),
                                     [t.name for t in settings.scenario.tenants], settings.controller.mode)
         api_client = _api_client_if_needed(settings.controller)
-        backend = build_backend(settings, api_client)
-        elector = build_elector(settings.controller, api_client, WallClock(), metrics)
-        loop = build_loop(settings, backend, metrics, elector, api_client)
     except PERMANENT as error:
         raise SystemExit(f"disaggpilot controller: {error}") from None
-    # ----- run until SIGTERM or max_decisions
-    received = _stop_on_signals(loop)
-    try:
-        with serving(settings, metrics), electing(elector):
-            decisions = loop.run(settings.max_decisions)
-    finally:
-        backend.close()
+    with local_replicas(settings) as launcher:
+        try:
+            backend = build_backend(settings, api_client, launcher)
+            elector = build_elector(settings.controller, api_client, WallClock(), metrics)
+            loop = build_loop(settings, backend, metrics, elector, api_client)
+        except PERMANENT as error:
+            raise SystemExit(f"disaggpilot controller: {error}") from None
+        # ----- run until SIGTERM or max_decisions
+        received = _stop_on_signals(loop)
+        try:
+            with serving(settings, metrics), electing(elector):
+                decisions = loop.run(settings.max_decisions)
+        finally:
+            backend.close()
     if received:
         log.info("%s: finished the current decision and stopped the HTTP server", received[0],
                  extra={"fields": {"event": "shutdown"}})

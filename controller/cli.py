@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("agent.evaluate", "main", "compare policies over scenarios and seeds: CSVs, summary, plots"),
     "controller": ("controller.app", "main", "run the control loop (shadow or active) with its shield and metrics"),
     "loadgen": ("env.loadgen_app", "main", "replay a scenario against an OpenAI-compatible endpoint, per-tenant table"),
+    "rig": ("env.live.rig", "main", "run a local cluster: emulated (or real CPU) vLLM replicas, gateway, Prometheus"),
 }
 
 
@@ -40,9 +41,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if command not in COMMANDS:
         raise SystemExit(f"disaggpilot: unknown command {command!r}\n\n{usage()}")
     module, attribute, _ = COMMANDS[command]
-    app: Callable[[], None] = getattr(importlib.import_module(module), attribute)
+    app: Callable[[], int | None] = getattr(importlib.import_module(module), attribute)
     sys.argv = [f"disaggpilot {command}", *args[1:]]
-    app()
+    status = app()
+    if status:  # argparse apps return an exit status; Hydra apps return None
+        raise SystemExit(status)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ from hydra.core.config_store import ConfigStore
 
 from controller.errors import require
 from env.live.kubernetes import KubernetesActuatorConfig
+from env.live.launcher_config import LauncherConfig
 
 MODES = ("shadow", "active")
 LOG_FORMATS = ("json", "text")
-ACTUATORS = ("backend", "dry_run", "kubernetes")
+ACTUATORS = ("backend", "dry_run", "kubernetes", "local")
 CONFIG_GROUP = "controller"
 """Config group of controller settings (``configs/controller/``)."""
 CONFIG_SCHEMA = "controller_schema"
@@ -190,9 +191,12 @@ class ControllerConfig:
     """Scenario (name in ``configs/scenario/`` or YAML path) describing the tenants (SLOs, targets) and pools."""
     actuator: str = "backend"
     """In active mode: ``backend`` applies actions to the backend, ``dry_run`` only logs them, ``kubernetes``
-    patches the workloads of ``kubernetes``."""
+    patches the workloads of ``kubernetes``, ``local`` runs the replicas as local processes (``launcher``)."""
     kubernetes: KubernetesActuatorConfig | None = None
     """The pools' workloads (namespace, kind/name per pool, knob patch period); required by ``kubernetes``."""
+    launcher: LauncherConfig | None = None
+    """Local replica processes (kind, discovery file the rig's gateway reads, emulator settings); required by
+    ``local``, which starts the scenario's initial replicas and stops them all on exit."""
     kubeconfig: str | None = None
     """Kubeconfig file for the Kubernetes API; null uses the pod's service account (in-cluster)."""
     leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
@@ -219,8 +223,12 @@ class ControllerConfig:
             self.kubernetes = KubernetesActuatorConfig(**self.kubernetes)
         if isinstance(self.leader_election, dict):
             self.leader_election = LeaderElectionConfig(**self.leader_election)
+        if isinstance(self.launcher, dict):
+            self.launcher = LauncherConfig(**self.launcher)
         self._check_choices()
         self._check_kubernetes()
+        require(self.actuator != "local" or self.launcher is not None, "controller.launcher", self.launcher,
+                "describe the local replicas (kind, discovery_path) to use actuator=local, e.g. controller=local")
         require(self.interval_s > 0, "controller.interval_s", self.interval_s, "use a positive interval in seconds")
         require(self.expected_hash is None or re.fullmatch(r"[0-9a-f]{64}", self.expected_hash) is not None,
                 "controller.expected_hash", self.expected_hash, "use the bundle's 64-hex-digit bundle_sha256")

@@ -62,5 +62,7 @@ def test_overrides_are_type_checked_and_unknown_keys_refused() -> None:
         compose_controller("controller.shield.max_step=abc")
     with pytest.raises(ConfigCompositionException):
         compose_controller("controller.no_such_key=1")
-    with pytest.raises(ConfigError, match="backend='live'"):
+    with pytest.raises(ConfigError, match="backend='moon'"):
+        settings_from_config(compose_controller("backend=moon"))
+    with pytest.raises(ConfigError, match=r"env\.live=None is invalid: compose the live environment"):
         settings_from_config(compose_controller("backend=live"))

@@ -33,6 +33,10 @@ from env.perf import PerfModel
 # simulator and vLLM's v0 block manager do).
 KV_WATERMARK = 0.01
 KV_MODES = ("local", "remote_decode", "remote_prefill")
+# How late (wall seconds) the event loop may wake the engine after an iteration's end and still have the
+# next back-to-back iteration start at that end: a busy process must not slow the emulated GPU down, but a
+# process stalled for longer is not made up for in a burst.
+MAX_CATCH_UP_S = 0.05
 
 
 class Clock(Protocol):
@@ -272,6 +276,7 @@ class Engine:
     # ----- the loop ----------------------------------------------------------------------------------
     async def run(self) -> None:
         """Form, time and complete iterations until :meth:`close`."""
+        idle = True
         while not self._closed:
             now = self.clock.now()
             self._release_held(now)
@@ -279,8 +284,12 @@ class Engine:
             if step is None:
                 self._wake.clear()
                 await self.clock.wait(self._wake, self._next_deadline(now))
+                idle = True
                 continue
-            start = max(now, self._busy_until)
+            # Back to back, the next iteration starts when the previous one ended, however late the event
+            # loop woke us (each late wake-up would otherwise stretch every iteration, and TPOT with it).
+            start = now if idle else max(self._busy_until, now - MAX_CATCH_UP_S)
+            idle = False
             self._busy_until = start + step.duration_s * self.limits.time_scale
             await self.clock.sleep_until(self._busy_until)
             self._complete(step, self.clock.now())

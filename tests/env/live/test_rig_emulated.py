@@ -1,0 +1,240 @@
+"""Proof "Emulated GPU cluster": the controller scales a local cluster of emulated H100 replicas through a
+flash crowd, in active mode with ``controller.actuator=local``, and no request is lost.
+
+The rig (``env.live.rig.LocalCluster``) runs Prometheus and the gateway; the controller (a subprocess,
+``disaggpilot controller ... controller=local``) owns the replicas: it starts the scenario's 2 prefill + 2
+decode emulated Llama-3.1-70B TP4 replicas and scales them. The load generator replays a flash crowd (the
+consumer tenant's rate x5 for a minute of GPU time). Everything runs 4x faster than real GPUs
+(``time_scale`` 0.25), so the controller reads the scenario in wall time (``LocalCluster.scenario_path``) and
+decides every 2.5 wall seconds (10 GPU seconds). The shipped PPO bundle was trained at a 30 s interval and
+is refused at any other (its spec pins ``interval_s``), so the controller runs its fallback planner, Dynamo's
+SLA planner, which sizes the prefill pool from the measured load: 2 replicas before and after the crowd,
+7 during it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from env.live.launcher import free_port
+from env.live.loadgen import run_loadgen
+from env.live.rig import LocalCluster, RigConfig
+from tests.env.live.conftest import requires_prometheus
+
+ROOT = Path(__file__).resolve().parents[3]
+TIME_SCALE = 0.25
+INTERVAL_GPU_S = 10.0
+SCENARIO = """
+name: rig_flash_crowd
+description: one tenant's rate jumps 5x for a minute; prefill-heavy (6k-token prompts, 24-token answers)
+model: llama-3.1-70b
+hardware: h100-sxm
+duration_s: 180.0
+tenants:
+  - name: consumer
+    ttft_slo_s: 2.0
+    tpot_slo_s: 0.1
+    attainment_target: 0.9
+    arrival:
+      process: poisson
+      rate_rps: 2.0
+      changes: [{start_s: 40.0, duration_s: 60.0, multiplier: 5.0}]
+    lengths: {kind: lognormal, prompt_mean: 6000, prompt_cv: 0.2, output_mean: 24, output_cv: 0.3}
+cluster:
+  prefill: {replicas: 2, tp: 4, max_num_batched_tokens: 8192, max_num_seqs: 128, min_replicas: 1, max_replicas: 8}
+  decode: {replicas: 2, tp: 4, max_num_batched_tokens: 8192, max_num_seqs: 256, min_replicas: 2, max_replicas: 4}
+  aggregated: {enabled: false, replicas: 0, min_replicas: 0}
+  gpu_budget: 48
+  cold_start_s: 8.0
+"""
+CROWD_WALL_S = (40.0 * TIME_SCALE, 100.0 * TIME_SCALE)
+
+
+@dataclass
+class Sample:
+    """What the test saw at one instant: wall seconds since the load began, the controller's series, and
+    the replicas the launcher lists."""
+
+    at_s: float
+    desired: dict[str, float]
+    decisions: float
+    applied: float
+    listed: dict[str, int]
+
+
+@dataclass
+class Watch:
+    """Samples the controller's /metrics and the discovery file every half second, in a thread."""
+
+    metrics_url: str
+    discovery: Path
+    samples: list[Sample] = field(default_factory=list)
+    origin: float = 0.0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.stop.wait(0.5):
+            text = _get(self.metrics_url)
+            if text:
+                self.samples.append(Sample(time.monotonic() - self.origin, _gauges(text, "desired_replicas"),
+                                           _value(text, "decisions_total"), _value(text, "applied_actions_total"),
+                                           _listed(self.discovery)))
+
+    def peak(self, role: str, start: float, end: float) -> float:
+        return max((s.desired.get(role, 0.0) for s in self.samples if start <= s.at_s <= end), default=0.0)
+
+
+def _get(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
+def _value(text: str, name: str) -> float:
+    match = re.search(rf"^disaggpilot_controller_{name} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def _gauges(text: str, name: str) -> dict[str, float]:
+    found = re.findall(rf'^disaggpilot_controller_{name}{{pool="(\w+)"}} (\S+)$', text, re.MULTILINE)
+    return {pool: float(value) for pool, value in found}
+
+
+def _listed(discovery: Path) -> dict[str, int]:
+    try:
+        replicas = json.loads(discovery.read_text())["replicas"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    counts: dict[str, int] = {}
+    for replica in replicas:
+        counts[replica["role"]] = counts.get(replica["role"], 0) + 1
+    return counts
+
+
+def _merge(*groups: list[str]) -> list[str]:
+    """Hydra overrides with later keys replacing earlier ones (Hydra refuses a key given twice)."""
+    merged: dict[str, str] = {}
+    for group in groups:
+        for override in group:
+            key, _, value = override.partition("=")
+            merged[key] = value
+    return [f"{key}={value}" for key, value in merged.items()]
+
+
+def _kill_orphans(discovery: Path) -> None:
+    """Safety net if the controller died without stopping its replicas: SIGKILL the emulators still listening
+    on a port of the discovery file (found by their own command line)."""
+    ports = {url.rsplit(":", 1)[-1] for url in (r["url"] for r in _replicas(discovery))}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [word.decode(errors="replace") for word in argv]
+        if "env.live.emulator" in words and "--port" in words and words[words.index("--port") + 1] in ports:
+            os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _replicas(discovery: Path) -> list[dict[str, str]]:
+    try:
+        return list(json.loads(discovery.read_text())["replicas"])
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    scenario = tmp_path / "rig_flash_crowd.yaml"
+    scenario.write_text(SCENARIO)
+    config = RigConfig(scenario=str(scenario), time_scale=TIME_SCALE, own_replicas=False,
+                       workdir=str(tmp_path / "rig"))
+    with LocalCluster(config) as running:
+        yield running
+
+
+@pytest.fixture
+def controller(cluster: LocalCluster, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    port = free_port()
+    wall_interval = INTERVAL_GPU_S * TIME_SCALE
+    overrides = _merge(cluster.controller_overrides(interval_s=INTERVAL_GPU_S), [
+        "controller.shield.up_cooldown_s=0", f"controller.shield.down_cooldown_s={2 * wall_interval}",
+        "controller.shield.down_hysteresis_intervals=2", f"controller.metrics_port={port}",
+        "controller.launcher.health_timeout_s=60", "controller.log_format=json", f"hydra.run.dir={tmp_path}/ctl"])
+    log_path = tmp_path / "controller.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "controller.cli", "controller", *overrides], cwd=ROOT,
+                                   stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ,
+                                                                                    "PYTHONUNBUFFERED": "1"})
+    try:
+        yield process, f"http://127.0.0.1:{port}/metrics", log_path
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        _kill_orphans(cluster.discovery_path)
+
+
+@requires_prometheus
+@pytest.mark.slow
+def test_the_controller_scales_emulated_replicas_through_a_flash_crowd_without_losing_a_request(
+        cluster: LocalCluster, controller: tuple[subprocess.Popen[bytes], str, Path]) -> None:
+    started = time.monotonic()
+    process, metrics_url, log_path = controller
+    watch = Watch(metrics_url, cluster.discovery_path)
+    deadline = time.monotonic() + 90
+    while _value(_get(metrics_url), "decisions_total") < 1:  # replicas up, Prometheus sees them, loop runs
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the controller made no decision: " + log_path.read_text()[-3000:]
+        time.sleep(0.5)
+    watch.origin = time.monotonic()
+    thread = threading.Thread(target=watch.run, daemon=True)
+    thread.start()
+    try:
+        report = run_loadgen(cluster.loadgen_config(request_timeout_s=60.0), str(cluster.config.scenario))
+        settle = time.monotonic() + 20  # scale-down may finish after the last request
+        while time.monotonic() < settle and watch.samples and watch.samples[-1].desired.get("prefill", 0) > 3:
+            time.sleep(0.5)
+    finally:
+        watch.stop.set()
+        thread.join(timeout=5)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0, log_path.read_text()[-3000:]
+    elapsed = time.monotonic() - started
+
+    counts = report.counts()
+    assert counts["lost"] == 0 and counts["rejected"] == 0, counts
+    assert all(r.status == 200 for r in report.results)
+    crowd_start, crowd_end = CROWD_WALL_S
+    before = watch.peak("prefill", 0.0, crowd_start)
+    during = watch.peak("prefill", crowd_start, crowd_end + 8 * INTERVAL_GPU_S * TIME_SCALE)
+    final = watch.samples[-1]
+    assert before <= 3 and during >= 5, [(s.at_s, s.desired) for s in watch.samples]
+    assert final.desired["prefill"] <= 3, [(s.at_s, s.desired) for s in watch.samples]
+    assert max(sum(s.listed.values()) for s in watch.samples) >= 8  # 8+ emulated H100 replicas at the peak
+    assert final.applied >= 3 and final.decisions >= 15
+    decisions = [json.loads(line) for line in log_path.read_text().splitlines() if '"decision"' in line]
+    assert any(d.get("applied") for d in decisions)
+    print(f"\nflash crowd on emulated H100s: {len(report.results)} requests, prefill desired {before:.0f} -> "
+          f"{during:.0f} -> {final.desired['prefill']:.0f}, peak replicas listed "
+          f"{max(sum(s.listed.values()) for s in watch.samples)}, test wall time {elapsed:.1f} s")
