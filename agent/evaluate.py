@@ -5,6 +5,7 @@ A Hydra app over ``configs/evaluate.yaml``. For example::
     disaggpilot evaluate                                   # everything, 3 seeds, 2 worker processes
     disaggpilot evaluate only=[static,threshold] scenarios=[steady] seeds=[0] duration_s=1800 jobs=4
     disaggpilot evaluate scenarios=[steady] trace.path=shared/data/traces/x.csv trace.format=azure
+    disaggpilot evaluate launcher=ray ray.address=auto      # episodes as Ray tasks on a running cluster
 
 The logic lives in ``agent.evaluation``; this module composes it: plan, run, write, print.
 """
@@ -19,10 +20,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from agent import errors as agent_errors
 from agent.evaluation import evaluate, plan_from_config, write_outputs
+from agent.ray_cluster import RayConfig, RayUnavailableError
 from env import errors as env_errors
 from env.catalog import configs_dir
 
 log = logging.getLogger("disaggpilot.evaluate")
+
+
+def ray_settings(cfg: DictConfig) -> RayConfig | None:
+    """The Ray settings when ``launcher=ray``; None runs the episodes in local processes."""
+    launcher = str(cfg.get("launcher", "local"))
+    if launcher not in ("local", "ray"):
+        raise env_errors.ConfigError(f"launcher={launcher!r} is invalid: use launcher=local or launcher=ray")
+    if launcher == "local":
+        return None
+    settings = OmegaConf.to_container(cfg.ray, resolve=True) if "ray" in cfg else {}
+    assert isinstance(settings, dict)
+    return RayConfig(**{str(key): value for key, value in settings.items()})
 
 
 @hydra.main(version_base=None, config_path=str(configs_dir()), config_name="evaluate")
@@ -32,14 +46,18 @@ def main(cfg: DictConfig) -> None:
     # ----- plan: policies are built and scenarios loaded here, so config errors stop us before any episode
     try:
         plan = plan_from_config(cfg)
-    except (env_errors.PermanentError, agent_errors.PermanentError) as error:
+        ray = ray_settings(cfg)
+    except (env_errors.PermanentError, agent_errors.PermanentError, TypeError) as error:
         raise SystemExit(f"disaggpilot evaluate: {error}") from None
     tasks = len(plan.tasks())
-    log.info("%d episodes (%d policies x %d scenarios x %d seeds), jobs=%d", tasks, len(plan.specs),
-             len(plan.scenarios), len(plan.seeds), plan.jobs)
+    log.info("%d episodes (%d policies x %d scenarios x %d seeds), %s", tasks, len(plan.specs),
+             len(plan.scenarios), len(plan.seeds), f"jobs={plan.jobs}" if ray is None else "as Ray tasks")
 
     # ----- run
-    results = evaluate(plan)
+    try:
+        results = evaluate(plan, ray=ray)
+    except RayUnavailableError as error:  # Ray missing, or no cluster at ray.address
+        raise SystemExit(f"disaggpilot evaluate: {error}") from None
 
     # ----- write and report
     outputs = write_outputs(results, plan.scenarios, Path(str(cfg.output_dir)), plan.describe(), bool(cfg.plots))

@@ -5,11 +5,16 @@ Examples::
     disaggpilot train run.total_timesteps=20000
     disaggpilot train -m agent.learning_rate=0.0001,0.0003 run.seed=0,1     # a sweep (Hydra multirun)
     disaggpilot train run.resume_from=outputs/train/<run>/checkpoints/latest
+    disaggpilot train vec_env=ray ray.address=auto run.n_envs=32              # rollouts in Ray actors
+    disaggpilot train -m hydra/launcher=ray_tasks hydra/sweeper=optuna +sweep=ppo_reward   # see configs/sweep/
+
+The job's return value (what a Hydra sweeper maximises) is :func:`sweep_objective` of its validations.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from agent.errors import PermanentError as AgentPermanentError
+from agent.ray_cluster import RayConfig, RayUnavailableError
 from agent.training.config import PpoConfig, RunConfig
 from env.catalog import configs_dir
 from env.cluster_env import EnvConfig
@@ -25,6 +31,8 @@ from env.errors import PermanentError as EnvPermanentError
 from env.reward import RewardConfig
 
 log = logging.getLogger("disaggpilot.train")
+FEASIBLE_SHORTFALL = 1e-9
+"""SLO shortfall below which a validation counts as meeting every attainment target."""
 
 
 def _container(node: Any) -> dict[str, Any]:
@@ -33,9 +41,24 @@ def _container(node: Any) -> dict[str, Any]:
     return {str(key): value for key, value in raw.items()}
 
 
+def sweep_objective(validations: Sequence[Mapping[str, float]]) -> float:
+    """What a sweep maximises: validation goodput tokens per dollar subject to attainment.
+
+    Over the run's validations (``validations`` in the bundle manifest), the best goodput tokens per dollar
+    (millions, >= 0) among those that met every tenant's attainment target in every validation episode; when
+    none did, -1 minus the smallest SLO shortfall (so any feasible run beats any infeasible one, and among
+    infeasible runs the nearest to feasible wins); -1e9 when the run never validated. The reward's own
+    weights play no part, so a sweep over them compares runs on the same scale.
+    """
+    if not validations:
+        return -1e9
+    feasible = [float(v["tokens_per_usd"]) / 1e6 for v in validations if float(v["shortfall"]) <= FEASIBLE_SHORTFALL]
+    return max(feasible) if feasible else -1.0 - min(float(v["shortfall"]) for v in validations)
+
+
 @hydra.main(version_base=None, config_path=str(configs_dir()), config_name="train")
-def main(cfg: DictConfig) -> None:
-    """Entry point of ``disaggpilot train``."""
+def main(cfg: DictConfig) -> float:
+    """Entry point of ``disaggpilot train``; returns :func:`sweep_objective` for Hydra sweepers."""
     from agent.training.runner import train  # deferred: imports torch
 
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
@@ -43,9 +66,16 @@ def main(cfg: DictConfig) -> None:
     try:
         run, ppo = RunConfig(**_container(cfg.run)), PpoConfig(**_container(cfg.agent))
         env_config, reward = EnvConfig(**_container(cfg.env)), RewardConfig(**_container(cfg.reward))
+        ray = RayConfig(**_container(cfg.ray)) if "ray" in cfg else None
     except (AgentPermanentError, EnvPermanentError, TypeError) as error:
         raise SystemExit(f"disaggpilot train: {error}") from None
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    bundle = train(run, ppo, env_config, reward, run_dir, config_yaml)
+    try:
+        bundle = train(run, ppo, env_config, reward, run_dir, config_yaml, ray)
+    except RayUnavailableError as error:  # Ray missing, or no cluster at ray.address
+        raise SystemExit(f"disaggpilot train: {error}") from None
     print(f"policy bundle: {bundle.path} (sha256 {bundle.content_hash[:16]}...)")
     print(f"TensorBoard logs: {run_dir / 'tensorboard'}")
+    objective = sweep_objective(bundle.manifest.get("validations", []))
+    log.info("sweep objective (validation M tokens/$ subject to attainment): %.6f", objective)
+    return objective

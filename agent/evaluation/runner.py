@@ -5,7 +5,9 @@ which process ran it or in which order, so results are identical for any ``jobs`
 task order. Episodes of policies that search before they start (``static_oracle``) are submitted first,
 so the longest tasks do not finish last. Workers are started with ``start_method`` (``spawn`` by default:
 a fresh interpreter that inherits no threads or locks from the caller). A failed episode, even one whose
-worker died, is reported in its result and never loses the other episodes' results.
+worker died, is reported in its result and never loses the other episodes' results. With a
+:class:`~agent.ray_cluster.RayConfig` (``launcher=ray``) the episodes run as Ray tasks instead
+(``agent.evaluation.ray_launcher``), with the same results.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 
 from agent.evaluation.episode import EpisodeResult, EpisodeTask, run_episode_safely
 from agent.evaluation.plan import EvaluationPlan
+from agent.ray_cluster import RayConfig
 from env.errors import require
 
 log = logging.getLogger("disaggpilot.evaluate")
@@ -46,7 +49,7 @@ def run_tasks(tasks: Sequence[EpisodeTask], jobs: int = 1, start_method: str = "
     methods = multiprocessing.get_all_start_methods()
     require(start_method in methods, "start_method", start_method, f"use one of {methods}")
     workers = worker_count(jobs, len(tasks))
-    report = progress or _log_progress
+    report = progress or log_progress
     if workers == 1:
         results = []
         for done, task in enumerate(tasks, start=1):
@@ -61,9 +64,8 @@ def _run_in_pool(tasks: Sequence[EpisodeTask], workers: int, start_method: str,
     context = multiprocessing.get_context(start_method)
     results: dict[int, EpisodeResult] = {}
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        longest_first = sorted(tasks, key=lambda t: (not t.prepares, t.index))
         futures: dict[Future[EpisodeResult], EpisodeTask] = {pool.submit(run_episode_safely, t): t
-                                                             for t in longest_first}
+                                                             for t in submission_order(tasks)}
         for future in as_completed(futures):
             task = futures[future]
             results[task.index] = _collect(future, task)
@@ -71,20 +73,42 @@ def _run_in_pool(tasks: Sequence[EpisodeTask], workers: int, start_method: str,
     return [results[task.index] for task in tasks]
 
 
+def submission_order(tasks: Sequence[EpisodeTask]) -> list[EpisodeTask]:
+    """Tasks with a hindsight search first (the longest), then in task order."""
+    return sorted(tasks, key=lambda t: (not t.prepares, t.index))
+
+
+def lost_episode(task: EpisodeTask, error: BaseException) -> EpisodeResult:
+    """The error result of an episode whose worker failed (the episode is lost, not the evaluation)."""
+    return EpisodeResult(task.index, task.policy.name, task.scenario.name, task.seed,
+                         error=f"worker process failed: {type(error).__name__}: {error}")
+
+
 def _collect(future: Future[EpisodeResult], task: EpisodeTask) -> EpisodeResult:
     """The future's result, or an error result when its worker died (killed, out of memory, unpicklable)."""
     try:
         return future.result()
     except Exception as error:  # BrokenProcessPool, PicklingError: the episode is lost, not the evaluation
-        return EpisodeResult(task.index, task.policy.name, task.scenario.name, task.seed,
-                             error=f"worker process failed: {type(error).__name__}: {error}")
+        return lost_episode(task, error)
 
 
-def _log_progress(result: EpisodeResult, done: int, total: int) -> None:
+def log_progress(result: EpisodeResult, done: int, total: int) -> None:
+    """The default progress report: one log line per finished episode."""
     status = "FAILED" if result.error else f"{result.row['goodput_tokens_per_usd']:.0f} tok/$"
     log.info("[%d/%d] %s on %s seed %d: %s", done, total, result.policy, result.scenario, result.seed, status)
 
 
-def evaluate(plan: EvaluationPlan, progress: Progress | None = None) -> list[EpisodeResult]:
-    """Run every episode of ``plan`` with its ``jobs`` and ``start_method``; results in task order."""
+def evaluate(plan: EvaluationPlan, progress: Progress | None = None, ray: RayConfig | None = None
+             ) -> list[EpisodeResult]:
+    """Run every episode of ``plan``; results in task order.
+
+    Args:
+        plan: the episodes, and ``jobs``/``start_method`` for local worker processes.
+        progress: called after each episode finishes.
+        ray: run the episodes as Ray tasks with these settings instead (``launcher=ray``); None: locally.
+    """
+    if ray is not None:
+        from agent.evaluation.ray_launcher import run_tasks_on_ray  # imports Ray
+
+        return run_tasks_on_ray(plan.tasks(), ray, progress)
     return run_tasks(plan.tasks(), plan.jobs, plan.start_method, progress)

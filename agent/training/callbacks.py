@@ -42,6 +42,26 @@ class InfoLoggerCallback(BaseCallback):
         self._counts.clear()
 
 
+class ActorRestartCallback(BaseCallback):
+    """Logs ``ray/actor_restarts`` (restarts so far) to TensorBoard at each rollout's end, and says in the log
+    when a rollout actor was restarted (``vec_env=ray``; other vectorised environments never restart)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen = 0
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        restarts = int(getattr(self.training_env.unwrapped, "restart_count", 0))
+        if restarts > self._seen:
+            log.warning("%d rollout actor restart(s) during this rollout (%d in total); their episodes were reset",
+                        restarts - self._seen, restarts)
+        self._seen = restarts
+        self.logger.record("ray/actor_restarts", restarts)
+
+
 def save_checkpoint(model: object, directory: Path) -> None:
     """Model and normalisation statistics, resumable with ``run.resume_from``."""
     directory.mkdir(parents=True, exist_ok=True)

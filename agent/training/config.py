@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from agent.errors import PolicyConfigError
 from agent.headroom import ACTION_MODES, HeadroomSettings
 
-VEC_ENVS = ("subproc", "dummy")
+VEC_ENVS = ("subproc", "dummy", "ray")
 
 
 def _require(condition: bool, key: str, value: object, fix: str) -> None:
@@ -78,7 +78,7 @@ class RunConfig:
     n_envs: int = 2
     """Environments stepped in parallel."""
     vec_env: str = "subproc"
-    """``subproc`` (one process per environment) or ``dummy`` (in-process)."""
+    """``subproc`` (one process per environment), ``dummy`` (in-process) or ``ray`` (Ray actors, ``ray:``)."""
     seed: int = 0
     """Seeds the networks, the environments and every episode."""
     scenarios: list[str] = field(default_factory=lambda: ["steady"])

@@ -17,7 +17,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from agent.bundle import Bundle, save_bundle
 from agent.headroom import HeadroomEnv, HeadroomSettings
+from agent.ray_cluster import RayConfig
 from agent.training.callbacks import (
+    ActorRestartCallback,
     CheckpointEveryCallback,
     InfoLoggerCallback,
     ValidationCallback,
@@ -45,11 +47,20 @@ def make_env_factory(scenarios: list[ScenarioConfig], env_config: EnvConfig, rew
 
 
 def make_vec_env(run: RunConfig, ppo: PpoConfig, scenarios: list[ScenarioConfig], env_config: EnvConfig,
-                 reward: RewardConfig) -> VecEnv:
-    """The vectorised, optionally normalised, training environments (each seeded from ``run.seed``)."""
+                 reward: RewardConfig, ray: RayConfig | None = None) -> VecEnv:
+    """The vectorised, optionally normalised, training environments (each seeded from ``run.seed``).
+
+    ``run.vec_env=ray`` puts them in Ray actors configured by ``ray`` (defaults when None).
+    """
     factories = [make_env_factory(scenarios, env_config, reward, run.seed * 1000 + rank, ppo.headroom_settings)
                  for rank in range(run.n_envs)]
-    vec: VecEnv = SubprocVecEnv(factories) if run.vec_env == "subproc" and run.n_envs > 1 else DummyVecEnv(factories)
+    vec: VecEnv
+    if run.vec_env == "ray":
+        from agent.training.ray_vec_env import RayVecEnv  # imports Ray
+
+        vec = RayVecEnv(factories, ray or RayConfig())
+    else:
+        vec = SubprocVecEnv(factories) if run.vec_env == "subproc" and run.n_envs > 1 else DummyVecEnv(factories)
     vec.seed(run.seed)
     if ppo.normalize_observations or ppo.normalize_rewards:
         vec = VecNormalize(vec, norm_obs=ppo.normalize_observations, norm_reward=ppo.normalize_rewards,
@@ -102,11 +113,14 @@ def sla_planner_reference(scenarios: list[ScenarioConfig], run: RunConfig, env_c
 
 
 def train(run: RunConfig, ppo: PpoConfig, env_config: EnvConfig, reward: RewardConfig, run_dir: Path,
-          config_yaml: str) -> Bundle:
-    """Train, validate, checkpoint; write and return the bundle of the best validated model."""
+          config_yaml: str, ray: RayConfig | None = None) -> Bundle:
+    """Train, validate, checkpoint; write and return the bundle of the best validated model.
+
+    ``ray`` configures the rollout actors when ``run.vec_env=ray``.
+    """
     scenarios = [load_scenario(name) for name in run.scenarios]
     validation = [load_scenario(name) for name in run.validation_scenarios]
-    vec = make_vec_env(run, ppo, scenarios, env_config, reward)
+    vec = make_vec_env(run, ppo, scenarios, env_config, reward, ray)
     model = build_model(vec, ppo, run, run_dir / "tensorboard")
 
     def validate() -> ValidationResult:
@@ -118,8 +132,8 @@ def train(run: RunConfig, ppo: PpoConfig, env_config: EnvConfig, reward: RewardC
     reference = sla_planner_reference(validation, run, env_config, reward) if run.eval_every_steps else None
     validator = ValidationCallback(validate, reference, run_dir, run.eval_every_steps, run.early_stop_patience,
                                    reward.slo_penalty)
-    callbacks = CallbackList([InfoLoggerCallback(), CheckpointEveryCallback(run_dir / "checkpoints",
-                                                                            run.checkpoint_every_steps), validator])
+    callbacks = CallbackList([InfoLoggerCallback(), ActorRestartCallback(),
+                              CheckpointEveryCallback(run_dir / "checkpoints", run.checkpoint_every_steps), validator])
     model.learn(total_timesteps=run.total_timesteps, callback=callbacks, progress_bar=run.progress_bar,
                 reset_num_timesteps=not run.resume_from, tb_log_name="ppo")
     save_checkpoint(model, run_dir / "checkpoints" / "final")
@@ -145,8 +159,10 @@ def write_bundle(checkpoint: Path, run: RunConfig, env_config: EnvConfig, scenar
     environment = _spec_env(scenario, env_config, reward)
     spec = HeadroomEnv(environment, headroom).spec_dict() if headroom else environment.spec_dict()
     target = Path(run.bundle_dir) if Path(run.bundle_dir).is_absolute() else run_dir / run.bundle_dir
+    validations = [{"steps": steps, "tokens_per_usd": result.tokens_per_usd, "shortfall": result.shortfall,
+                    "min_attainment": result.min_attainment} for steps, result in validator.history]
     metadata = {"trained_steps": validator.num_timesteps, "scenarios": list(run.scenarios),
-                "best_validation_score": float(validator.best_score)}
+                "best_validation_score": float(validator.best_score), "validations": validations}
     return save_bundle(target, checkpoint / "model.zip", normalization, spec, config_yaml, metadata)
 
 
