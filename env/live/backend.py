@@ -162,10 +162,12 @@ class LiveBackend:
         pool.max_num_batched_tokens, pool.max_num_seqs = self._knobs[role]
         target = self.replica_targets.get(role)
         if target is not None:
-            up, down = pool.replicas_ready, pool.replicas_starting
+            up = pool.replicas_ready
             pool.replicas_ready = min(up, target)
             pool.replicas_draining = up - pool.replicas_ready
-            pool.replicas_starting = max(down, target - up)
+            # Only the shortfall is starting: a target that is down beyond it has just been stopped (Prometheus
+            # keeps scraping it for a few seconds after it leaves service discovery).
+            pool.replicas_starting = max(0, target - up)
 
     def _check_started(self) -> None:
         if self.closed:

