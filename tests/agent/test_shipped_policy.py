@@ -26,3 +26,22 @@ def test_shipped_bundle_matches_the_environment_spec_and_acts() -> None:
         done = terminated or truncated
     assert environment.snapshot is not None and environment.snapshot.gpus_billed() <= 80
     assert 0.0 <= info["slo/consumer/attainment"] <= 1.0
+
+
+def test_the_experimental_headroom_bundle_loads_and_sizes_from_demand() -> None:
+    """The committed headroom bundle matches the headroom wrapper's spec and drives an episode through it."""
+    from agent.headroom import HeadroomEnv, HeadroomSettings
+
+    path = SHIPPED.parent / "disaggpilot-ppo-headroom-exp"
+    environment = DisaggClusterEnv("diurnal", config=EnvConfig(horizon_s=600.0))
+    bundle = load_bundle(path, expected_spec=HeadroomEnv(environment, HeadroomSettings()).spec_dict())
+    policy = PpoPolicy(path, expected_hash=bundle.content_hash)
+    observation, _ = environment.reset(seed=0)
+    policy.reset(PolicyContext(scenario=environment.world, interval_s=30.0, feature_names=environment.builder.names))
+    done = False
+    while not done:
+        observation, _, terminated, truncated, _ = environment.step_targets(
+            policy.act(observation, environment.history))
+        done = terminated or truncated
+    assert all(s.pools["prefill"].replicas_billed >= 1 for s in environment.history)
+    assert environment.history[-1].pools["decode"].replicas_billed >= 1
