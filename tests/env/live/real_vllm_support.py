@@ -12,10 +12,7 @@ import os
 import re
 import signal
 import subprocess
-import threading
-import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -141,13 +138,6 @@ def sample_sum(text: str, name: str, **labels: str) -> float:
 
 
 # ----- HTTP ---------------------------------------------------------------------------------------------------
-def get_text(url: str, timeout_s: float = 5.0) -> str:
-    """The body of a GET, or empty when it fails."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return str(response.read().decode())
-    except OSError:
-        return ""
 
 
 def post_json(url: str, body: dict[str, Any], key: str | None = None, timeout_s: float = 120.0) -> dict[str, Any]:
@@ -211,79 +201,6 @@ def kill_orphan_replicas(discovery: Path) -> None:
 
 
 # ----- watching the controller ---------------------------------------------------------------------------------
-@dataclass
-class Sample:
-    """One look at the controller and the replicas: seconds since the watch began, the controller's desired
-    replicas per pool and decision counters, and the replicas of each role the discovery file lists."""
-
-    at_s: float
-    desired: dict[str, float]
-    decisions: float
-    applied: float
-    listed: dict[str, int]
-
-
-def controller_value(text: str, name: str) -> float:
-    """A ``disaggpilot_controller_<name>`` sample without labels (0 when absent)."""
-    match = re.search(rf"^disaggpilot_controller_{name} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
-def desired_replicas(text: str) -> dict[str, float]:
-    """``disaggpilot_controller_desired_replicas`` per pool."""
-    found = re.findall(r'^disaggpilot_controller_desired_replicas\{pool="(\w+)"\} (\S+)$', text, re.MULTILINE)
-    return {pool: float(value) for pool, value in found}
-
-
-def listed_replicas(discovery: Path) -> dict[str, int]:
-    """Replicas per role in the discovery file (every state)."""
-    try:
-        replicas = json.loads(discovery.read_text())["replicas"]
-    except (OSError, ValueError, KeyError):
-        return {}
-    counts: dict[str, int] = {}
-    for replica in replicas:
-        counts[replica["role"]] = counts.get(replica["role"], 0) + 1
-    return counts
-
-
-@dataclass
-class Watch:
-    """Samples the controller's ``/metrics`` and the discovery file every half second, in a thread."""
-
-    metrics_url: str
-    discovery: Path
-    samples: list[Sample] = field(default_factory=list)
-    origin: float = field(default_factory=time.monotonic)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def __post_init__(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="controller-watch", daemon=True)
-
-    def start(self) -> Watch:
-        """Begin sampling."""
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        """Stop sampling."""
-        self.stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self.stop.wait(0.5):
-            text = get_text(self.metrics_url, timeout_s=2.0)
-            if text:
-                self.samples.append(Sample(time.monotonic() - self.origin, desired_replicas(text),
-                                           controller_value(text, "decisions_total"),
-                                           controller_value(text, "applied_actions_total"),
-                                           listed_replicas(self.discovery)))
-
-    def first(self, role: str, count: float, after_s: float = 0.0) -> Sample | None:
-        """The first sample after ``after_s`` whose desired replicas of ``role`` equal ``count``."""
-        return next((s for s in self.samples if s.at_s >= after_s and s.desired.get(role) == count), None)
-
-
 def decisions(log_text: str) -> list[dict[str, Any]]:
     """The controller's JSON decision records, in order."""
     records = []
@@ -295,11 +212,3 @@ def decisions(log_text: str) -> list[dict[str, Any]]:
     return records
 
 
-def merge_overrides(*groups: list[str]) -> list[str]:
-    """Hydra overrides with later keys replacing earlier ones (Hydra refuses a key given twice)."""
-    merged: dict[str, str] = {}
-    for group in groups:
-        for override in group:
-            key, _, value = override.partition("=")
-            merged[key] = value
-    return [f"{key}={value}" for key, value in merged.items()]

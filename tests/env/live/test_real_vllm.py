@@ -41,19 +41,16 @@ from env.live.launcher_config import ReplicaKnobs
 from env.live.loadgen import run_loadgen
 from env.live.rig import LocalCluster, RigConfig
 from env.live.tiny_model import TinyModelSettings, training_text
+from tests.env.live.controller_watch import Watch, controller_value, get_text, merge_overrides
 from tests.env.live.real_vllm_support import (
     HEALTH_TIMEOUT_S,
     RECORDED,
     ROOT,
     SERVED_MODEL,
-    Watch,
     build_tiny_model,
-    controller_value,
     decisions,
-    get_text,
     kill_orphan_replicas,
     launcher_overrides,
-    merge_overrides,
     missing_reason,
     post_json,
     sample_sum,

@@ -16,15 +16,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -33,6 +29,7 @@ from env.live.launcher import free_port
 from env.live.loadgen import run_loadgen
 from env.live.rig import LocalCluster, RigConfig
 from tests.env.live.conftest import requires_prometheus
+from tests.env.live.controller_watch import Watch, controller_value, get_text, merge_overrides
 
 ROOT = Path(__file__).resolve().parents[3]
 TIME_SCALE = 0.25
@@ -61,79 +58,6 @@ cluster:
   cold_start_s: 8.0
 """
 CROWD_WALL_S = (40.0 * TIME_SCALE, 100.0 * TIME_SCALE)
-
-
-@dataclass
-class Sample:
-    """What the test saw at one instant: wall seconds since the load began, the controller's series, and
-    the replicas the launcher lists."""
-
-    at_s: float
-    desired: dict[str, float]
-    decisions: float
-    applied: float
-    listed: dict[str, int]
-
-
-@dataclass
-class Watch:
-    """Samples the controller's /metrics and the discovery file every half second, in a thread."""
-
-    metrics_url: str
-    discovery: Path
-    samples: list[Sample] = field(default_factory=list)
-    origin: float = 0.0
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        while not self.stop.wait(0.5):
-            text = _get(self.metrics_url)
-            if text:
-                self.samples.append(Sample(time.monotonic() - self.origin, _gauges(text, "desired_replicas"),
-                                           _value(text, "decisions_total"), _value(text, "applied_actions_total"),
-                                           _listed(self.discovery)))
-
-    def peak(self, role: str, start: float, end: float) -> float:
-        return max((s.desired.get(role, 0.0) for s in self.samples if start <= s.at_s <= end), default=0.0)
-
-
-def _get(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=2.0) as response:
-            return str(response.read().decode())
-    except OSError:
-        return ""
-
-
-def _value(text: str, name: str) -> float:
-    match = re.search(rf"^disaggpilot_controller_{name} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
-def _gauges(text: str, name: str) -> dict[str, float]:
-    found = re.findall(rf'^disaggpilot_controller_{name}{{pool="(\w+)"}} (\S+)$', text, re.MULTILINE)
-    return {pool: float(value) for pool, value in found}
-
-
-def _listed(discovery: Path) -> dict[str, int]:
-    try:
-        replicas = json.loads(discovery.read_text())["replicas"]
-    except (OSError, ValueError, KeyError):
-        return {}
-    counts: dict[str, int] = {}
-    for replica in replicas:
-        counts[replica["role"]] = counts.get(replica["role"], 0) + 1
-    return counts
-
-
-def _merge(*groups: list[str]) -> list[str]:
-    """Hydra overrides with later keys replacing earlier ones (Hydra refuses a key given twice)."""
-    merged: dict[str, str] = {}
-    for group in groups:
-        for override in group:
-            key, _, value = override.partition("=")
-            merged[key] = value
-    return [f"{key}={value}" for key, value in merged.items()]
 
 
 def _kill_orphans(discovery: Path) -> None:
@@ -173,7 +97,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 def controller(cluster: LocalCluster, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
     port = free_port()
     wall_interval = INTERVAL_GPU_S * TIME_SCALE
-    overrides = _merge(cluster.controller_overrides(interval_s=INTERVAL_GPU_S), [
+    overrides = merge_overrides(cluster.controller_overrides(interval_s=INTERVAL_GPU_S), [
         "controller.shield.up_cooldown_s=0", f"controller.shield.down_cooldown_s={2 * wall_interval}",
         "controller.shield.down_hysteresis_intervals=2", f"controller.metrics_port={port}",
         "controller.launcher.health_timeout_s=60", "controller.log_format=json", f"hydra.run.dir={tmp_path}/ctl"])
@@ -201,23 +125,20 @@ def test_the_controller_scales_emulated_replicas_through_a_flash_crowd_without_l
         cluster: LocalCluster, controller: tuple[subprocess.Popen[bytes], str, Path]) -> None:
     started = time.monotonic()
     process, metrics_url, log_path = controller
-    watch = Watch(metrics_url, cluster.discovery_path)
     deadline = time.monotonic() + 90
-    while _value(_get(metrics_url), "decisions_total") < 1:  # replicas up, Prometheus sees them, loop runs
+    # Replicas up, Prometheus sees them, the loop runs.
+    while controller_value(get_text(metrics_url, timeout_s=2.0), "decisions_total") < 1:
         assert process.poll() is None, log_path.read_text()[-3000:]
         assert time.monotonic() < deadline, "the controller made no decision: " + log_path.read_text()[-3000:]
         time.sleep(0.5)
-    watch.origin = time.monotonic()
-    thread = threading.Thread(target=watch.run, daemon=True)
-    thread.start()
+    watch = Watch(metrics_url, cluster.discovery_path).start()
     try:
         report = run_loadgen(cluster.loadgen_config(request_timeout_s=60.0), str(cluster.config.scenario))
         settle = time.monotonic() + 20  # scale-down may finish after the last request
         while time.monotonic() < settle and watch.samples and watch.samples[-1].desired.get("prefill", 0) > 3:
             time.sleep(0.5)
     finally:
-        watch.stop.set()
-        thread.join(timeout=5)
+        watch.close()
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0, log_path.read_text()[-3000:]
     elapsed = time.monotonic() - started
