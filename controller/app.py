@@ -92,7 +92,7 @@ def settings_from_config(cfg: DictConfig) -> Settings:
                               config.actuator, "local replicas are read through Prometheus: add backend=live env=live")
     env_raw = _container(cfg.env)
     live = live_settings(cfg.backend, env_raw.pop("live", None), config, cfg.clock)
-    clock: Clock = VirtualClock() if cfg.clock == "virtual" else WallClock(float(cfg.clock_speedup))
+    clock: Clock = VirtualClock() if cfg.clock == "virtual" else WallClock(clock_speedup(cfg, live))
     return Settings(config, EnvConfig(**env_raw), load_scenario(config.scenario), live, int(cfg.seed),
                     max_decisions, clock)
 
@@ -107,7 +107,25 @@ def live_settings(backend: str, raw: dict[str, Any] | None, config: ControllerCo
                               "with backend=live use kubernetes or local (act), or dry_run (log only)")
     controller_errors.require(clock == "wall", "clock", clock, "a live cluster runs in wall time: clock=wall")
     assert raw is not None
-    return LiveConfig.from_dict(raw)
+    live = LiveConfig.from_dict(raw)
+    launcher = config.launcher if config.actuator == "local" else None
+    if launcher is not None and launcher.kind == "emulator":
+        controller_errors.require(launcher.emulator.time_scale == live.time_scale, "env.live.time_scale",
+                                  live.time_scale, f"read the emulators at their own speed: set it to "
+                                  f"controller.launcher.emulator.time_scale={launcher.emulator.time_scale:g}")
+    return live
+
+
+def clock_speedup(cfg: DictConfig, live: LiveConfig | None) -> float:
+    """Controller seconds per wall second: ``clock_speedup`` on the simulator; on a live cluster the inverse of
+    ``env.live.time_scale``, so the interval, cooldowns and backoff count in the scenario's seconds (1 on a real
+    cluster; 4 on an emulated rig whose GPUs run 4x faster)."""
+    if live is None:
+        return float(cfg.clock_speedup)
+    controller_errors.require(float(cfg.clock_speedup) == 1.0, "clock_speedup", cfg.clock_speedup,
+                              "leave it at 1 with backend=live: a sped-up emulated rig sets env.live.time_scale, "
+                              "which the controller's clock follows")
+    return 1.0 / live.time_scale
 
 
 def build_backend(settings: Settings, api_client: Any | None, launcher: Launcher | None = None) -> ClusterBackend:

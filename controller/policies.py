@@ -1,9 +1,11 @@
 """The controller's two deciders: the learned policy (a verified bundle) and the fallback planner.
 
 A bundle is loaded only from the configured path; its content hash is pinned when ``expected_hash`` is set,
-and its observation/action spec must equal the one this controller builds (same features, pools, knob
-levels and interval), checked before the model is unpickled. Any failure leaves no policy and a
-:class:`~controller.validate.Problem` (``bundle_mismatch`` or ``policy_error``): the fallback then runs.
+and its observation/action spec must equal the one this controller builds: same features, pools, knob levels
+and interval, in the action mode the bundle was trained in (``delta``: replica steps and knob levels;
+``headroom``: utilisation levels a sizer turns into replicas). All this is checked before the model is
+unpickled. Any failure leaves no policy and a :class:`~controller.validate.Problem` (``bundle_mismatch`` or
+``policy_error``): the fallback then runs.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import logging
 from typing import Any
 
 from agent.baselines import make_baseline
-from agent.bundle import load_bundle
+from agent.bundle import load_bundle, validate_spec
 from agent.errors import BundleError
+from agent.headroom import HeadroomEnv, settings_from_spec
 from agent.policy import Policy
 from controller.config import ControllerConfig
 from controller.validate import BUNDLE, NO_BUNDLE, POLICY, Problem
@@ -23,9 +26,13 @@ from env.scenario import ScenarioConfig
 log = logging.getLogger("disaggpilot.controller")
 
 
-def expected_spec(scenario: ScenarioConfig, env_config: EnvConfig) -> dict[str, Any]:
-    """The observation/action spec a bundle must have been trained with to run on this cluster."""
-    return DisaggClusterEnv(scenario, config=env_config).spec_dict()
+def expected_spec(scenario: ScenarioConfig, env_config: EnvConfig, bundle_spec: dict[str, Any] | None = None,
+                  where: object = "bundle") -> dict[str, Any]:
+    """The observation/action spec a bundle must have been trained with to run on this cluster, in the action
+    mode ``bundle_spec`` declares (``delta`` when it declares none)."""
+    env = DisaggClusterEnv(scenario, config=env_config)
+    headroom = settings_from_spec(bundle_spec or {}, where)
+    return HeadroomEnv(env, headroom).spec_dict() if headroom else env.spec_dict()
 
 
 def load_policy(config: ControllerConfig, scenario: ScenarioConfig, env_config: EnvConfig
@@ -34,8 +41,8 @@ def load_policy(config: ControllerConfig, scenario: ScenarioConfig, env_config: 
     if config.bundle is None:
         return None, Problem(NO_BUNDLE, "controller.bundle is null: running the fallback planner only")
     try:
-        load_bundle(config.bundle, expected_spec=expected_spec(scenario, env_config),
-                    expected_hash=config.expected_hash)
+        bundle = load_bundle(config.bundle, expected_hash=config.expected_hash)
+        validate_spec(bundle.spec, expected_spec(scenario, env_config, bundle.spec, bundle.path), bundle.path)
         from agent.ppo_policy import PpoPolicy  # deferred: imports torch
 
         return PpoPolicy(config.bundle, expected_hash=config.expected_hash), None

@@ -149,6 +149,22 @@ class Histogram:
         """An independent copy."""
         return Histogram(self.edges, self.counts.copy(), self.total)
 
+    def rescaled(self, factor: float) -> Histogram:
+        """The same observations multiplied by ``factor`` (e.g. wall seconds to cluster seconds), on the same
+        edges. Counts are moved as ``quantile`` reads them, linearly inside each bucket, so the result's
+        cumulative count at every edge is what this histogram says of ``edge / factor``; between edges its
+        quantiles are within a bucket of ``factor`` times these. What lies beyond the largest finite edge stays
+        in ``+Inf``. Exact when ``factor`` is 1."""
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"rescaled(factor={factor!r}): use a finite factor > 0")
+        edges = np.array(self.edges, dtype=np.float64)
+        cumulative = np.cumsum(self.counts[:-1])
+        # Cumulative count at each new edge e: the old cumulative at e / factor, interpolated from 0 at 0 and
+        # held flat past the last finite edge (the +Inf bucket does not say where its mass lies).
+        moved = np.interp(edges / factor, np.concatenate(([0.0], edges)), np.concatenate(([0.0], cumulative)))
+        counts = np.diff(np.concatenate((moved, [self.count])), prepend=0.0)
+        return Histogram(self.edges, np.maximum(counts, 0.0), self.total * factor)
+
 
 def empty_histograms(names: Sequence[str]) -> dict[str, Histogram]:
     """One empty histogram per metric name, with that metric's vLLM bucket edges."""

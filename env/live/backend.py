@@ -15,6 +15,11 @@ What Prometheus cannot say is filled in here, from the actions applied:
 - money: GPUs billed (starting + ready + draining, times the tensor-parallel degree) over the interval, at the
   configured price. A cloud bill would be more exact; this is what the simulator charges too.
 
+Times may be scaled (``time_scale``, wall seconds per cluster second; 1 on a real cluster): an emulated rig
+whose GPUs run 4x faster than real ones is read at 0.25, so ``advance(30)`` waits 7.5 wall seconds, snapshot
+times and GPU-seconds are in cluster seconds and every latency histogram is stretched back by 4
+(``Histogram.rescaled``). Counts need nothing: a token is a token on either clock.
+
 ``reset(seed)`` takes the first snapshot (a zero-length interval: gauges only); the seed is ignored, a live
 cluster has no randomness to seed. At start-up every selector must match some target
 (:class:`~env.live.errors.SelectorMatchesNothingError` otherwise); afterwards a vanished pool is reported as
@@ -23,6 +28,7 @@ missing data.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -87,13 +93,17 @@ class LiveBackend:
         usd_per_gpu_hour: price charged for billed GPUs (USD per GPU-hour).
         clock: wall time and waiting (default: the system clock).
         check_targets: at ``reset``, fail when a selector matches no target (turn off only in tests).
+        time_scale: wall seconds per cluster second (1 on a real cluster; ``LiveConfig.time_scale``).
     """
 
     def __init__(self, source: PrometheusSource, actuator: Actuator, pools: Mapping[str, PoolLayout],
-                 usd_per_gpu_hour: float, clock: EpochClock | None = None, check_targets: bool = True) -> None:
+                 usd_per_gpu_hour: float, clock: EpochClock | None = None, check_targets: bool = True,
+                 time_scale: float = 1.0) -> None:
+        if not (math.isfinite(time_scale) and time_scale > 0):
+            raise BackendError(f"time_scale={time_scale!r}: use wall seconds per cluster second, > 0")
         self.source, self.actuator, self.pools = source, actuator, dict(pools)
         self.usd_per_gpu_hour, self.clock = usd_per_gpu_hour, clock or SystemClock()
-        self.check_targets = check_targets
+        self.check_targets, self.time_scale = check_targets, time_scale
         self.last_reading: Reading | None = None
         """The latest reading, with its data issues (for logs and tests)."""
         self.replica_targets: dict[str, int] = {}
@@ -129,11 +139,12 @@ class LiveBackend:
             self._knobs[role] = (target.max_num_batched_tokens or budget, target.max_num_seqs or cap)
 
     def advance(self, seconds: float) -> MetricsSnapshot:
-        """Wait until ``seconds`` after the previous snapshot, then read the interval since it."""
+        """Wait until ``seconds`` (cluster seconds) after the previous snapshot, then read the interval since
+        it."""
         self._check_started()
         if not seconds > 0:
             raise BackendError(f"advance(seconds={seconds!r}): use a positive number of seconds")
-        self.clock.sleep(self._last + seconds - self.clock.now())
+        self.clock.sleep(self._last + seconds * self.time_scale - self.clock.now())
         start, end = self._last, self.clock.now()
         self._last = end
         return self._snapshot(start, end)
@@ -147,9 +158,11 @@ class LiveBackend:
         assert self._origin is not None
         self.last_reading = self.source.read(start, end, self._origin)
         snapshot = self.last_reading.snapshot
+        if self.time_scale != 1.0:
+            to_cluster_time(snapshot, self.time_scale)
         for role, pool in snapshot.pools.items():
             self._complete(role, pool)
-        gpu_seconds = snapshot.gpus_billed() * (end - start)
+        gpu_seconds = snapshot.gpus_billed() * (end - start) / self.time_scale
         snapshot.gpu_seconds, snapshot.usd_per_gpu_hour = gpu_seconds, self.usd_per_gpu_hour
         snapshot.cost_usd = gpu_seconds * self.usd_per_gpu_hour / 3600.0
         return snapshot
@@ -174,6 +187,17 @@ class LiveBackend:
             raise BackendError("this LiveBackend is closed: build a new one")
         if self._origin is None:
             raise BackendError("call reset() before apply() or advance()")
+
+
+def to_cluster_time(snapshot: MetricsSnapshot, time_scale: float) -> None:
+    """Convert ``snapshot`` in place from wall seconds to cluster seconds (``time_scale`` wall s per cluster s):
+    its times and every latency histogram; counters and gauges are counts and need nothing."""
+    snapshot.start_s /= time_scale
+    snapshot.end_s /= time_scale
+    for histograms in [*(p.histograms for p in snapshot.pools.values()),
+                       *(t.histograms for t in snapshot.tenants.values())]:
+        for name, histogram in histograms.items():
+            histograms[name] = histogram.rescaled(1.0 / time_scale)
 
 
 # ----- building one from a scenario ---------------------------------------------------------------------------
@@ -243,6 +267,6 @@ def live_backend_factory(config: LiveConfig, actuator: Actuator, clock: EpochClo
         if price is None:
             price = load_gpu(scenario.hardware).usd_per_gpu_hour
         source = PrometheusSource(config.prometheus, client, tenants=[t.name for t in scenario.tenants])
-        return LiveBackend(source, actuator, layout_of(scenario), price, clock)
+        return LiveBackend(source, actuator, layout_of(scenario), price, clock, time_scale=config.time_scale)
 
     return build

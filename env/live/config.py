@@ -74,11 +74,17 @@ class LiveConfig:
     """Where and how to read the metrics contract."""
     usd_per_gpu_hour: float | None = None
     """Price used for ``cost_usd`` (USD per GPU-hour); null takes the scenario's, then the GPU catalog's."""
+    time_scale: float = 1.0
+    """Wall seconds per cluster second: 1 for a real cluster. A rig of emulated GPUs running faster than real
+    ones (``rig.time_scale``, e.g. 0.25) reads in the scenario's own time with the same factor: intervals,
+    snapshot times and latencies are converted, so a policy sees the rates and latencies it was trained on."""
 
     def __post_init__(self) -> None:
         if isinstance(self.prometheus, Mapping):
             _reject_unknown("live.prometheus", self.prometheus, PrometheusSourceConfig)
             self.prometheus = PrometheusSourceConfig(**self.prometheus)
+        require(isinstance(self.time_scale, (int, float)) and 0 < self.time_scale <= 1, "live.time_scale",
+                self.time_scale, "use 1 for a real cluster, or the emulated rig's time_scale (0 < factor <= 1)")
         require(self.usd_per_gpu_hour is None or self.usd_per_gpu_hour >= 0, "live.usd_per_gpu_hour",
                 self.usd_per_gpu_hour, "use a price >= 0 in USD per GPU-hour, or null for the scenario's")
 

@@ -11,8 +11,11 @@ It exposes what a controller, ``DisaggClusterEnv`` and the load generator need::
         backend_factory = live_backend_factory(cluster.live_config, cluster.actuator)
         run_loadgen(cluster.loadgen_config(duration_s=600), cluster.config.scenario)
 
-With ``time_scale`` below 1 the emulated GPUs run faster than real ones; whatever reads the cluster in wall
-time reads :attr:`LocalCluster.scenario_path`, the scenario in wall time (see ``env.live.rig_config``).
+With ``time_scale`` below 1 the emulated GPUs run faster than real ones. The gateway and the launcher work in
+wall time, from :attr:`LocalCluster.scenario_path` (the scenario in wall time, see ``env.live.rig_config``);
+readers of the cluster (the controller, ``DisaggClusterEnv``) work in the scenario's own time:
+:attr:`LocalCluster.live_config` carries ``time_scale``, so the live backend converts what it reads, and a
+policy trained on the scenario sees the rates, latencies and control interval it was trained with.
 ``python -m env.live.rig --scenario X`` runs one until SIGTERM and prints its URLs and the commands to use it.
 """
 
@@ -226,7 +229,7 @@ class LocalCluster:
 
     @property
     def scenario_path(self) -> Path:
-        """The scenario in wall time (``rig_config.scaled_scenario``): what a controller or env reads."""
+        """The scenario in wall time (``rig_config.scaled_scenario``): what the gateway and launcher read."""
         return self.workdir / "scenario.yaml"
 
     @property
@@ -243,11 +246,13 @@ class LocalCluster:
 
     @property
     def live_config(self) -> LiveConfig:
-        """The ``env=live`` settings reading this cluster (selectors ``pool="<role>"`` and the gateway job)."""
+        """The ``env=live`` settings reading this cluster (selectors ``pool="<role>"`` and the gateway job) in
+        the scenario's time (``time_scale``)."""
         roles = load_scenario(self.scenario_path).cluster.enabled_roles()
         staleness = max(10.0, 20 * self.config.scrape_interval_s)
         return LiveConfig(PrometheusSourceConfig(url=self.prometheus_url, pools={r: f'pool="{r}"' for r in roles},
-                                                 gateway=f'job="{GATEWAY_JOB}"', staleness_limit_s=staleness))
+                                                 gateway=f'job="{GATEWAY_JOB}"', staleness_limit_s=staleness),
+                          time_scale=self.config.time_scale)
 
     @property
     def actuator(self) -> LocalProcessActuator:
@@ -265,16 +270,16 @@ class LocalCluster:
         return LoadgenConfig(**{**settings, **fields})
 
     def controller_overrides(self, interval_s: float = 30.0) -> list[str]:
-        """``disaggpilot controller`` overrides for this cluster: live backend, wall-time scenario, the control
-        interval and the shield's cooldowns in wall time, and (when the rig does not own the replicas) the
-        local actuator with this rig's discovery file and emulator settings."""
+        """``disaggpilot controller`` overrides for this cluster: live backend reading it in the scenario's time
+        (``env.live.time_scale``; the controller's interval, cooldowns and backoff are in scenario seconds),
+        and (when the rig does not own the replicas) the local actuator with this rig's discovery file and
+        emulator settings."""
         scale = self.config.time_scale
         overrides = ["backend=live", "env=live", f"env.live.prometheus.url={self.prometheus_url}",
-                     f"controller.scenario={self.scenario_path}", f"controller.interval_s={interval_s * scale:g}",
-                     f"controller.shield.up_cooldown_s={60 * scale:g}",
-                     f"controller.shield.down_cooldown_s={300 * scale:g}",
-                     f"controller.fallback.backoff.initial_s={0.1 * interval_s * scale:g}",
-                     f"controller.fallback.backoff.max_s={0.2 * interval_s * scale:g}"]
+                     f"env.live.time_scale={scale:g}", f"controller.scenario={self.config.scenario}",
+                     f"controller.interval_s={interval_s:g}",
+                     f"controller.fallback.backoff.initial_s={0.1 * interval_s:g}",
+                     f"controller.fallback.backoff.max_s={0.2 * interval_s:g}"]
         if self.config.own_replicas:
             return [*overrides, "controller.actuator=dry_run"]
         emulator = self.config.launcher.emulator
@@ -459,7 +464,7 @@ def usage(cluster: LocalCluster, keys_file: Path) -> str:
     controller = " ".join(cluster.controller_overrides())
     return "\n".join([
         f"gateway     {cluster.gateway_url}", f"prometheus  {cluster.prometheus_url}",
-        f"discovery   {cluster.discovery_path}", f"scenario    {cluster.scenario_path} (wall time)",
+        f"discovery   {cluster.discovery_path}", f"scenario    {cluster.scenario_path} (in wall time, for the gateway)",
         f"API keys    {keys_file} (source it; keys are never printed)", "",
         f"load:       source {keys_file} && disaggpilot loadgen scenario={scenario} url={cluster.gateway_url} "
         f"time_scale={cluster.config.time_scale:g} {keys}",

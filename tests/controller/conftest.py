@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from agent.bundle import save_bundle
+from agent.headroom import HeadroomEnv, HeadroomSettings
 from agent.policy import Policy
 from controller.actuators import Actuator
 from controller.clock import VirtualClock
@@ -32,12 +33,15 @@ from tests.env.sim.conftest import small_scenario
 INTERVAL_S = 30.0
 
 
-def build_bundle(directory: Path) -> Path:
-    """A tiny untrained MaskablePPO bundle (net_arch [8]) for the small two-pool scenario, 30 s interval."""
+def build_bundle(directory: Path, headroom: bool = False) -> Path:
+    """A tiny untrained MaskablePPO bundle (net_arch [8]) for the small two-pool scenario, 30 s interval, in the
+    ``delta`` action mode or (``headroom``) the utilisation-level mode."""
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    environment = DisaggClusterEnv(small_scenario(duration_s=300.0))
+    environment: DisaggClusterEnv | HeadroomEnv = DisaggClusterEnv(small_scenario(duration_s=300.0))
+    if headroom:
+        environment = HeadroomEnv(environment, HeadroomSettings())
     model = MaskablePPO("MlpPolicy", DummyVecEnv([lambda: environment]), n_steps=16, batch_size=16, seed=0,
                         device="cpu", policy_kwargs={"net_arch": [8]})
     directory.mkdir(parents=True, exist_ok=True)
@@ -52,6 +56,12 @@ def build_bundle(directory: Path) -> Path:
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny policy bundle, built once per test module."""
     return build_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def headroom_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ``headroom``-mode policy bundle, built once per test module."""
+    return build_bundle(tmp_path_factory.mktemp("headroom_bundle"), headroom=True)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from controller.app import build_backend, local_replicas, settings_from_config
+from controller.clock import WallClock
 from controller.config import ControllerConfig, register_configs
 from controller.errors import ConfigError
 from env.catalog import configs_dir
@@ -32,12 +33,27 @@ def compose_controller(*overrides: str) -> DictConfig:
 def test_controller_local_composes_an_active_controller_with_launcher_settings(tmp_path: Path) -> None:
     discovery = tmp_path / "discovery.json"
     cfg = compose_controller(*LIVE, "controller=local", f"controller.launcher.discovery_path={discovery}",
-                             "controller.launcher.emulator.time_scale=0.25")
+                             "controller.launcher.emulator.time_scale=0.25", "env.live.time_scale=0.25")
     settings = settings_from_config(cfg)
     config = settings.controller
     assert (config.mode, config.actuator) == ("active", "local")
     assert config.launcher is not None and config.launcher.kind == "emulator"
     assert config.launcher.discovery_path == str(discovery) and config.launcher.emulator.time_scale == 0.25
+
+
+def test_a_sped_up_rig_is_controlled_in_the_scenarios_seconds(tmp_path: Path) -> None:
+    local = [*LIVE, "controller=local", f"controller.launcher.discovery_path={tmp_path}/d.json",
+             "controller.launcher.emulator.time_scale=0.25"]
+    settings = settings_from_config(compose_controller(*local, "env.live.time_scale=0.25"))
+    assert isinstance(settings.clock, WallClock) and settings.clock.speedup == 4.0  # 30 s intervals in 7.5 s
+    assert settings.live is not None and settings.live.time_scale == 0.25
+    assert settings.controller.launcher is not None
+    backend = build_backend(settings, None, Launcher(settings.controller.launcher))
+    assert isinstance(backend, LiveBackend) and backend.time_scale == 0.25
+    with pytest.raises(ConfigError, match=r"env\.live\.time_scale=1\.0 is invalid.*time_scale=0\.25"):
+        settings_from_config(compose_controller(*local))  # emulators 4x faster, read as real time
+    with pytest.raises(ConfigError, match=r"clock_speedup=2.*env\.live\.time_scale"):
+        settings_from_config(compose_controller(*LIVE, "controller.actuator=dry_run", "clock_speedup=2"))
 
 
 def test_the_live_backend_acts_through_the_launcher(tmp_path: Path) -> None:

@@ -121,6 +121,21 @@ def test_a_pinned_hash_is_enforced_and_a_matching_bundle_loads(bundle_dir: Path)
     assert isinstance(policy, PpoPolicy) and problem is None
 
 
+def test_a_headroom_mode_bundle_loads_and_sizes_the_pools_every_interval(headroom_bundle_dir: Path,
+                                                                         bundle_dir: Path) -> None:
+    policy, problem = load_policy(config(bundle=str(headroom_bundle_dir)), small_scenario(), EnvConfig())
+    assert isinstance(policy, PpoPolicy) and policy.sizer is not None and problem is None
+    decisions = make_rig(policy).run(3)
+    assert trail(decisions) == [("policy", None, False)] * 3
+    for decision in decisions:  # utilisation levels become replica counts; the knobs keep their values
+        assert decision.policy_action is not None
+        assert {role: (t.replicas is not None, t.max_num_batched_tokens, t.max_num_seqs)
+                for role, t in decision.policy_action.pools.items()} == {"prefill": (True, None, None),
+                                                                        "decode": (True, None, None)}
+    # The action mode is read from each bundle: a delta bundle still loads beside it.
+    assert load_policy(config(bundle=str(bundle_dir)), small_scenario(), EnvConfig())[1] is None
+
+
 def test_actuator_failures_hand_over_to_the_fallback_then_back_to_the_policy() -> None:
     rig = make_rig(FixedPolicy(HOLD_STILL))
     rig.actuator = rig.loop.actuator = FlakyActuator(failing=[2, 3], backend=rig.backend)

@@ -17,7 +17,7 @@ from env.errors import BackendError, ConfigError, TemporaryError
 from env.live.backend import LiveBackend, live_backend_factory
 from env.live.config import LiveConfig
 from env.live.errors import SelectorMatchesNothingError
-from env.metrics import RUNNING
+from env.metrics import RUNNING, TTFT
 from env.scenario import load_scenario
 from tests.env.live.conftest import RecordingActuator, RecordingClock, Rig
 
@@ -51,6 +51,35 @@ def test_advance_waits_out_the_interval_since_the_last_snapshot_and_bills_the_gp
     time.sleep(INTERVAL_S)  # the caller already waited (as the controller loop does): no second wait
     live.advance(INTERVAL_S)
     assert clock.sleeps[-1] <= 0.0
+
+
+def test_a_sped_up_cluster_is_read_in_the_scenarios_seconds(rig: Rig) -> None:
+    """time_scale 0.5 (an emulated rig twice as fast as real GPUs): advance(3.0) waits 1.5 wall seconds and
+    the snapshot, its GPU-seconds and its latencies are in scenario seconds."""
+    rig.wait_for_history(INTERVAL_S)
+    clock = RecordingClock()
+    factory = live_backend_factory(LiveConfig(prometheus=rig.source_config(), time_scale=0.5),
+                                   RecordingActuator(), clock=clock)
+    live = factory(STEADY)
+    live.reset()
+    snapshot = live.advance(2 * INTERVAL_S)
+    assert clock.sleeps[-1] == pytest.approx(INTERVAL_S, abs=0.2)
+    assert snapshot.interval_s == pytest.approx(2 * INTERVAL_S, abs=0.2)
+    assert snapshot.gpu_seconds == pytest.approx(16 * snapshot.interval_s)
+    assert live.last_reading is not None
+    wall = live.source.read(live._last - INTERVAL_S, live._last).snapshot  # the same window, unconverted
+    for role in ("prefill", "decode"):
+        converted, measured = snapshot.pools[role], wall.pools[role]
+        assert converted.counters == pytest.approx(measured.counters, rel=0.05)  # counts need no conversion
+        ttft, wall_ttft = converted.histograms[TTFT], measured.histograms[TTFT]
+        assert ttft.count > 0 and ttft.count == pytest.approx(wall_ttft.count, rel=0.05)
+        assert ttft.total == pytest.approx(2 * wall_ttft.total, rel=0.05)
+
+
+def test_time_scale_must_be_a_factor_in_0_1() -> None:
+    for bad in (0.0, -0.5, 2.0):
+        with pytest.raises(ConfigError, match=r"live\.time_scale"):
+            LiveConfig(prometheus={"url": "http://127.0.0.1:9090"}, time_scale=bad)
 
 
 def test_applied_targets_drive_knobs_and_starting_and_draining_replicas(rig: Rig) -> None:

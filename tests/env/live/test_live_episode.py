@@ -1,5 +1,6 @@
 """``env=live``: ``DisaggClusterEnv`` runs an episode on the emulated rig through ``live_backend_factory``, with
-the observation and action spec it has in simulation."""
+the observation and action spec it has in simulation. The rig runs twice as fast as real GPUs; the environment
+works in the scenario's time (the rig's ``live_config`` carries ``time_scale``)."""
 
 from __future__ import annotations
 
@@ -52,8 +53,8 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 @requires_prometheus
 @pytest.mark.slow
 def test_an_episode_on_the_emulated_rig_has_the_simulators_observation_spec(cluster: LocalCluster) -> None:
-    scenario = load_scenario(cluster.scenario_path)
-    config = EnvConfig(interval_s=3.0, horizon_s=9.0)
+    scenario = load_scenario(cluster.config.scenario)
+    config = EnvConfig(interval_s=6.0, horizon_s=18.0)  # 3 wall seconds per interval
     live = DisaggClusterEnv(scenario, config=config,
                             backend_factory=live_backend_factory(cluster.live_config, cluster.actuator))
     simulated = DisaggClusterEnv(scenario, config=config)
@@ -76,5 +77,7 @@ def test_an_episode_on_the_emulated_rig_has_the_simulators_observation_spec(clus
         assert live.observation_space.contains(observation) and np.isfinite(reward)
         assert {"slo/chat/attainment", "slo/chat/judged"} <= set(info)
     assert live.history[-1].tenants["chat"].counters[GW_ARRIVED] > 0  # the load reached the gateway
+    # Snapshots are in scenario seconds: 6 s intervals, though each lasted 3 wall seconds.
+    assert [round(snapshot.interval_s) for snapshot in live.history[1:]] == [6, 6, 6]
     assert cluster.launcher is not None and len(cluster.launcher.replicas("prefill")) == 2  # the action acted
     assert reports and reports[0].counts()["lost"] == 0
