@@ -1,9 +1,4 @@
-"""Settings of the load generator (``disaggpilot loadgen``), and the scenario's workload read without env.sim.
-
-``env.scenario`` imports ``env.sim.config`` (for the cluster section), and the live backend may not import
-the simulator, so the tenants and duration of a scenario file are read here directly and built with
-:func:`env.workload.tenants_from_config`, the same validation ``ScenarioConfig`` applies to them.
-"""
+"""Settings of the load generator (``disaggpilot loadgen``), and the workload of the scenario it replays."""
 
 from __future__ import annotations
 
@@ -13,11 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from env.catalog import configs_dir
-from env.errors import ConfigError, require
-from env.workload import TenantSpec, tenants_from_config
+from env.errors import require
+from env.scenario import ScenarioConfig, load_scenario
+from env.workload import TenantSpec
 
 ENDPOINTS: tuple[str, ...] = ("completions", "chat")
 """Values of ``LoadgenConfig.endpoint``."""
@@ -73,29 +66,16 @@ class LoadgenConfig:
 
 def scenario_workload(scenario: str | Path | Mapping[str, Any]) -> tuple[list[TenantSpec], float]:
     """Tenants and duration (seconds) of a scenario: a name in ``configs/scenario/``, a YAML path, or a
-    mapping of its fields (a composed Hydra node); other sections (model, cluster) are not needed here."""
-    raw = _scenario_mapping(scenario) if isinstance(scenario, str | Path) else dict(scenario)
-    require("tenants" in raw, "scenario.tenants", None, "the scenario must list its tenants")
-    duration = raw.get("duration_s", 7200.0)  # ScenarioConfig's default
-    require(_number(duration) and duration > 0, "scenario.duration_s", duration, "use seconds > 0")
-    try:
-        tenants = tenants_from_config(raw["tenants"])
-    except ConfigError as error:
-        raise ConfigError(f"scenario.{error}") from None
-    return tenants, float(duration)
-
-
-def _scenario_mapping(name_or_path: str | Path) -> dict[str, Any]:
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = configs_dir() / "scenario" / f"{name_or_path}.yaml"
-    if not path.is_file():
-        available = sorted(p.stem for p in (configs_dir() / "scenario").glob("*.yaml"))
-        raise ConfigError(f"scenario={name_or_path!r}: no file {path}; available: {available}")
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    require(isinstance(raw, dict), "scenario", str(path), "the file must hold a mapping of scenario fields")
-    assert isinstance(raw, dict)
-    return {str(key): value for key, value in raw.items()}
+    mapping of its fields (a composed Hydra node), validated as ``ScenarioConfig``."""
+    if isinstance(scenario, str | Path):
+        config = load_scenario(scenario)
+    else:
+        fields = {str(key): value for key, value in scenario.items() if key != "defaults"}
+        unknown = sorted(set(fields) - set(ScenarioConfig.__dataclass_fields__))
+        require(not unknown, "scenario", unknown, f"remove the unknown keys; a scenario knows "
+                                                  f"{sorted(ScenarioConfig.__dataclass_fields__)}")
+        config = ScenarioConfig.from_dict(fields)
+    return list(config.tenants), float(config.duration_s)
 
 
 def _number(value: object) -> bool:
