@@ -177,6 +177,10 @@ def _choice(policy: PpoPolicy, base: np.ndarray, x: tuple[int, float], y: tuple[
     observation = base.copy()
     observation[x[0]], observation[y[0]] = x[1], y[1]
     indices = policy.raw_action(observation, snapshot)
+    if policy.sizer is not None:  # headroom mode: the action is a utilisation level per pool
+        levels = policy.sizer.settings
+        return {"prefill_utilization_level": levels.prefill_utilization_levels[int(indices[0])],
+                "decode_utilization_level": levels.decode_utilization_levels[int(indices[1])]}
     codec = policy.codec
     assert codec is not None  # raw_action raised otherwise
     chosen: dict[str, float] = {}

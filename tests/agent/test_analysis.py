@@ -253,6 +253,20 @@ def test_the_action_surface_of_the_shipped_bundle_covers_the_grid() -> None:
         action_surface(policy, step, "load", [0.0], "pool/prefill/waiting_per_replica", [0.0])
 
 
+def test_the_action_surface_of_a_headroom_bundle_is_its_utilisation_levels() -> None:
+    bundle = repo_root() / "policies" / "disaggpilot-ppo-headroom-exp"
+    policy = build_policy("headroom", policy_set([], {"headroom": str(bundle)})["headroom"])
+    assert isinstance(policy, PpoPolicy) and policy.sizer is not None
+    step = record_episode(policy, tiny(), seed=0).steps[5]
+    surface = action_surface(policy, step, "tenant0/arrival_rate", [0.0, 1.0], "pool/prefill/waiting_per_replica",
+                             [0.0, 2.0])
+    levels = policy.sizer.settings
+    assert set(surface.actions) == {"prefill_utilization_level", "decode_utilization_level"}
+    chosen = {name: {v for row in grid for v in row} for name, grid in surface.actions.items()}
+    assert chosen["prefill_utilization_level"] <= set(levels.prefill_utilization_levels)
+    assert chosen["decode_utilization_level"] <= set(levels.decode_utilization_levels)
+
+
 # ----- TensorBoard -------------------------------------------------------------------------------------------
 def write_run(run: Path, first: dict[int, float], resumed: dict[int, float]) -> None:
     """A run with two event folders (a run and its resumption) and the Hydra config of `disaggpilot train`."""
