@@ -1,17 +1,26 @@
-"""Watching a controller under test: its ``/metrics`` and the launcher's discovery file, sampled in a thread.
+"""Running and watching a controller under test: the ``disaggpilot controller`` subprocess, its ``/metrics``
+and the launcher's discovery file sampled in a thread, and a safety net for replicas it leaves behind.
 
-Shared by the proofs that run ``disaggpilot controller`` against the local rig (emulated and real vLLM).
+Shared by the proofs that run the controller against the local rig (emulated and real vLLM).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def get_text(url: str, timeout_s: float = 5.0) -> str:
@@ -109,3 +118,45 @@ def merge_overrides(*groups: list[str]) -> list[str]:
             key, _, value = override.partition("=")
             merged[key] = value
     return [f"{key}={value}" for key, value in merged.items()]
+
+
+@contextmanager
+def controller_process(overrides: list[str], log_path: Path, stop_timeout_s: float = 30.0
+                       ) -> Iterator[subprocess.Popen[bytes]]:
+    """``disaggpilot controller`` with ``overrides``, its output in ``log_path``; on exit SIGTERM, then SIGKILL
+    after ``stop_timeout_s``."""
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "controller.cli", "controller", *overrides], cwd=ROOT,
+                                   stdout=log_file, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def kill_orphan_replicas(discovery: Path, module: str) -> None:
+    """Safety net for a controller that died without stopping its replicas: SIGKILL the process group of every
+    ``python -m <module>`` server still listening on a port of the discovery file (found by its command line)."""
+    try:
+        ports = {r["url"].rsplit(":", 1)[-1] for r in json.loads(discovery.read_text())["replicas"]}
+    except (OSError, ValueError, KeyError):
+        return
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = [w.decode(errors="replace") for w in (entry / "cmdline").read_bytes().split(b"\0")]
+        except OSError:
+            continue
+        if module in words and "--port" in words and words[words.index("--port") + 1] in ports:
+            try:
+                os.killpg(int(entry.name), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -181,23 +180,6 @@ def session_rss_mib(pid: int) -> float:
         match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
         total_kib += int(match.group(1)) if match else 0
     return total_kib / 1024.0
-
-
-def kill_orphan_replicas(discovery: Path) -> None:
-    """Safety net for a controller that died without stopping its replicas: SIGKILL the session of every vLLM
-    server still listening on a port of the discovery file (found by its command line)."""
-    try:
-        ports = {r["url"].rsplit(":", 1)[-1] for r in json.loads(discovery.read_text())["replicas"]}
-    except (OSError, ValueError, KeyError):
-        return
-    for entry in Path("/proc").iterdir():
-        try:
-            words = [w.decode(errors="replace") for w in (entry / "cmdline").read_bytes().split(b"\0")]
-        except OSError:
-            continue
-        if "vllm.entrypoints.openai.api_server" in words and "--port" in words \
-                and words[words.index("--port") + 1] in ports:
-            os.killpg(int(entry.name), signal.SIGKILL)
 
 
 # ----- watching the controller ---------------------------------------------------------------------------------

@@ -41,15 +41,20 @@ from env.live.launcher_config import ReplicaKnobs
 from env.live.loadgen import run_loadgen
 from env.live.rig import LocalCluster, RigConfig
 from env.live.tiny_model import TinyModelSettings, training_text
-from tests.env.live.controller_watch import Watch, controller_value, get_text, merge_overrides
+from tests.env.live.controller_watch import (
+    Watch,
+    controller_process,
+    controller_value,
+    get_text,
+    kill_orphan_replicas,
+    merge_overrides,
+)
 from tests.env.live.real_vllm_support import (
     HEALTH_TIMEOUT_S,
     RECORDED,
-    ROOT,
     SERVED_MODEL,
     build_tiny_model,
     decisions,
-    kill_orphan_replicas,
     launcher_overrides,
     missing_reason,
     post_json,
@@ -283,21 +288,11 @@ def controller(step_cluster: LocalCluster, tiny_model: Path,
         "controller.shield.pools.prefill.max_replicas=1", "controller.shield.pools.decode.max_replicas=2",
         f"controller.metrics_port={port}", "controller.log_format=json", f"hydra.run.dir={tmp_path}/ctl"])
     log_path = tmp_path / "controller.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "controller.cli", "controller", *overrides], cwd=ROOT,
-                                   stdout=log_file, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        yield process, f"http://127.0.0.1:{port}/metrics", log_path
+        with controller_process(overrides, log_path, stop_timeout_s=60) as process:
+            yield process, f"http://127.0.0.1:{port}/metrics", log_path
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        kill_orphan_replicas(step_cluster.discovery_path)
+        kill_orphan_replicas(step_cluster.discovery_path, "vllm.entrypoints.openai.api_server")
 
 
 def _wait_first_decision(process: subprocess.Popen[bytes], metrics_url: str, log_path: Path) -> None:

@@ -14,10 +14,8 @@ it would see on real H100s.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,15 +26,22 @@ from env.live.launcher import free_port
 from env.live.loadgen import run_loadgen
 from env.live.rig import LocalCluster, RigConfig
 from tests.env.live.conftest import requires_prometheus
-from tests.env.live.controller_watch import Watch, controller_value, get_text, merge_overrides
+from tests.env.live.controller_watch import (
+    ROOT,
+    Watch,
+    controller_process,
+    controller_value,
+    get_text,
+    kill_orphan_replicas,
+    merge_overrides,
+)
 
-ROOT = Path(__file__).resolve().parents[3]
 TIME_SCALE = 0.125
 INTERVAL_GPU_S = 30.0  # the bundle's training interval (its spec pins it)
 BUNDLE = ROOT / "policies" / "disaggpilot-ppo-headroom-exp"
 SCENARIO = """
 name: rig_flash_crowd
-description: one tenant's rate jumps 5x for a minute; prefill-heavy (6k-token prompts, 24-token answers)
+description: one tenant's rate jumps 5x for three minutes; prefill-heavy (6k-token prompts, 24-token answers)
 model: llama-3.1-70b
 hardware: h100-sxm
 duration_s: 480.0
@@ -60,29 +65,6 @@ cluster:
 CROWD_WALL_S = (90.0 * TIME_SCALE, 270.0 * TIME_SCALE)
 
 
-def _kill_orphans(discovery: Path) -> None:
-    """Safety net if the controller died without stopping its replicas: SIGKILL the emulators still listening
-    on a port of the discovery file (found by their own command line)."""
-    ports = {url.rsplit(":", 1)[-1] for url in (r["url"] for r in _replicas(discovery))}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [word.decode(errors="replace") for word in argv]
-        if "env.live.emulator" in words and "--port" in words and words[words.index("--port") + 1] in ports:
-            os.kill(int(entry.name), signal.SIGKILL)
-
-
-def _replicas(discovery: Path) -> list[dict[str, str]]:
-    try:
-        return list(json.loads(discovery.read_text())["replicas"])
-    except (OSError, ValueError, KeyError):
-        return []
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     scenario = tmp_path / "rig_flash_crowd.yaml"
@@ -101,21 +83,11 @@ def controller(cluster: LocalCluster, tmp_path: Path) -> Iterator[tuple[subproce
         f"controller.shield.down_cooldown_s={2 * INTERVAL_GPU_S}", f"controller.metrics_port={port}",
         "controller.launcher.health_timeout_s=60", "controller.log_format=json", f"hydra.run.dir={tmp_path}/ctl"])
     log_path = tmp_path / "controller.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "controller.cli", "controller", *overrides], cwd=ROOT,
-                                   stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ,
-                                                                                    "PYTHONUNBUFFERED": "1"})
     try:
-        yield process, f"http://127.0.0.1:{port}/metrics", log_path
+        with controller_process(overrides, log_path) as process:
+            yield process, f"http://127.0.0.1:{port}/metrics", log_path
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        _kill_orphans(cluster.discovery_path)
+        kill_orphan_replicas(cluster.discovery_path, "env.live.emulator")
 
 
 @requires_prometheus
