@@ -1,14 +1,16 @@
-"""Proof "Emulated GPU cluster": the controller runs the shipped policy bundle against a local cluster of
-emulated H100 replicas through a flash crowd, in active mode with ``controller.actuator=local``, scaling up
-for the crowd and down after it, and no request is lost.
+"""Proof "Emulated GPU cluster": the controller runs a policy bundle (the headroom-mode bundle in
+``policies/``) against a local cluster of emulated H100 replicas through a flash crowd, in active mode with
+``controller.actuator=local``, scaling up for the crowd and down after it, and no request is lost.
 
 The rig (``env.live.rig.LocalCluster``) runs Prometheus and the gateway; the controller (a subprocess,
 ``disaggpilot controller ... controller=local``) owns the replicas: it starts the scenario's 2 prefill + 2
 decode emulated Llama-3.1-70B TP4 replicas and scales them. The load generator replays a flash crowd (the
-consumer tenant's rate x5 for three minutes of GPU time). Everything runs 4x faster than real GPUs
-(``time_scale`` 0.25); the controller reads the cluster in GPU time (``env.live.time_scale``), so the bundle
-decides every 30 GPU seconds (7.5 wall seconds), the interval it was trained at, on the rates and latencies
-it would see on real H100s.
+consumer tenant's rate x5 for three minutes of GPU time). Everything runs 8x faster than real GPUs
+(``time_scale`` 0.125); the controller reads the cluster in GPU time (``env.live.time_scale``), so the bundle
+decides every 30 GPU seconds (3.75 wall seconds), the interval it was trained at, on the rates and latencies
+it would see on real H100s. The headroom bundle sizes the pools from measured demand, so it carries over to
+this one-tenant scenario it never saw; the delta-mode v1 does not (it grows prefill to its maximum at the base
+load).
 """
 
 from __future__ import annotations
