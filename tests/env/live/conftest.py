@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from env.backend import ClusterAction
 from env.live.config import PrometheusSourceConfig
@@ -252,3 +253,14 @@ class RecordingClock:
         self.sleeps.append(seconds)
         if seconds > 0:
             time.sleep(seconds)
+
+
+def signature(text: str) -> dict[str, tuple[str, frozenset[str], tuple[str, ...]]]:
+    """Per metric family of a ``/metrics`` text: type, label names, and its histogram bucket edges in order
+    (how the emulator and real vLLM are compared with the recorded scrapes)."""
+    result = {}
+    for family in text_string_to_metric_families(text):
+        labels = frozenset(k for s in family.samples for k in s.labels if k not in ("le", "quantile"))
+        edges = tuple(dict.fromkeys(s.labels["le"] for s in family.samples if "le" in s.labels))
+        result[family.name] = (family.type, labels, edges)
+    return result

@@ -116,16 +116,6 @@ cluster:
 
 
 # ----- metric families -------------------------------------------------------------------------------------
-def signature(text: str) -> dict[str, tuple[str, frozenset[str], tuple[str, ...]]]:
-    """Per metric family: type, label names, and its histogram bucket edges in order."""
-    result = {}
-    for family in text_string_to_metric_families(text):
-        labels = frozenset(k for s in family.samples for k in s.labels if k not in ("le", "quantile"))
-        edges = tuple(dict.fromkeys(s.labels["le"] for s in family.samples if "le" in s.labels))
-        result[family.name] = (family.type, labels, edges)
-    return result
-
-
 def sample_sum(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     total = 0.0

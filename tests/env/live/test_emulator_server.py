@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from env.live.emulator.config import EmulatorConfig, parse_args, to_args
 from env.live.emulator.server import ReplicaServer
+from tests.env.live.conftest import signature
 
 DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "vllm"
 RECORDED = {"prefill": DATA / "metrics_pd_prefill_nixl.txt", "decode": DATA / "metrics_pd_decode_nixl.txt",
@@ -178,16 +179,6 @@ def test_decode_refuses_a_handshake_missing_a_field_and_bad_json() -> None:
     run(scenario)
 
 
-def _signature(text: str) -> dict[str, tuple[str, frozenset[str], tuple[str, ...]]]:
-    """Per family: type, label names, and the ``le`` edges of its buckets (in order)."""
-    result = {}
-    for family in text_string_to_metric_families(text):
-        labels = frozenset(k for s in family.samples for k in s.labels if k not in ("le", "quantile"))
-        edges = tuple(dict.fromkeys(s.labels["le"] for s in family.samples if "le" in s.labels))
-        result[family.name] = (family.type, labels, edges)
-    return result
-
-
 @pytest.mark.parametrize("role", ["prefill", "decode", "aggregated"])
 def test_metrics_have_exactly_the_recorded_families_labels_and_buckets(role: str) -> None:
     async def scenario() -> None:
@@ -201,8 +192,8 @@ def test_metrics_have_exactly_the_recorded_families_labels_and_buckets(role: str
                 async with session.post(url + path, json=body) as response:
                     assert response.status == 200
             async with session.get(url + "/metrics") as response:
-                emulated = _signature(await response.text())
-        recorded = _signature(RECORDED[role].read_text())
+                emulated = signature(await response.text())
+        recorded = signature(RECORDED[role].read_text())
         assert sorted(emulated) == sorted(recorded)
         mismatched = {name: (emulated[name], recorded[name]) for name in recorded
                       if emulated[name] != recorded[name]}

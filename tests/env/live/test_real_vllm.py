@@ -41,6 +41,7 @@ from env.live.launcher_config import ReplicaKnobs
 from env.live.loadgen import run_loadgen
 from env.live.rig import LocalCluster, RigConfig
 from env.live.tiny_model import TinyModelSettings, training_text
+from tests.env.live.conftest import signature
 from tests.env.live.controller_watch import (
     Watch,
     controller_process,
@@ -61,7 +62,6 @@ from tests.env.live.real_vllm_support import (
     sample_sum,
     scenario_yaml,
     session_rss_mib,
-    signature,
     stream_text,
     vllm_launcher,
     vllm_venv,
