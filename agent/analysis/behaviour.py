@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.evaluation.episode import EpisodeTask, policy_context, prepare
+from agent.evaluation.episode import EpisodeTask, play
 from agent.evaluation.policies import PolicySpec
 from agent.policy import Policy
 from agent.ppo_policy import PpoPolicy
@@ -105,27 +105,19 @@ def record_episode(policy: Policy, scenario: ScenarioConfig, seed: int, env: Env
     spec = spec or PolicySpec(name=policy.name, kind="recorded")
     task = EpisodeTask(index=0, policy=spec, scenario=scenario, seed=seed, env=env or EnvConfig(),
                        reward=reward or RewardConfig())
-    environment = DisaggClusterEnv(task.scenario, config=task.env, reward=task.reward)
-    try:
-        prepare(policy, task)
-        observation, _ = environment.reset(seed=seed)
-        policy.reset(policy_context(environment, spec))
-        log = EpisodeLog(policy.name, scenario.name, seed, list(environment.codec.roles))
-        names, done = list(environment.builder.names), False
-        while not done:
-            before = environment.history[-1]
-            asked = environment.codec.targets(before)
-            observation_now = dict(zip(names, (float(v) for v in observation), strict=True))
-            observation, step_reward, terminated, truncated, info = environment.step_targets(
-                policy.act(observation, environment.history))
-            after = environment.codec.targets(environment.history[-1])
-            change = {role: after[role] - asked[role] for role in log.roles}
-            log.steps.append(StepLog(before.end_s, observation_now, before, {r: after[r] for r in log.roles}, change,
-                                     step_reward, _numeric(info)))
-            done = terminated or truncated
-        return log
-    finally:
-        environment.close()
+    steps: list[StepLog] = []
+
+    def keep(environment: DisaggClusterEnv, observation: np.ndarray, step_reward: float,
+             info: dict[str, Any]) -> None:
+        before, now = environment.history[-2], environment.history[-1]
+        asked, after = environment.codec.targets(before), environment.codec.targets(now)
+        seen = dict(zip(environment.builder.names, (float(v) for v in observation), strict=True))
+        roles = environment.codec.roles
+        steps.append(StepLog(before.end_s, seen, before, {r: after[r] for r in roles},
+                             {r: after[r] - asked[r] for r in roles}, step_reward, _numeric(info)))
+
+    trace = play(policy, task, on_step=keep)
+    return EpisodeLog(policy.name, scenario.name, seed, list(trace.roles), steps)
 
 
 @dataclass

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from agent.errors import PolicyConfigError
 from agent.evaluation.policies import PolicySpec, build_policy
@@ -114,8 +117,19 @@ def policy_context(env: DisaggClusterEnv, spec: PolicySpec) -> PolicyContext:
                          feature_names=list(env.builder.names))
 
 
-def play(policy: Policy, task: EpisodeTask) -> EpisodeTrace:
-    """Run ``policy`` for one episode of ``task`` until the environment truncates it."""
+StepObserver = Callable[[DisaggClusterEnv, np.ndarray, float, dict[str, Any]], None]
+"""Called after every step with (env, the observation the policy acted on, the step's reward, its info);
+``env.history[-2]`` is the snapshot the policy saw and ``env.history[-1]`` the interval it produced."""
+
+
+def play(policy: Policy, task: EpisodeTask, on_step: StepObserver | None = None) -> EpisodeTrace:
+    """Run ``policy`` for one episode of ``task`` until the environment truncates it.
+
+    Args:
+        policy: a built policy; it is prepared (when it has a hook) and reset for the episode.
+        task: the scenario, seed and settings.
+        on_step: an observer of every step (the behaviour notebooks keep the observations with it).
+    """
     env = DisaggClusterEnv(task.scenario, config=task.env, reward=task.reward)
     try:
         prepare_wall = prepare(policy, task)
@@ -125,8 +139,10 @@ def play(policy: Policy, task: EpisodeTask) -> EpisodeTrace:
         trace = EpisodeTrace(world=env.world, roles=env.codec.roles, prepare_wall_s=prepare_wall)
         done = False
         while not done:
-            action = policy.act(observation, env.history)
-            observation, reward, terminated, truncated, info = env.step_targets(action)
+            acted_on = observation
+            observation, reward, terminated, truncated, info = env.step_targets(policy.act(observation, env.history))
+            if on_step is not None:
+                on_step(env, acted_on, reward, info)
             trace.snapshots.append(env.history[-1])
             trace.steps.append(StepRecord(reward=reward, scaled=int(info["action/replicas_changed"]) > 0))
             done = terminated or truncated

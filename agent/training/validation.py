@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agent.evaluation.episode import EpisodeTask, play
+from agent.evaluation.policies import PolicySpec
 from agent.headroom import HeadroomEnv, HeadroomSettings
-from agent.policy import Policy, PolicyContext
+from agent.policy import Policy
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.reward import RewardConfig
 from env.scenario import ScenarioConfig
@@ -33,11 +35,10 @@ class ValidationResult:
         return self.tokens_per_usd / 1e6 - penalty * self.shortfall
 
 
-def _episode_env(scenario: ScenarioConfig, env_config: EnvConfig, reward: RewardConfig,
-                 horizon_s: float | None) -> DisaggClusterEnv:
-    config = EnvConfig(interval_s=env_config.interval_s, horizon_s=horizon_s or env_config.horizon_s,
-                       action=env_config.action, observation=env_config.observation)  # no randomisation
-    return DisaggClusterEnv(scenario, config=config, reward=reward)
+def _validation_config(env_config: EnvConfig, horizon_s: float | None) -> EnvConfig:
+    """The training environment's settings without its randomisation, over the validation horizon."""
+    return EnvConfig(interval_s=env_config.interval_s, horizon_s=horizon_s or env_config.horizon_s,
+                     action=env_config.action, observation=env_config.observation)
 
 
 def _shortfall(summary: RunSummary) -> float:
@@ -48,7 +49,7 @@ def run_model_episode(predict: Predictor, scenario: ScenarioConfig, seed: int, e
                       reward: RewardConfig, horizon_s: float | None,
                       headroom: HeadroomSettings | None = None) -> RunSummary:
     """One greedy episode of a model (action indices, masked; in ``headroom`` mode when given)."""
-    cluster_env = _episode_env(scenario, env_config, reward, horizon_s)
+    cluster_env = DisaggClusterEnv(scenario, config=_validation_config(env_config, horizon_s), reward=reward)
     environment: DisaggClusterEnv | HeadroomEnv = HeadroomEnv(cluster_env, headroom) if headroom else cluster_env
     observation, _ = environment.reset(seed=seed)
     done = False
@@ -62,18 +63,10 @@ def run_model_episode(predict: Predictor, scenario: ScenarioConfig, seed: int, e
 
 def run_policy_episode(policy: Policy, scenario: ScenarioConfig, seed: int, env_config: EnvConfig,
                        reward: RewardConfig, horizon_s: float | None) -> RunSummary:
-    """One episode of a non-learned policy (targets)."""
-    environment = _episode_env(scenario, env_config, reward, horizon_s)
-    observation, _ = environment.reset(seed=seed)
-    policy.reset(PolicyContext(scenario=environment.world, interval_s=env_config.interval_s,
-                               feature_names=environment.builder.names))
-    done = False
-    while not done:
-        observation, _, terminated, truncated, _ = environment.step_targets(
-            policy.act(observation, environment.history))
-        done = terminated or truncated
-    environment.close()
-    return summarize(environment.history[1:], scenario.tenants)
+    """One episode of a non-learned policy, played as the evaluation harness plays it."""
+    task = EpisodeTask(index=0, policy=PolicySpec(name=policy.name, kind="validation"), scenario=scenario,
+                       seed=seed, env=_validation_config(env_config, horizon_s), reward=reward)
+    return summarize(play(policy, task).snapshots, scenario.tenants)
 
 
 def aggregate(summaries: Sequence[RunSummary]) -> ValidationResult:
