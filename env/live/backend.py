@@ -30,17 +30,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from env.backend import Actuator, ClusterAction
 from env.catalog import load_gpu
+from env.cluster_config import PoolConfig
 from env.errors import BackendError, require
 from env.live.config import LiveConfig
 from env.live.promql import PrometheusClient
 from env.live.source import PrometheusSource, Reading
 from env.metrics import MetricsSnapshot, PoolMetrics
+from env.scenario import ScenarioConfig
 
 
 class EpochClock(Protocol):
@@ -201,54 +203,15 @@ def to_cluster_time(snapshot: MetricsSnapshot, time_scale: float) -> None:
 
 
 # ----- building one from a scenario ---------------------------------------------------------------------------
-class PoolSettings(Protocol):
-    """The parts of a scenario's pool settings (``env.sim.config.PoolConfig``) the live backend reads."""
-
-    @property
-    def tp(self) -> int: ...
-    @property
-    def max_num_batched_tokens(self) -> int: ...
-    @property
-    def max_num_seqs(self) -> int: ...
-
-
-class ClusterSettings(Protocol):
-    """The parts of a scenario's cluster settings the live backend reads (it must not import ``env.sim``)."""
-
-    @property
-    def usd_per_gpu_hour(self) -> float | None: ...
-    def enabled_roles(self) -> tuple[str, ...]: ...
-
-
-class NamedTenant(Protocol):
-    """A tenant of the scenario."""
-
-    @property
-    def name(self) -> str: ...
-
-
-class ScenarioSettings(Protocol):
-    """What the live backend reads of an ``env.scenario.ScenarioConfig``."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def hardware(self) -> str: ...
-    @property
-    def tenants(self) -> Sequence[NamedTenant]: ...
-    @property
-    def cluster(self) -> ClusterSettings: ...
-
-
-def layout_of(scenario: ScenarioSettings) -> dict[str, PoolLayout]:
+def layout_of(scenario: ScenarioConfig) -> dict[str, PoolLayout]:
     """Each enabled pool's tensor-parallel degree and starting knobs."""
     cluster = scenario.cluster
-    pools: dict[str, PoolSettings] = {role: getattr(cluster, role) for role in cluster.enabled_roles()}
+    pools: dict[str, PoolConfig] = {role: getattr(cluster, role) for role in cluster.enabled_roles()}
     return {role: PoolLayout(p.tp, p.max_num_batched_tokens, p.max_num_seqs) for role, p in pools.items()}
 
 
 def live_backend_factory(config: LiveConfig, actuator: Actuator, clock: EpochClock | None = None,
-                         client: PrometheusClient | None = None) -> Callable[[ScenarioSettings], LiveBackend]:
+                         client: PrometheusClient | None = None) -> Callable[[ScenarioConfig], LiveBackend]:
     """A ``backend_factory`` for ``DisaggClusterEnv`` (and the controller): a :class:`LiveBackend` per scenario.
 
     Args:
@@ -257,7 +220,7 @@ def live_backend_factory(config: LiveConfig, actuator: Actuator, clock: EpochClo
         clock: wall time (default: the system clock).
         client: the Prometheus client (default: ``urllib`` to ``config.prometheus.url``).
     """
-    def build(scenario: ScenarioSettings) -> LiveBackend:
+    def build(scenario: ScenarioConfig) -> LiveBackend:
         roles = scenario.cluster.enabled_roles()
         require(set(config.prometheus.pools) == set(roles), "live.prometheus.pools", sorted(config.prometheus.pools),
                 f"give one selector per pool of scenario {scenario.name!r}: {list(roles)}")
