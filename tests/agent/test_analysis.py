@@ -70,7 +70,7 @@ def test_paths_resolve_here_first_then_under_the_repository(tmp_path: Path, monk
 
 
 def test_policy_set_reads_configs_and_adds_bundles() -> None:
-    policies = policy_set(["static", "clairvoyant"], {"mine": "policies/disaggpilot-ppo-v1"})
+    policies = policy_set(["static", "clairvoyant"], {"mine": "policies/disaggpilot-ppo-v2"})
     assert list(policies) == ["static", "clairvoyant", "mine"]
     assert policies["clairvoyant"]["sees_future"] is True
     assert policies["mine"]["kind"] == "ppo" and Path(policies["mine"]["bundle"]) == shipped_bundle()
@@ -232,8 +232,8 @@ def test_a_recorded_episode_keeps_observations_changes_and_reward_terms() -> Non
     assert all(0 <= value <= 1 for value in log.info("slo/chat/attainment"))
 
 
-def test_the_action_surface_of_the_shipped_bundle_covers_the_grid() -> None:
-    policy = build_policy("ppo", policy_set([], {"ppo": shipped_bundle()})["ppo"])
+def test_the_action_surface_of_a_delta_bundle_covers_the_grid() -> None:
+    policy = build_policy("ppo", policy_set([], {"ppo": repo_root() / "policies" / "disaggpilot-ppo-v1"})["ppo"])
     assert isinstance(policy, PpoPolicy)
     log = record_episode(policy, tiny(), seed=0)
     step = log.steps[5]
@@ -253,8 +253,8 @@ def test_the_action_surface_of_the_shipped_bundle_covers_the_grid() -> None:
         action_surface(policy, step, "load", [0.0], "pool/prefill/waiting_per_replica", [0.0])
 
 
-def test_the_action_surface_of_a_headroom_bundle_is_its_utilisation_levels() -> None:
-    bundle = repo_root() / "policies" / "disaggpilot-ppo-headroom-exp"
+def test_the_action_surface_of_the_shipped_headroom_bundle_is_its_utilisation_levels() -> None:
+    bundle = shipped_bundle()
     policy = build_policy("headroom", policy_set([], {"headroom": str(bundle)})["headroom"])
     assert isinstance(policy, PpoPolicy) and policy.sizer is not None
     step = record_episode(policy, tiny(), seed=0).steps[5]

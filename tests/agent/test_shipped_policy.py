@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from agent.bundle import load_bundle
+from agent.headroom import HeadroomEnv, HeadroomSettings, settings_from_spec
 from agent.policy import PolicyContext
 from agent.ppo_policy import PpoPolicy
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 
-SHIPPED = Path(__file__).resolve().parents[2] / "policies" / "disaggpilot-ppo-v1"
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+SHIPPED = POLICIES / "disaggpilot-ppo-v2"
+"""The shipped policy (headroom mode); ``disaggpilot-ppo-v1`` (delta mode) stays for comparison."""
 
 
 def play_episode(policy: PpoPolicy, environment: DisaggClusterEnv) -> dict[str, Any]:
@@ -25,22 +28,24 @@ def play_episode(policy: PpoPolicy, environment: DisaggClusterEnv) -> dict[str, 
     return info
 
 
-def test_shipped_bundle_matches_the_environment_spec_and_acts() -> None:
+def test_shipped_bundle_matches_the_headroom_spec_and_sizes_from_demand() -> None:
+    """The shipped bundle matches the headroom wrapper's spec (with its own levels) and drives an episode."""
     environment = DisaggClusterEnv("flash_crowd", config=EnvConfig(horizon_s=300.0))
-    bundle = load_bundle(SHIPPED, expected_spec=environment.spec_dict())
+    bundle = load_bundle(SHIPPED)
+    settings = settings_from_spec(bundle.spec, SHIPPED)
+    assert settings is not None  # its levels reach below the default's lowest prefill level (0.2)
+    assert settings.prefill_utilization_levels[0] < HeadroomSettings().prefill_utilization_levels[0]
+    load_bundle(SHIPPED, expected_spec=HeadroomEnv(environment, settings).spec_dict())
     assert len(bundle.content_hash) == 64
     info = play_episode(PpoPolicy(SHIPPED, expected_hash=bundle.content_hash), environment)
     assert environment.snapshot is not None and environment.snapshot.gpus_billed() <= 80
+    assert all(s.pools["prefill"].replicas_billed >= 1 for s in environment.history)
     assert 0.0 <= info["slo/consumer/attainment"] <= 1.0
 
 
-def test_the_experimental_headroom_bundle_loads_and_sizes_from_demand() -> None:
-    """The committed headroom bundle matches the headroom wrapper's spec and drives an episode through it."""
-    from agent.headroom import HeadroomEnv, HeadroomSettings
-
-    path = SHIPPED.parent / "disaggpilot-ppo-headroom-exp"
+def test_the_delta_mode_v1_bundle_still_matches_the_environment_spec_and_acts() -> None:
+    path = POLICIES / "disaggpilot-ppo-v1"
     environment = DisaggClusterEnv("diurnal", config=EnvConfig(horizon_s=600.0))
-    bundle = load_bundle(path, expected_spec=HeadroomEnv(environment, HeadroomSettings()).spec_dict())
+    bundle = load_bundle(path, expected_spec=environment.spec_dict())
     play_episode(PpoPolicy(path, expected_hash=bundle.content_hash), environment)
-    assert all(s.pools["prefill"].replicas_billed >= 1 for s in environment.history)
     assert environment.history[-1].pools["decode"].replicas_billed >= 1

