@@ -222,8 +222,10 @@ class TestServing:
                                                         tmp_path: Path) -> None:
         # The key goes in a scenario file only its owner reads, not on the command line.
         spec = tmp_path / "guidellm.json"
+        # guidellm's 5 s connect timeout is shorter than the stalls of two cores running three vLLM
+        # processes: one CI run lost a request to httpx.ConnectTimeout while every request stood still for 15 s.
         backend = {"kind": "openai_http", "target": serving.cluster.gateway_url, "model": SERVED_MODEL,
-                   "api_key": serving.key}
+                   "api_key": serving.key, "timeout_connect": 60.0}
         descriptor = os.open(spec, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as file:
             json.dump({"metadata": {"name": "gateway-smoke"}, "spec": {"backend": backend}}, file)
