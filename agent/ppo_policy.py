@@ -1,8 +1,14 @@
-"""A trained PPO policy behind the ``Policy`` interface, loaded from a verified bundle."""
+"""A model's action indices behind the ``Policy`` interface; the trained PPO policy loaded from a bundle.
+
+``ModelPolicy`` is the one place that turns a model's action indices into targets (decoded in ``delta``
+mode, sized from measured demand in ``headroom`` mode). Training's validation wraps the model being trained
+in it; ``PpoPolicy`` wraps a verified bundle's model. Both then play episodes through the evaluation
+harness's one loop (``agent.evaluation.episode.play``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +16,59 @@ import numpy as np
 
 from agent.bundle import Bundle, load_bundle, validate_spec
 from agent.errors import BundleError
-from agent.headroom import HeadroomSizer, settings_from_spec
+from agent.headroom import HeadroomSettings, HeadroomSizer, settings_from_spec
 from agent.policy import PolicyContext
 from env.action import ActionCodec, ActionConfig
 from env.backend import ClusterAction
 from env.metrics import MetricsSnapshot
 
+ActionPredictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""(raw observation, action masks) -> action indices; the predictor normalises the observation itself."""
 
-class PpoPolicy:
-    """Runs a bundle's model: normalise the observation, mask, predict, decode to targets.
+
+class ModelPolicy:
+    """Runs a predictor of action indices: mask, predict, then decode (``delta``) or size (``headroom``).
+
+    Args:
+        predict: the model's (observation, masks) -> indices.
+        action: the ``delta`` action's step and knob levels (the codec is built per episode, for its cluster).
+        headroom: the utilisation levels in ``headroom`` mode; None in ``delta`` mode.
+        name: the policy's name in results.
+    """
+
+    def __init__(self, predict: ActionPredictor, action: ActionConfig, headroom: HeadroomSettings | None = None,
+                 name: str = "ppo") -> None:
+        self.predict, self.action, self.name = predict, action, name
+        self.codec: ActionCodec | None = None
+        self.sizer = HeadroomSizer(headroom) if headroom else None
+
+    def reset(self, context: PolicyContext) -> None:
+        """Build the action decoder for this episode's cluster, and reset the sizer's demand window."""
+        self.codec = ActionCodec(self.action, context.scenario.cluster)
+        if self.sizer:
+            self.sizer.reset(context.scenario, context.interval_s)
+
+    def raw_action(self, observation: np.ndarray, snapshot: MetricsSnapshot) -> np.ndarray:
+        """The model's action indices for an observation, with the cluster's masks applied."""
+        if self.codec is None:
+            raise BundleError("call reset(context) before act()")
+        masks = np.ones(sum(self.sizer.settings.nvec), dtype=bool) if self.sizer else self.codec.masks(snapshot)
+        return np.asarray(self.predict(observation, masks), dtype=np.int64).reshape(-1)
+
+    def act(self, observation: np.ndarray, history: Sequence[MetricsSnapshot]) -> ClusterAction:
+        """Targets for the next interval."""
+        indices = self.raw_action(observation, history[-1])
+        assert self.codec is not None  # raw_action raised otherwise
+        if self.sizer is None:
+            action, _ = self.codec.decode(indices, history[-1])
+            return action
+        if len(history) > 1:
+            self.sizer.observe(history[-1])
+        return self.sizer.targets(indices, history[-1])
+
+
+class PpoPolicy(ModelPolicy):
+    """A bundle's model: normalise the observation as in training, then as :class:`ModelPolicy`.
 
     Args:
         bundle: path to a bundle directory (never an untrusted location: the model is a pickle).
@@ -31,23 +81,23 @@ class PpoPolicy:
                  name: str = "ppo") -> None:
         from sb3_contrib import MaskablePPO  # deferred: torch is heavy and only PPO needs it
 
-        self.name, self.deterministic = name, deterministic
+        self.deterministic = deterministic
         self.bundle: Bundle = load_bundle(bundle, expected_hash=expected_hash)
         self.model = MaskablePPO.load(str(self.bundle.model_path), device="cpu")
         stats = self.bundle.normalization()
         self._mean = np.asarray(stats["mean"], dtype=np.float64) if stats else None
         self._std = np.sqrt(np.asarray(stats["var"], dtype=np.float64) + stats["epsilon"]) if stats else None
         self._clip = float(stats["clip_obs"]) if stats else None
-        self.codec: ActionCodec | None = None
-        headroom = settings_from_spec(self.bundle.spec, self.bundle.path)
-        self.sizer = HeadroomSizer(headroom) if headroom else None
-
-    def reset(self, context: PolicyContext) -> None:
-        """Check the bundle against this episode's environment and build the action decoder."""
         spec = self.bundle.spec
         action = ActionConfig(max_step=spec["max_step"], token_budget_levels=spec["token_budget_levels"],
                               batch_cap_levels=spec["batch_cap_levels"])
-        self.codec = ActionCodec(action, context.scenario.cluster)
+        super().__init__(self._predict, action, settings_from_spec(spec, self.bundle.path), name)
+
+    def reset(self, context: PolicyContext) -> None:
+        """Check the bundle against this episode's environment, then prepare as :class:`ModelPolicy`."""
+        super().reset(context)
+        assert self.codec is not None
+        spec = self.bundle.spec
         if list(context.feature_names) and list(context.feature_names) != spec["observation_features"]:
             validate_spec({"observation_features": spec["observation_features"]},
                           {"observation_features": list(context.feature_names)}, self.bundle.path)
@@ -55,8 +105,6 @@ class PpoPolicy:
         if nvec != spec["action_nvec"]:
             raise BundleError(f"{self.bundle.path}: spec mismatch in 'action_nvec': the bundle has "
                               f"{spec['action_nvec']}, the cluster needs {nvec}")
-        if self.sizer:
-            self.sizer.reset(context.scenario, context.interval_s)
 
     def normalize(self, observation: np.ndarray) -> np.ndarray:
         """The observation as the model saw observations in training."""
@@ -65,24 +113,10 @@ class PpoPolicy:
         scaled = (observation - self._mean) / self._std
         return np.clip(scaled, -self._clip, self._clip).astype(np.float32)
 
-    def raw_action(self, observation: np.ndarray, snapshot: MetricsSnapshot) -> np.ndarray:
-        """The model's action indices for an observation, with the cluster's masks applied."""
-        if self.codec is None:
-            raise BundleError("call reset(context) before act()")
-        masks = np.ones(sum(self.sizer.settings.nvec), dtype=bool) if self.sizer else self.codec.masks(snapshot)
+    def _predict(self, observation: np.ndarray, masks: np.ndarray) -> np.ndarray:
         action, _ = self.model.predict(self.normalize(observation), deterministic=self.deterministic,
                                        action_masks=masks)
-        return np.asarray(action, dtype=np.int64).reshape(-1)
-
-    def act(self, observation: np.ndarray, history: Sequence[MetricsSnapshot]) -> ClusterAction:
-        """Targets for the next interval."""
-        assert self.codec is not None
-        if self.sizer is None:
-            action, _ = self.codec.decode(self.raw_action(observation, history[-1]), history[-1])
-            return action
-        if len(history) > 1:
-            self.sizer.observe(history[-1])
-        return self.sizer.targets(self.raw_action(observation, history[-1]), history[-1])
+        return np.asarray(action)
 
     def describe(self) -> dict[str, Any]:
         """Identity of the loaded bundle, for logs and results."""

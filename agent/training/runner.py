@@ -17,6 +17,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from agent.bundle import Bundle, save_bundle
 from agent.headroom import HeadroomEnv, HeadroomSettings
+from agent.ppo_policy import ActionPredictor
 from agent.ray_cluster import RayConfig
 from agent.training.callbacks import (
     ActorRestartCallback,
@@ -85,7 +86,7 @@ def build_model(vec: VecEnv, ppo: PpoConfig, run: RunConfig, tensorboard_dir: Pa
                        policy_kwargs={"net_arch": list(ppo.net_arch)}, verbose=0, **hyper)
 
 
-def greedy_predictor(model: MaskablePPO) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def greedy_predictor(model: MaskablePPO) -> ActionPredictor:
     """The current model's deterministic, masked action, with training-time observation normalisation."""
     normalizer = model.get_vec_normalize_env()
 

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from agent.evaluation.episode import EpisodeTask, play
 from agent.evaluation.policies import PolicySpec
-from agent.headroom import HeadroomEnv, HeadroomSettings
+from agent.headroom import HeadroomSettings
 from agent.policy import Policy
-from env.cluster_env import DisaggClusterEnv, EnvConfig
+from agent.ppo_policy import ActionPredictor, ModelPolicy
+from env.cluster_env import EnvConfig
 from env.reward import RewardConfig
 from env.scenario import ScenarioConfig
 from env.summary import RunSummary, summarize
-
-Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""(observation, action masks) -> action indices."""
 
 
 @dataclass
@@ -45,20 +43,15 @@ def _shortfall(summary: RunSummary) -> float:
     return sum(max(0.0, row.target - row.attainment) for row in summary.tenants if math.isfinite(row.attainment))
 
 
-def run_model_episode(predict: Predictor, scenario: ScenarioConfig, seed: int, env_config: EnvConfig,
+def run_model_episode(predict: ActionPredictor, scenario: ScenarioConfig, seed: int, env_config: EnvConfig,
                       reward: RewardConfig, horizon_s: float | None,
                       headroom: HeadroomSettings | None = None) -> RunSummary:
-    """One greedy episode of a model (action indices, masked; in ``headroom`` mode when given)."""
-    cluster_env = DisaggClusterEnv(scenario, config=_validation_config(env_config, horizon_s), reward=reward)
-    environment: DisaggClusterEnv | HeadroomEnv = HeadroomEnv(cluster_env, headroom) if headroom else cluster_env
-    observation, _ = environment.reset(seed=seed)
-    done = False
-    while not done:
-        action = predict(observation, environment.action_masks())
-        observation, _, terminated, truncated, _ = environment.step(action)
-        done = terminated or truncated
-    environment.close()
-    return summarize(cluster_env.history[1:], scenario.tenants)
+    """One greedy episode of a model (action indices, masked; in ``headroom`` mode when given).
+
+    The model plays as a :class:`ModelPolicy`, the shipped bundle's decoder, through the evaluation loop.
+    """
+    policy = ModelPolicy(predict, env_config.action, headroom, name="validation")
+    return run_policy_episode(policy, scenario, seed, env_config, reward, horizon_s)
 
 
 def run_policy_episode(policy: Policy, scenario: ScenarioConfig, seed: int, env_config: EnvConfig,

@@ -14,10 +14,12 @@ from agent.errors import BundleError
 from agent.evaluation.episode import EpisodeTask, play
 from agent.evaluation.policies import PolicySpec
 from agent.headroom import HeadroomEnv, HeadroomSettings, HeadroomSizer, settings_from_spec
-from agent.ppo_policy import PpoPolicy
+from agent.ppo_policy import ModelPolicy, PpoPolicy
 from agent.training.config import PpoConfig
+from env.action import ActionConfig
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.errors import ConfigError
+from env.metrics import MetricsSnapshot
 from env.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +92,28 @@ def test_wrapper_spec_and_masks() -> None:
     assert settings_from_spec(spec, "here") == HeadroomSettings()
     with pytest.raises(BundleError, match="action_mode"):
         settings_from_spec({"action_mode": "sideways"}, "here")
+
+
+def test_a_model_policy_sizes_as_the_training_wrapper_does() -> None:
+    """Validation plays the model as a ModelPolicy: its episodes must be the wrapper's that training sees."""
+    masks_seen: list[np.ndarray] = []
+
+    def fixed_levels(observation: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        masks_seen.append(masks)
+        return np.array([1, 3])
+
+    policy = ModelPolicy(fixed_levels, ActionConfig(), HeadroomSettings())
+    trace = play(policy, EpisodeTask(0, PolicySpec(name="model", kind="validation"), load_scenario("diurnal"), 0,
+                                     env=SHORT))
+    wrapped = run_levels((1, 3)).history[1:]
+
+    def billed(snapshots: list[MetricsSnapshot], role: str) -> list[int]:
+        return [s.pools[role].replicas_billed for s in snapshots]
+
+    assert billed(trace.snapshots, "prefill") == billed(wrapped, "prefill")
+    assert billed(trace.snapshots, "decode") == billed(wrapped, "decode")
+    assert len(set(billed(wrapped, "prefill"))) > 1  # the sizer followed the demand
+    assert all(m.shape == (12,) and m.all() for m in masks_seen)
 
 
 @pytest.mark.slow

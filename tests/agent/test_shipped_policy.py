@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agent.bundle import load_bundle
+from agent.bundle import load_bundle, validate_spec
 from agent.headroom import HeadroomEnv, HeadroomSettings, settings_from_spec
 from agent.policy import PolicyContext
 from agent.ppo_policy import PpoPolicy
@@ -35,7 +35,7 @@ def test_shipped_bundle_matches_the_headroom_spec_and_sizes_from_demand() -> Non
     settings = settings_from_spec(bundle.spec, SHIPPED)
     assert settings is not None  # its levels reach below the default's lowest prefill level (0.2)
     assert settings.prefill_utilization_levels[0] < HeadroomSettings().prefill_utilization_levels[0]
-    load_bundle(SHIPPED, expected_spec=HeadroomEnv(environment, settings).spec_dict())
+    validate_spec(bundle.spec, HeadroomEnv(environment, settings).spec_dict(), SHIPPED)
     assert len(bundle.content_hash) == 64
     info = play_episode(PpoPolicy(SHIPPED, expected_hash=bundle.content_hash), environment)
     assert environment.snapshot is not None and environment.snapshot.gpus_billed() <= 80

@@ -92,6 +92,25 @@ def controller(cluster: LocalCluster, tmp_path: Path) -> Iterator[tuple[subproce
         kill_orphan_replicas(cluster.discovery_path, "env.live.emulator")
 
 
+def crowd_peaks(watch: Watch) -> tuple[float, float]:
+    """The most prefill replicas the controller asked for before the crowd, and during it."""
+    crowd_start, crowd_end = CROWD_WALL_S
+    before = watch.peak("prefill", 0.0, crowd_start)
+    return before, watch.peak("prefill", crowd_start, crowd_end + 8 * INTERVAL_GPU_S * TIME_SCALE)
+
+
+def settled(watch: Watch) -> bool:
+    """Back down after the crowd: near the base load's size, at most half the peak.
+
+    The shipped bundle keeps a replica or two of margin after a crowd; the demand window has long forgotten
+    the crowd by the end.
+    """
+    if not watch.samples:
+        return False
+    before, during = crowd_peaks(watch)
+    return watch.samples[-1].desired.get("prefill", 0) <= min(before + 2, during / 2)
+
+
 @requires_prometheus
 @pytest.mark.slow
 def test_the_controller_scales_emulated_replicas_through_a_flash_crowd_without_losing_a_request(
@@ -108,7 +127,7 @@ def test_the_controller_scales_emulated_replicas_through_a_flash_crowd_without_l
     try:
         report = run_loadgen(cluster.loadgen_config(request_timeout_s=60.0), str(cluster.config.scenario))
         settle = time.monotonic() + 20  # scale-down may finish after the last request
-        while time.monotonic() < settle and watch.samples and watch.samples[-1].desired.get("prefill", 0) > 3:
+        while time.monotonic() < settle and not settled(watch):
             time.sleep(0.5)
     finally:
         watch.close()
@@ -119,16 +138,12 @@ def test_the_controller_scales_emulated_replicas_through_a_flash_crowd_without_l
     counts = report.counts()
     assert counts["lost"] == 0 and counts["rejected"] == 0, counts
     assert all(r.status == 200 for r in report.results)
-    crowd_start, crowd_end = CROWD_WALL_S
-    before = watch.peak("prefill", 0.0, crowd_start)
-    during = watch.peak("prefill", crowd_start, crowd_end + 8 * INTERVAL_GPU_S * TIME_SCALE)
+    before, during = crowd_peaks(watch)
     final = watch.samples[-1]
     prefill = [int(s.desired.get("prefill", 0)) for s in watch.samples]
     timeline = [n for i, n in enumerate(prefill) if i == 0 or n != prefill[i - 1]]  # desired prefill, per change
     assert before <= 3 and during >= 6, str(timeline)
-    # Back down after the crowd: near the base load's size, at most half the peak (the shipped bundle keeps a
-    # replica or two of margin after a crowd; the demand window has long forgotten it by the end).
-    assert final.desired["prefill"] <= min(before + 2, during / 2), str(timeline)
+    assert settled(watch), str(timeline)
     assert max(sum(s.listed.values()) for s in watch.samples) >= 8  # 8+ emulated H100 replicas at the peak
     assert final.applied >= 3 and final.decisions >= 15
     decisions = [json.loads(line) for line in log_path.read_text().splitlines() if '"decision"' in line]
