@@ -12,7 +12,7 @@ from agent.ppo_policy import PpoPolicy
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
-SHIPPED = POLICIES / "disaggpilot-ppo-v2"
+SHIPPED = POLICIES / "disaggpilot-ppo-v3"
 """The shipped policy (headroom mode); ``disaggpilot-ppo-v1`` (delta mode) stays for comparison."""
 
 

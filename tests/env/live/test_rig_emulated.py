@@ -1,4 +1,4 @@
-"""Proof "Emulated GPU cluster": the controller runs the shipped policy bundle (``policies/disaggpilot-ppo-v2``,
+"""Proof "Emulated GPU cluster": the controller runs the shipped policy bundle (``policies/disaggpilot-ppo-v3``,
 headroom mode) against a local cluster of emulated H100 replicas through a flash crowd, in active mode with
 ``controller.actuator=local``, scaling up for the crowd and down after it, and no request is lost.
 
@@ -40,7 +40,7 @@ from tests.env.live.controller_watch import (
 
 TIME_SCALE = 0.125
 INTERVAL_GPU_S = 30.0  # the bundle's training interval (its spec pins it)
-BUNDLE = ROOT / "policies" / "disaggpilot-ppo-v2"
+BUNDLE = ROOT / "policies" / "disaggpilot-ppo-v3"
 SCENARIO = """
 name: rig_flash_crowd
 description: one tenant's rate jumps 5x for three minutes; prefill-heavy (6k-token prompts, 24-token answers)
