@@ -1,0 +1,50 @@
+"""``ModelPolicy``: a model's action indices played through the evaluation loop, as training's env steps them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.errors import BundleError
+from agent.evaluation.episode import EpisodeTask, play
+from agent.evaluation.policies import PolicySpec
+from agent.ppo_policy import ModelPolicy
+from env.action import ActionConfig
+from env.cluster_env import DisaggClusterEnv, EnvConfig
+from env.scenario import load_scenario
+
+SHORT = EnvConfig(horizon_s=600.0)
+
+
+def alternating(observation: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Grow prefill by one, then shrink it by one, at the fourth budget level and third cap level."""
+    alternating.calls += 1  # type: ignore[attr-defined]
+    prefill = 3 if alternating.calls % 2 else 1  # type: ignore[attr-defined]
+    return np.array([prefill, 2, 3, 2])
+
+
+def test_a_delta_model_policy_plays_the_episode_the_environment_steps() -> None:
+    alternating.calls = 0  # type: ignore[attr-defined]
+    trace = play(ModelPolicy(alternating, SHORT.action), EpisodeTask(
+        0, PolicySpec(name="model", kind="validation"), load_scenario("steady"), 0, env=SHORT))
+    alternating.calls = 0  # type: ignore[attr-defined]
+    environment = DisaggClusterEnv(load_scenario("steady"), config=SHORT)
+    observation, _ = environment.reset(seed=0)
+    done = False
+    while not done:
+        action = alternating(observation, environment.action_masks())
+        observation, _, terminated, truncated, _ = environment.step(action)
+        done = terminated or truncated
+    stepped = environment.history[1:]
+    assert [s.pools["prefill"].replicas_billed for s in trace.snapshots] == \
+        [s.pools["prefill"].replicas_billed for s in stepped]
+    assert [s.pools["prefill"].max_num_batched_tokens for s in trace.snapshots] == \
+        [s.pools["prefill"].max_num_batched_tokens for s in stepped]
+    assert trace.snapshots[-1].cost_usd == pytest.approx(stepped[-1].cost_usd)
+    assert len({s.pools["prefill"].replicas_billed for s in stepped}) > 1  # the actions moved the pool
+
+
+def test_acting_before_reset_is_an_error_that_says_so() -> None:
+    policy = ModelPolicy(alternating, ActionConfig())
+    with pytest.raises(BundleError, match="reset"):
+        policy.raw_action(np.zeros(3), None)  # type: ignore[arg-type]
