@@ -119,9 +119,23 @@ def validate_spec(found: dict[str, Any], expected: dict[str, Any], where: Path |
     """Raise ``BundleError`` naming the first key whose value differs between the two specs."""
     for key in sorted(set(found) | set(expected)):
         if found.get(key) != expected.get(key):
-            raise BundleError(f"{where}: spec mismatch in {key!r}: the bundle has {_brief(found.get(key))}, the "
-                              f"environment has {_brief(expected.get(key))}; retrain, or configure the environment "
-                              "as the bundle's config.yaml does")
+            raise BundleError(f"{where}: spec mismatch in {key!r}: {_difference(found.get(key), expected.get(key))}; "
+                              "retrain, or configure the environment as the bundle's config.yaml does")
+
+
+def _difference(in_bundle: Any, in_environment: Any) -> str:
+    """What differs, short enough to read: for two lists, the entries only one side has (or the first
+    position where they differ); otherwise both values."""
+    if isinstance(in_bundle, list) and isinstance(in_environment, list):
+        only_bundle = [x for x in in_bundle if x not in in_environment]
+        only_environment = [x for x in in_environment if x not in in_bundle]
+        if only_bundle or only_environment:
+            return (f"only the bundle has {_brief(only_bundle)}, only the environment has "
+                    f"{_brief(only_environment)} ({len(in_bundle)} against {len(in_environment)} entries)")
+        position = next((i for i, (a, b) in enumerate(zip(in_bundle, in_environment, strict=False)) if a != b), 0)
+        return (f"the same entries in another order: at position {position} the bundle has "
+                f"{_brief(in_bundle[position])}, the environment {_brief(in_environment[position])}")
+    return f"the bundle has {_brief(in_bundle)}, the environment has {_brief(in_environment)}"
 
 
 def _brief(value: Any) -> str:

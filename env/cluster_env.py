@@ -102,8 +102,8 @@ class DisaggClusterEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         episode_seed = int(self.np_random.integers(0, 2**31 - 1))
         rng = np.random.default_rng(episode_seed)
         scenario = self.scenarios[int(rng.integers(len(self.scenarios)))]
-        self._use(scenario)
         world, factors = self._world(scenario, rng)
+        self._use(scenario, world)
         if self.backend is not None:
             self.backend.close()
         self.backend = self.backend_factory(world)
@@ -177,10 +177,11 @@ class DisaggClusterEnv(gymnasium.Env[np.ndarray, np.ndarray]):
             "interval_s": self.config.interval_s,
         }
 
-    def _use(self, scenario: ScenarioConfig) -> None:
+    def _use(self, scenario: ScenarioConfig, world: ScenarioConfig | None = None) -> None:
+        """Switch to ``scenario``; the observation describes its randomised ``world`` (its cold start)."""
         self.scenario = scenario
         self.codec = ActionCodec(self.config.action, scenario.cluster)
-        self.builder = ObservationBuilder(self.config.observation, scenario.tenants, scenario.cluster,
+        self.builder = ObservationBuilder(self.config.observation, scenario.tenants, (world or scenario).cluster,
                                           len(self.config.action.token_budget_levels),
                                           len(self.config.action.batch_cap_levels))
         self.reward_calculator = self._rewards[id(scenario)]

@@ -70,6 +70,10 @@ CLUSTER_FEATURES: dict[str, str] = {
     "time_of_day_sin": "sin(2 pi t / period) (0 when time features are off)",
     "time_of_day_cos": "cos(2 pi t / period) (0 when time features are off)",
 }
+OPTIONAL_CLUSTER_FEATURES: dict[str, str] = {
+    "cold_start": "a new replica's cold start (the cluster's cold_start_s) / reference_cold_start_s; only with "
+                  "cold_start_feature, so bundles trained without it keep their layout",
+}
 
 
 @dataclass
@@ -86,6 +90,12 @@ class ObservationConfig:
     """Half-life of the arrival-rate moving average behind ``arrival_trend`` (intervals)."""
     reference_usd_per_hour: float = 100.0
     """Spend rate that maps to 1.0 in ``spend_rate`` (USD per hour)."""
+    cold_start_feature: bool = False
+    """Append ``cluster/cold_start``: how long a new replica takes to serve. The operator knows it (the model's
+    load time), and domain randomisation varies it, so a policy can learn to plan further ahead when it is long.
+    Off keeps the layout that bundles trained without it expect."""
+    reference_cold_start_s: float = 300.0
+    """Cold start that maps to 1.0 in ``cluster/cold_start`` (seconds)."""
 
     def __post_init__(self) -> None:
         require(1 <= self.max_tenants <= 64, "env.observation.max_tenants", self.max_tenants, "use 1..64")
@@ -94,13 +104,16 @@ class ObservationConfig:
                 self.trend_halflife_intervals, "use > 0")
         require(self.reference_usd_per_hour > 0, "env.observation.reference_usd_per_hour",
                 self.reference_usd_per_hour, "use > 0")
+        require(self.reference_cold_start_s > 0, "env.observation.reference_cold_start_s",
+                self.reference_cold_start_s, "use > 0 s")
 
 
 def feature_names(config: ObservationConfig) -> list[str]:
     """Every feature's name, in order: ``tenant<i>/<f>``, ``pool/<role>/<f>``, ``cluster/<f>``."""
     names = [f"tenant{i}/{f}" for i in range(config.max_tenants) for f in TENANT_FEATURES]
     names += [f"pool/{role}/{f}" for role in POOL_ROLES for f in POOL_FEATURES]
-    return names + [f"cluster/{f}" for f in CLUSTER_FEATURES]
+    names += [f"cluster/{f}" for f in CLUSTER_FEATURES]
+    return names + (["cluster/cold_start"] if config.cold_start_feature else [])
 
 
 class ObservationBuilder:
@@ -205,8 +218,11 @@ class ObservationBuilder:
         spend = snapshot.cost_usd / interval * 3600.0 if interval > 0 else 0.0
         phase = 2.0 * math.pi * snapshot.end_s / self.config.time_period_s
         time_on = 1.0 if self.config.time_features else 0.0
-        return [
+        values = [
             knob_levels[0] / max(self.budget_levels - 1, 1), knob_levels[1] / max(self.cap_levels - 1, 1),
             snapshot.gpus_billed() / self.cluster.gpu_budget, spend / self.config.reference_usd_per_hour,
             time_on * math.sin(phase), time_on * math.cos(phase),
         ]
+        if self.config.cold_start_feature:
+            values.append(self.cluster.cold_start_s / self.config.reference_cold_start_s)
+        return values

@@ -11,7 +11,7 @@ import pytest
 from sb3_contrib import MaskablePPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agent.bundle import MANIFEST_FILE, SPEC_FILE, load_bundle, save_bundle
+from agent.bundle import MANIFEST_FILE, SPEC_FILE, load_bundle, save_bundle, validate_spec
 from agent.errors import BundleError
 from agent.policy import PolicyContext
 from agent.ppo_policy import PpoPolicy
@@ -67,6 +67,18 @@ def test_a_spec_mismatch_names_the_key(bundle_dir: Path) -> None:
                              config=EnvConfig(observation=ObservationConfig(max_tenants=2)))
     with pytest.raises(BundleError, match="spec mismatch in 'observation_features'"):
         load_bundle(bundle_dir, expected_spec=other.spec_dict())
+
+
+def test_a_feature_list_mismatch_names_the_features_only_one_side_has(bundle_dir: Path) -> None:
+    spec = load_bundle(bundle_dir).spec
+    with_cold_start = {**spec, "observation_features": [*spec["observation_features"], "cluster/cold_start"]}
+    with pytest.raises(BundleError, match=r'only the environment has \["cluster/cold_start"\]'):
+        validate_spec(spec, with_cold_start)
+    reordered = {**spec, "observation_features": spec["observation_features"][::-1]}
+    with pytest.raises(BundleError, match="same entries in another order: at position 0"):
+        validate_spec(spec, reordered)
+    with pytest.raises(BundleError, match=r"the bundle has 30\.0, the environment has 60\.0"):
+        validate_spec({"interval_s": 30.0}, {"interval_s": 60.0})
 
 
 def test_a_policy_refuses_a_cluster_with_other_pools(bundle_dir: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.errors import ConfigError
 from env.observation import ObservationConfig, feature_names
+from env.randomization import RandomizationConfig
 from env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, TenantSpecimen
 from tests.env.sim.conftest import small_scenario
 
@@ -95,3 +96,21 @@ def test_actions_reach_the_backend_as_targets() -> None:
     assert action.pools["decode"].replicas == 1
     assert action.pools["prefill"].max_num_batched_tokens == 2048
     assert action.pools["decode"].max_num_seqs == 512
+
+
+def test_the_cold_start_feature_is_opt_in_and_shows_the_randomised_cold_start() -> None:
+    assert "cluster/cold_start" not in feature_names(ObservationConfig())
+    observation = ObservationConfig(cold_start_feature=True, reference_cold_start_s=300.0)
+    assert feature_names(observation)[-1] == "cluster/cold_start"
+    slow = RandomizationConfig(cold_start_multiplier=[3.0, 3.0])
+    values = []
+    for randomization in (RandomizationConfig(), slow):
+        environment = DisaggClusterEnv("steady", config=EnvConfig(observation=observation, horizon_s=60.0,
+                                                                  randomization=randomization))
+        first, _ = environment.reset(seed=0)
+        factor = 3.0 if randomization is slow else 1.0
+        assert environment.world.cluster.cold_start_s == pytest.approx(60.0 * factor)
+        values.append(features(environment, first)["cluster/cold_start"])
+    assert values == pytest.approx([60.0 / 300.0, 180.0 / 300.0])  # steady's 60 s, then three times it
+    with pytest.raises(ConfigError, match="reference_cold_start_s"):
+        ObservationConfig(reference_cold_start_s=0.0)
