@@ -113,7 +113,7 @@ def feature_names(config: ObservationConfig) -> list[str]:
     names = [f"tenant{i}/{f}" for i in range(config.max_tenants) for f in TENANT_FEATURES]
     names += [f"pool/{role}/{f}" for role in POOL_ROLES for f in POOL_FEATURES]
     names += [f"cluster/{f}" for f in CLUSTER_FEATURES]
-    return names + (["cluster/cold_start"] if config.cold_start_feature else [])
+    return names + ([f"cluster/{f}" for f in OPTIONAL_CLUSTER_FEATURES] if config.cold_start_feature else [])
 
 
 class ObservationBuilder:
