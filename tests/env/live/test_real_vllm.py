@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 
 from env.errors import ConfigError
+from env.live.gateway.metrics import GW_RETRIES
 from env.live.launcher import Launcher, Replica, free_port, replica_command
 from env.live.launcher_config import ReplicaKnobs
 from env.live.loadgen import run_loadgen
@@ -190,6 +191,7 @@ class TestServing:
         pulled_before = sample_sum(get_text(decode.url + "/metrics"), "vllm:prompt_tokens_by_source_total",
                                    source="external_kv_transfer")
         prefilled_before = sample_sum(get_text(prefill.url + "/metrics"), "vllm:request_success_total")
+        retried_before = sample_sum(get_text(gateway + "/metrics"), GW_RETRIES)
         for prompt in PROMPTS:
             body = {**GREEDY, "prompt": prompt}
             expected = post_json(plain.url + "/v1/completions", body)["choices"][0]["text"]
@@ -204,7 +206,11 @@ class TestServing:
         pulled = sample_sum(get_text(decode.url + "/metrics"), "vllm:prompt_tokens_by_source_total",
                             source="external_kv_transfer") - pulled_before
         prefilled = sample_sum(get_text(prefill.url + "/metrics"), "vllm:request_success_total") - prefilled_before
-        assert prefilled == 2 * len(PROMPTS) + 1  # every request went through the prefill replica
+        # A decode that fails before the first byte makes the gateway redo the whole attempt, prefill included
+        # (env/live/gateway/proxy.py); on a loaded 2-core machine that happened once in CI.
+        retried = sample_sum(get_text(gateway + "/metrics"), GW_RETRIES) - retried_before
+        # every request went through the prefill replica, once per attempt
+        assert prefilled == 2 * len(PROMPTS) + 1 + retried, f"{prefilled} prefills, {retried} retries"
         assert pulled > 0  # and its prompt's KV cache reached the decode replica over NIXL
 
     @pytest.mark.parametrize("role", ["prefill", "decode", "aggregated"])
