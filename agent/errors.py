@@ -30,3 +30,7 @@ class BundleError(PermanentError):
 
 class PolicyConfigError(PermanentError, ValueError):
     """A policy's settings are invalid; the message names the field, the value and the fix."""
+
+
+class PolicyStateError(PermanentError, RuntimeError):
+    """A policy was used out of order, e.g. asked to act before ``reset`` prepared it for an episode."""

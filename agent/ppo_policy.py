@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from agent.bundle import Bundle, load_bundle, validate_spec
-from agent.errors import BundleError
+from agent.errors import BundleError, PolicyStateError
 from agent.headroom import HeadroomSettings, HeadroomSizer, settings_from_spec
 from agent.policy import PolicyContext
 from env.action import ActionCodec, ActionConfig
@@ -51,7 +51,7 @@ class ModelPolicy:
     def raw_action(self, observation: np.ndarray, snapshot: MetricsSnapshot) -> np.ndarray:
         """The model's action indices for an observation, with the cluster's masks applied."""
         if self.codec is None:
-            raise BundleError("call reset(context) before act()")
+            raise PolicyStateError(f"policy {self.name!r}: call reset(context) before act()")
         masks = np.ones(sum(self.sizer.settings.nvec), dtype=bool) if self.sizer else self.codec.masks(snapshot)
         return np.asarray(self.predict(observation, masks), dtype=np.int64).reshape(-1)
 
@@ -92,6 +92,8 @@ class PpoPolicy(ModelPolicy):
         action = ActionConfig(max_step=spec["max_step"], token_budget_levels=spec["token_budget_levels"],
                               batch_cap_levels=spec["batch_cap_levels"])
         super().__init__(self._predict, action, settings_from_spec(spec, self.bundle.path), name)
+        self.trained_observation = self.bundle.trained_observation()
+        """The observation settings it learned on (see :func:`agent.policy.environment_for`)."""
 
     def reset(self, context: PolicyContext) -> None:
         """Check the bundle against this episode's environment, then prepare as :class:`ModelPolicy`."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.errors import BundleError
+from agent.errors import PolicyStateError
 from agent.evaluation.episode import EpisodeTask, play
 from agent.evaluation.policies import PolicySpec
 from agent.ppo_policy import ModelPolicy
@@ -16,18 +16,22 @@ from env.scenario import load_scenario
 SHORT = EnvConfig(horizon_s=600.0)
 
 
-def alternating(observation: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Grow prefill by one, then shrink it by one, at the fourth budget level and third cap level."""
-    alternating.calls += 1  # type: ignore[attr-defined]
-    prefill = 3 if alternating.calls % 2 else 1  # type: ignore[attr-defined]
-    return np.array([prefill, 2, 3, 2])
+class Alternating:
+    """A predictor that grows prefill by one, then shrinks it by one, at the fourth budget level and third cap
+    level; a fresh one starts with growth."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, observation: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return np.array([3 if self.calls % 2 else 1, 2, 3, 2])
 
 
 def test_a_delta_model_policy_plays_the_episode_the_environment_steps() -> None:
-    alternating.calls = 0  # type: ignore[attr-defined]
-    trace = play(ModelPolicy(alternating, SHORT.action), EpisodeTask(
+    trace = play(ModelPolicy(Alternating(), SHORT.action), EpisodeTask(
         0, PolicySpec(name="model", kind="validation"), load_scenario("steady"), 0, env=SHORT))
-    alternating.calls = 0  # type: ignore[attr-defined]
+    alternating = Alternating()
     environment = DisaggClusterEnv(load_scenario("steady"), config=SHORT)
     observation, _ = environment.reset(seed=0)
     done = False
@@ -45,6 +49,6 @@ def test_a_delta_model_policy_plays_the_episode_the_environment_steps() -> None:
 
 
 def test_acting_before_reset_is_an_error_that_says_so() -> None:
-    policy = ModelPolicy(alternating, ActionConfig())
-    with pytest.raises(BundleError, match="reset"):
+    policy = ModelPolicy(Alternating(), ActionConfig())
+    with pytest.raises(PolicyStateError, match="'ppo': call reset"):
         policy.raw_action(np.zeros(3), None)  # type: ignore[arg-type]
