@@ -15,6 +15,7 @@ from the environment's, naming the first mismatch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -22,7 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from agent.errors import BundleError
+from env.errors import ConfigError
+from env.observation import ObservationConfig
 
 MODEL_FILE, NORMALIZE_FILE, SPEC_FILE, CONFIG_FILE, MANIFEST_FILE = (
     "model.zip", "normalization.json", "spec.json", "config.yaml", "manifest.json")
@@ -56,6 +61,34 @@ class Bundle:
         """Observation statistics (``mean``, ``var`` lists; ``clip_obs``, ``epsilon``), or None."""
         candidate = self.path / NORMALIZE_FILE
         return _read_json(candidate, "normalization") if candidate.is_file() else None
+
+    def trained_observation(self) -> ObservationConfig | None:
+        """The observation settings the model was trained with: ``env.observation`` in its config.yaml, or None
+        when the config does not record them (then the spec check alone guards the layout).
+
+        The feature layout and every scale (``reference_usd_per_hour``...) follow from them, so a policy runs
+        on exactly the observation it learned on, whatever the evaluation or controller config says.
+
+        Raises:
+            BundleError: ``env.observation`` is not a mapping, has a field this version lacks, or a bad value.
+        """
+        where = f"{self.path / CONFIG_FILE}: env.observation"
+        config = OmegaConf.to_container(OmegaConf.load(self.path / CONFIG_FILE), resolve=True)
+        env = config.get("env") if isinstance(config, dict) else None
+        values = env.get("observation") if isinstance(env, dict) else None
+        if values is None:
+            return None
+        if not isinstance(values, dict):
+            raise BundleError(f"{where} must be a mapping of observation settings, not {values!r}")
+        known = {item.name for item in dataclasses.fields(ObservationConfig)}
+        unknown = sorted(str(key) for key in values if key not in known)
+        if unknown:
+            raise BundleError(f"{where}.{unknown[0]} is not an observation setting of this version (it has "
+                              f"{sorted(known)}); run the bundle with the disaggpilot version that trained it")
+        try:
+            return ObservationConfig(**{str(key): value for key, value in values.items()})
+        except ConfigError as error:
+            raise BundleError(f"{where}: {error}") from None
 
 
 def _sha256(path: Path) -> str:

@@ -6,16 +6,24 @@ Learned and non-learned policies alike are judged by ``agent.evaluate`` through
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from env.backend import ClusterAction
 from env.metrics import MetricsSnapshot
+from env.observation import ObservationConfig
 from env.scenario import ScenarioConfig
 from env.workload import RequestBatch
+
+if TYPE_CHECKING:
+    from env.cluster_env import EnvConfig
+
+log = logging.getLogger("disaggpilot.policy")
 
 
 @dataclass
@@ -50,3 +58,21 @@ class Policy(Protocol):
     def act(self, observation: np.ndarray, history: Sequence[MetricsSnapshot]) -> ClusterAction:
         """Targets for the next interval. ``history[-1]`` is the interval that just ended."""
         ...
+
+
+def environment_for(policy: Policy, configured: EnvConfig) -> EnvConfig:
+    """The environment settings to run ``policy`` under: ``configured``, except that a trained policy (one with a
+    ``trained_observation``, e.g. a bundle's) gets the observation settings it learned on.
+
+    The bundle knows its layout and scales, so evaluation, notebooks and the controller need no flag repeated
+    by hand for it; the simulation itself (the episode every policy faces) does not depend on the observation.
+    A configured observation that differs is replaced, and the fields that changed are logged.
+    """
+    trained = getattr(policy, "trained_observation", None)
+    if not isinstance(trained, ObservationConfig) or trained == configured.observation:
+        return configured
+    changed = {item.name: f"{getattr(configured.observation, item.name)!r} -> {getattr(trained, item.name)!r}"
+               for item in dataclasses.fields(ObservationConfig)
+               if getattr(configured.observation, item.name) != getattr(trained, item.name)}
+    log.info("policy %s observes as it was trained: env.observation %s", getattr(policy, "name", "?"), changed)
+    return dataclasses.replace(configured, observation=trained)

@@ -32,6 +32,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from agent import errors as agent_errors
+from agent.policy import environment_for
 from controller import errors as controller_errors
 from controller.actuators import Actuator, BackendActuator, DryRunActuator
 from controller.clock import Clock, VirtualClock, WallClock
@@ -230,7 +231,8 @@ def build_loop(settings: Settings, backend: ClusterBackend, metrics: ControllerM
                                                       "actuator": config.actuator,
                                                       "leader_election": config.leader_election.enabled,
                                                       "interval_s": config.interval_s, **describe(policy)}})
-    return ControllerLoop(config, settings.scenario, settings.env, backend, actuator, settings.clock, policy,
+    env_config = settings.env if policy is None else environment_for(policy, settings.env)
+    return ControllerLoop(config, settings.scenario, env_config, backend, actuator, settings.clock, policy,
                           make_fallback(config), metrics, startup_problem=problem, seed=settings.seed,
                           leadership=leadership)
 

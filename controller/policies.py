@@ -10,6 +10,7 @@ unpickled. Any failure leaves no policy and a :class:`~controller.validate.Probl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -42,7 +43,9 @@ def load_policy(config: ControllerConfig, scenario: ScenarioConfig, env_config: 
         return None, Problem(NO_BUNDLE, "controller.bundle is null: running the fallback planner only")
     try:
         bundle = load_bundle(config.bundle, expected_hash=config.expected_hash)
-        validate_spec(bundle.spec, expected_spec(scenario, env_config, bundle.spec, bundle.path), bundle.path)
+        trained = bundle.trained_observation()  # the controller observes as the bundle was trained
+        observing = env_config if trained is None else dataclasses.replace(env_config, observation=trained)
+        validate_spec(bundle.spec, expected_spec(scenario, observing, bundle.spec, bundle.path), bundle.path)
         from agent.ppo_policy import PpoPolicy  # deferred: imports torch
 
         return PpoPolicy(config.bundle, expected_hash=config.expected_hash), None

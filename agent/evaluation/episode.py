@@ -19,7 +19,7 @@ import numpy as np
 from agent.errors import PolicyConfigError
 from agent.evaluation.policies import PolicySpec, build_policy
 from agent.evaluation.records import EpisodeTrace, StepRecord, results_row, timeline
-from agent.policy import Policy, PolicyContext
+from agent.policy import Policy, PolicyContext, environment_for
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.reward import RewardConfig
 from env.scenario import ScenarioConfig
@@ -130,7 +130,7 @@ def play(policy: Policy, task: EpisodeTask, on_step: StepObserver | None = None)
         task: the scenario, seed and settings.
         on_step: an observer of every step (the behaviour notebooks keep the observations with it).
     """
-    env = DisaggClusterEnv(task.scenario, config=task.env, reward=task.reward)
+    env = DisaggClusterEnv(task.scenario, config=environment_for(policy, task.env), reward=task.reward)
     try:
         prepare_wall = prepare(policy, task)
         started = time.perf_counter()

@@ -11,13 +11,18 @@ import pytest
 from sb3_contrib import MaskablePPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from agent.analysis.behaviour import record_episode
+from agent.baselines.static import StaticPolicy
 from agent.bundle import MANIFEST_FILE, SPEC_FILE, load_bundle, save_bundle, validate_spec
 from agent.errors import BundleError
-from agent.policy import PolicyContext
+from agent.policy import PolicyContext, environment_for
 from agent.ppo_policy import PpoPolicy
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.observation import ObservationConfig
+from tests.controller.conftest import COLD_START_OBSERVATION, build_bundle
 from tests.env.sim.conftest import small_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +111,39 @@ def test_normalisation_matches_the_stored_statistics(bundle_dir: Path) -> None:
     policy = PpoPolicy(bundle_dir)
     observation = np.full(policy.bundle.spec["observation_features"].__len__(), 3.0, dtype=np.float32)
     assert np.allclose(policy.normalize(observation), 3.0, atol=1e-3)
+
+
+def test_a_bundle_says_which_observation_it_was_trained_on(bundle_dir: Path) -> None:
+    for shipped in sorted((ROOT / "policies").glob("disaggpilot-ppo-v*")):  # trained on the default layout
+        assert load_bundle(shipped).trained_observation() == ObservationConfig(), shipped.name
+    assert load_bundle(bundle_dir).trained_observation() is None  # its config.yaml does not record it
+
+
+@pytest.mark.parametrize(("observation", "message"), [
+    ("{max_tennants: 4}", r"env\.observation\.max_tennants is not an observation setting"),
+    ("{max_tenants: 0}", r"env\.observation: env\.observation\.max_tenants=0 is invalid"),
+    ("3", r"env\.observation must be a mapping"),
+])
+def test_bad_observation_settings_in_a_bundle_config_are_named(bundle_dir: Path, tmp_path: Path, observation: str,
+                                                               message: str) -> None:
+    spec = load_bundle(bundle_dir).spec
+    bundle = save_bundle(tmp_path / "bundle", bundle_dir / "model.zip", None, spec,
+                         f"env:\n  observation: {observation}\n")
+    with pytest.raises(BundleError, match=message):
+        bundle.trained_observation()
+
+
+@pytest.fixture(scope="module")
+def cold_start_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_bundle(tmp_path_factory.mktemp("cold_start_bundle"), observation=COLD_START_OBSERVATION)
+
+
+def test_an_evaluation_runs_a_bundle_on_the_observation_it_was_trained_on(cold_start_bundle_dir: Path) -> None:
+    policy = PpoPolicy(cold_start_bundle_dir)
+    configured = EnvConfig()  # without the bundle's opt-in cold-start feature
+    assert environment_for(policy, configured).observation == COLD_START_OBSERVATION
+    assert environment_for(StaticPolicy(), configured) is configured
+    scenario = small_scenario(duration_s=300.0)
+    episode = record_episode(policy, scenario, seed=0, env=configured)
+    expected = scenario.cluster.cold_start_s / COLD_START_OBSERVATION.reference_cold_start_s
+    assert [step.observation["cluster/cold_start"] for step in episode.steps] == [expected] * len(episode.steps)

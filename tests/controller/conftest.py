@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from omegaconf import OmegaConf
 
 from agent.bundle import save_bundle
 from agent.headroom import HeadroomEnv, HeadroomSettings
@@ -26,20 +27,24 @@ from controller.testing import FlakyActuator, TamperedSource
 from controller.validate import Problem
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.metrics import MetricsSnapshot
+from env.observation import ObservationConfig
 from env.scenario import ScenarioConfig
 from env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, TenantSpecimen
 from tests.env.sim.conftest import small_scenario
 
 INTERVAL_S = 30.0
+COLD_START_OBSERVATION = ObservationConfig(cold_start_feature=True, reference_cold_start_s=120.0)
 
 
-def build_bundle(directory: Path, headroom: bool = False) -> Path:
+def build_bundle(directory: Path, headroom: bool = False, observation: ObservationConfig | None = None) -> Path:
     """A tiny untrained MaskablePPO bundle (net_arch [8]) for the small two-pool scenario, 30 s interval, in the
-    ``delta`` action mode or (``headroom``) the utilisation-level mode."""
+    ``delta`` action mode or (``headroom``) the utilisation-level mode; with ``observation``, trained on those
+    observation settings and recording them in its config.yaml as training does."""
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    environment: DisaggClusterEnv | HeadroomEnv = DisaggClusterEnv(small_scenario(duration_s=300.0))
+    settings = EnvConfig(observation=observation or ObservationConfig())
+    environment: DisaggClusterEnv | HeadroomEnv = DisaggClusterEnv(small_scenario(duration_s=300.0), config=settings)
     if headroom:
         environment = HeadroomEnv(environment, HeadroomSettings())
     model = MaskablePPO("MlpPolicy", DummyVecEnv([lambda: environment]), n_steps=16, batch_size=16, seed=0,
@@ -48,8 +53,9 @@ def build_bundle(directory: Path, headroom: bool = False) -> Path:
     model.save(str(directory / "model.zip"))
     size = environment.observation_space.shape[0]
     normalization = {"mean": [0.0] * size, "var": [1.0] * size, "clip_obs": 10.0, "epsilon": 1e-8}
+    config_yaml = "seed: 0\n" if observation is None else OmegaConf.to_yaml({"env": {"observation": observation}})
     return save_bundle(directory / "bundle", directory / "model.zip", normalization, environment.spec_dict(),
-                       "seed: 0\n").path
+                       config_yaml).path
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +68,12 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def headroom_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny ``headroom``-mode policy bundle, built once per test module."""
     return build_bundle(tmp_path_factory.mktemp("headroom_bundle"), headroom=True)
+
+
+@pytest.fixture(scope="module")
+def cold_start_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny bundle trained with the opt-in ``cluster/cold_start`` feature, which the default config lacks."""
+    return build_bundle(tmp_path_factory.mktemp("cold_start_bundle"), observation=COLD_START_OBSERVATION)
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ import pytest
 
 from agent.ppo_policy import PpoPolicy
 from controller.actuators import DryRunActuator
+from controller.app import Settings, build_loop
+from controller.clock import VirtualClock
 from controller.decision import Decision
 from controller.errors import ActuatorError, TemporaryError
 from controller.logs import JsonFormatter
@@ -20,7 +22,8 @@ from controller.policies import load_policy
 from controller.testing import FixedPolicy, FlakyActuator
 from env.cluster_env import EnvConfig
 from env.metrics import KV_USAGE, PROMPT_TOKENS, MetricsSnapshot
-from tests.controller.conftest import INTERVAL_S, Rig, config, make_rig
+from env.testing import ScriptedBackend
+from tests.controller.conftest import COLD_START_OBSERVATION, INTERVAL_S, Rig, config, healthy_spec, make_rig
 from tests.env.sim.conftest import small_scenario
 
 HOLD_STILL = {"prefill": 2, "decode": 2}
@@ -223,3 +226,17 @@ def test_the_dry_run_actuator_only_logs_and_records() -> None:
     decisions = rig.run(2)
     assert all(d.applied for d in decisions) and dry.applied == [d.action for d in decisions]
     assert rig.backend.actions == []  # nothing reached the cluster
+
+
+def test_a_bundle_brings_the_observation_it_was_trained_on(cold_start_bundle_dir: Path) -> None:
+    # The config does not ask for the opt-in cold-start feature; the bundle's config.yaml does.
+    assert not EnvConfig().observation.cold_start_feature
+    settings = config(bundle=str(cold_start_bundle_dir))
+    policy, problem = load_policy(settings, small_scenario(), EnvConfig())
+    assert isinstance(policy, PpoPolicy) and problem is None
+    loop = build_loop(Settings(settings, EnvConfig(interval_s=INTERVAL_S), small_scenario(), None, 0, None,
+                               VirtualClock()), ScriptedBackend([healthy_spec()]), None)
+    assert loop.builder.names[-1] == "cluster/cold_start"
+    assert loop.env_config.observation == COLD_START_OBSERVATION
+    loop.run(2)
+    assert loop.last_decision is not None and loop.last_decision.source == "policy"
