@@ -112,6 +112,11 @@ class ValidationCallback(BaseCallback):
         self._last = self.num_timesteps
         return self.run_validation()
 
+    def judged_latest(self) -> bool:
+        """Whether the latest validation ran at the current step count: then the final model has been judged
+        already (an early stop, or a budget that ends on a validation step) and need not run again."""
+        return bool(self.history) and self.history[-1][0] == self.num_timesteps
+
     def run_validation(self) -> bool:
         """Validate now; False when training should stop."""
         result = self.validate()

@@ -138,7 +138,7 @@ def train(run: RunConfig, ppo: PpoConfig, env_config: EnvConfig, reward: RewardC
     model.learn(total_timesteps=run.total_timesteps, callback=callbacks, progress_bar=run.progress_bar,
                 reset_num_timesteps=not run.resume_from, tb_log_name="ppo")
     save_checkpoint(model, run_dir / "checkpoints" / "final")
-    if run.eval_every_steps:
+    if run.eval_every_steps and not validator.judged_latest():
         validator.run_validation()  # the final model competes for "best" too
     chosen = run_dir / "best" if (run_dir / "best" / "model.zip").is_file() else run_dir / "checkpoints" / "final"
     vec.close()

@@ -30,6 +30,8 @@ def test_train_writes_a_verified_bundle_and_logs_and_resumes(tmp_path: Path) -> 
     assert first.returncode == 0, first.stderr[-3000:]
     bundle = load_bundle(tmp_path / "first" / "bundle")
     assert bundle.spec["action_nvec"] == [5, 5, 4, 5]
+    # The budget ends on a validation step: the final model is judged once, not twice.
+    assert [v["steps"] for v in bundle.manifest["validations"]] == [96]
     assert "policy bundle:" in first.stdout
     events = list((tmp_path / "first" / "tensorboard").rglob("events.out.tfevents.*"))
     assert events, "no TensorBoard event file"
