@@ -69,10 +69,17 @@ def environment_for(policy: Policy, configured: EnvConfig) -> EnvConfig:
     A configured observation that differs is replaced, and the fields that changed are logged.
     """
     trained = getattr(policy, "trained_observation", None)
-    if not isinstance(trained, ObservationConfig) or trained == configured.observation:
+    chosen = observing_as(trained if isinstance(trained, ObservationConfig) else None, configured)
+    if chosen is not configured:
+        changed = {item.name: f"{getattr(configured.observation, item.name)!r} -> {getattr(trained, item.name)!r}"
+                   for item in dataclasses.fields(ObservationConfig)
+                   if getattr(configured.observation, item.name) != getattr(trained, item.name)}
+        log.info("policy %s observes as it was trained: env.observation %s", getattr(policy, "name", "?"), changed)
+    return chosen
+
+
+def observing_as(trained: ObservationConfig | None, configured: EnvConfig) -> EnvConfig:
+    """``configured`` with the observation settings ``trained`` (itself when they are None or already equal)."""
+    if trained is None or trained == configured.observation:
         return configured
-    changed = {item.name: f"{getattr(configured.observation, item.name)!r} -> {getattr(trained, item.name)!r}"
-               for item in dataclasses.fields(ObservationConfig)
-               if getattr(configured.observation, item.name) != getattr(trained, item.name)}
-    log.info("policy %s observes as it was trained: env.observation %s", getattr(policy, "name", "?"), changed)
     return dataclasses.replace(configured, observation=trained)

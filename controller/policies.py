@@ -10,7 +10,6 @@ unpickled. Any failure leaves no policy and a :class:`~controller.validate.Probl
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -18,7 +17,7 @@ from agent.baselines import make_baseline
 from agent.bundle import load_bundle, validate_spec
 from agent.errors import BundleError
 from agent.headroom import HeadroomEnv, settings_from_spec
-from agent.policy import Policy
+from agent.policy import Policy, observing_as
 from controller.config import ControllerConfig
 from controller.validate import BUNDLE, NO_BUNDLE, POLICY, Problem
 from env.cluster_env import DisaggClusterEnv, EnvConfig
@@ -43,8 +42,7 @@ def load_policy(config: ControllerConfig, scenario: ScenarioConfig, env_config: 
         return None, Problem(NO_BUNDLE, "controller.bundle is null: running the fallback planner only")
     try:
         bundle = load_bundle(config.bundle, expected_hash=config.expected_hash)
-        trained = bundle.trained_observation()  # the controller observes as the bundle was trained
-        observing = env_config if trained is None else dataclasses.replace(env_config, observation=trained)
+        observing = observing_as(bundle.trained_observation(), env_config)  # as environment_for will
         validate_spec(bundle.spec, expected_spec(scenario, observing, bundle.spec, bundle.path), bundle.path)
         from agent.ppo_policy import PpoPolicy  # deferred: imports torch
 
