@@ -74,7 +74,9 @@ class RunConfig:
     """One training run."""
 
     total_timesteps: int = 200_000
-    """Environment steps over all environments."""
+    """Environment steps over all environments that this run takes. A resumed run (``resume_from``) adds them
+    to the checkpoint's count, as stable-baselines3 does: a checkpoint at 96,000 steps with 108,000 here ends
+    at 204,000."""
     n_envs: int = 2
     """Environments stepped in parallel."""
     vec_env: str = "subproc"
@@ -96,7 +98,8 @@ class RunConfig:
     checkpoint_every_steps: int = 20_000
     """Save a resumable checkpoint every this many steps (0 disables)."""
     resume_from: str | None = None
-    """A checkpoint directory to continue from (model.zip and vecnormalize.pkl inside)."""
+    """A checkpoint directory to continue from (model.zip and vecnormalize.pkl inside); ``total_timesteps``
+    then counts the steps to add."""
     bundle_dir: str = "bundle"
     """Where the final policy bundle goes, relative to the run directory (or absolute)."""
     progress_bar: bool = True
