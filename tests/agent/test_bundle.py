@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sb3_contrib import MaskablePPO
-from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agent.analysis.behaviour import record_episode
 from agent.baselines.static import StaticPolicy
@@ -19,23 +17,10 @@ from agent.policy import PolicyContext, environment_for
 from agent.ppo_policy import PpoPolicy
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.observation import ObservationConfig
-from tests.controller.conftest import COLD_START_OBSERVATION, build_bundle
+from tests.bundles import COLD_START_OBSERVATION
 from tests.env.sim.conftest import small_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    environment = DisaggClusterEnv(small_scenario(duration_s=300.0))
-    model = MaskablePPO("MlpPolicy", DummyVecEnv([lambda: environment]), n_steps=16, batch_size=16, seed=0,
-                        device="cpu", policy_kwargs={"net_arch": [8]})
-    work = tmp_path_factory.mktemp("bundle")
-    model.save(str(work / "model.zip"))
-    size = environment.observation_space.shape[0]
-    normalization = {"mean": [0.0] * size, "var": [1.0] * size, "clip_obs": 10.0, "epsilon": 1e-8}
-    bundle = save_bundle(work / "bundle", work / "model.zip", normalization, environment.spec_dict(), "seed: 0\n")
-    return bundle.path
 
 
 def copy_of(bundle_dir: Path, tmp_path: Path) -> Path:
@@ -131,11 +116,6 @@ def test_bad_observation_settings_in_a_bundle_config_are_named(bundle_dir: Path,
                          f"env:\n  observation: {observation}\n")
     with pytest.raises(BundleError, match=message):
         bundle.trained_observation()
-
-
-@pytest.fixture(scope="module")
-def cold_start_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_bundle(tmp_path_factory.mktemp("cold_start_bundle"), observation=COLD_START_OBSERVATION)
 
 
 def test_an_evaluation_runs_a_bundle_on_the_observation_it_was_trained_on(cold_start_bundle_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""Shared pieces of the controller tests: a tiny policy bundle, healthy snapshots and a loop rig.
+"""Shared pieces of the controller tests: healthy snapshots and a loop rig (the tiny bundles: ``tests/conftest.py``).
 
 Everything runs in virtual time (``VirtualClock``) on scripted snapshots (``env.testing.ScriptedBackend``).
 """
@@ -7,14 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-from omegaconf import OmegaConf
 
-from agent.bundle import save_bundle
-from agent.headroom import HeadroomEnv, HeadroomSettings
 from agent.policy import Policy
 from controller.actuators import Actuator
 from controller.clock import VirtualClock
@@ -25,55 +21,13 @@ from controller.policies import make_fallback
 from controller.telemetry import ControllerMetrics
 from controller.testing import FlakyActuator, TamperedSource
 from controller.validate import Problem
-from env.cluster_env import DisaggClusterEnv, EnvConfig
+from env.cluster_env import EnvConfig
 from env.metrics import MetricsSnapshot
-from env.observation import ObservationConfig
 from env.scenario import ScenarioConfig
 from env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, TenantSpecimen
 from tests.env.sim.conftest import small_scenario
 
 INTERVAL_S = 30.0
-COLD_START_OBSERVATION = ObservationConfig(cold_start_feature=True, reference_cold_start_s=120.0)
-
-
-def build_bundle(directory: Path, headroom: bool = False, observation: ObservationConfig | None = None) -> Path:
-    """A tiny untrained MaskablePPO bundle (net_arch [8]) for the small two-pool scenario, 30 s interval, in the
-    ``delta`` action mode or (``headroom``) the utilisation-level mode; with ``observation``, trained on those
-    observation settings and recording them in its config.yaml as training does."""
-    from sb3_contrib import MaskablePPO
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    settings = EnvConfig(observation=observation or ObservationConfig())
-    environment: DisaggClusterEnv | HeadroomEnv = DisaggClusterEnv(small_scenario(duration_s=300.0), config=settings)
-    if headroom:
-        environment = HeadroomEnv(environment, HeadroomSettings())
-    model = MaskablePPO("MlpPolicy", DummyVecEnv([lambda: environment]), n_steps=16, batch_size=16, seed=0,
-                        device="cpu", policy_kwargs={"net_arch": [8]})
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save(str(directory / "model.zip"))
-    size = environment.observation_space.shape[0]
-    normalization = {"mean": [0.0] * size, "var": [1.0] * size, "clip_obs": 10.0, "epsilon": 1e-8}
-    config_yaml = "seed: 0\n" if observation is None else OmegaConf.to_yaml({"env": {"observation": observation}})
-    return save_bundle(directory / "bundle", directory / "model.zip", normalization, environment.spec_dict(),
-                       config_yaml).path
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny policy bundle, built once per test module."""
-    return build_bundle(tmp_path_factory.mktemp("bundle"))
-
-
-@pytest.fixture(scope="module")
-def headroom_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny ``headroom``-mode policy bundle, built once per test module."""
-    return build_bundle(tmp_path_factory.mktemp("headroom_bundle"), headroom=True)
-
-
-@pytest.fixture(scope="module")
-def cold_start_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny bundle trained with the opt-in ``cluster/cold_start`` feature, which the default config lacks."""
-    return build_bundle(tmp_path_factory.mktemp("cold_start_bundle"), observation=COLD_START_OBSERVATION)
 
 
 @pytest.fixture

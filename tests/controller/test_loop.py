@@ -23,7 +23,8 @@ from controller.testing import FixedPolicy, FlakyActuator
 from env.cluster_env import EnvConfig
 from env.metrics import KV_USAGE, PROMPT_TOKENS, MetricsSnapshot
 from env.testing import ScriptedBackend
-from tests.controller.conftest import COLD_START_OBSERVATION, INTERVAL_S, Rig, config, healthy_spec, make_rig
+from tests.bundles import COLD_START_OBSERVATION
+from tests.controller.conftest import INTERVAL_S, Rig, config, healthy_spec, make_rig
 from tests.env.sim.conftest import small_scenario
 
 HOLD_STILL = {"prefill": 2, "decode": 2}

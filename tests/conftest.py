@@ -1,0 +1,27 @@
+"""Fixtures every test package shares: tiny policy bundles, built once per test module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.bundles import COLD_START_OBSERVATION, build_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny policy bundle, built once per test module."""
+    return build_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def headroom_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ``headroom``-mode policy bundle, built once per test module."""
+    return build_bundle(tmp_path_factory.mktemp("headroom_bundle"), headroom=True)
+
+
+@pytest.fixture(scope="module")
+def cold_start_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny bundle trained with the opt-in ``cluster/cold_start`` feature, which the default config lacks."""
+    return build_bundle(tmp_path_factory.mktemp("cold_start_bundle"), observation=COLD_START_OBSERVATION)
