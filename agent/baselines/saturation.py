@@ -10,12 +10,8 @@ their triggers.
 Approximation: the contract reports pool aggregates, not per-replica gauges (KV usage is the mean over
 ready replicas, waiting is the sum). Each replica is taken to be at the pool mean, so either every replica
 is saturated or none is, and the spares are those of the mean replica. The router balances load, so the
-mean is close to each replica's value. With ``hold_while_starting`` a pool does not grow while any of its
-replicas is still starting (WVA's guard against cascading scale-ups before new capacity serves; its
-``docs/saturation-analyzer.md`` blocks scale-up, not scale-down, while replicas are pending). It may still
-shrink: when the ready replicas alone have spare capacity, the surplus replica goes, and every backend cancels
-a starting replica before it drains one that serves. Holding scale-downs too would pin a pool at its peak for
-as long as a slow cold start lasts, after the load that asked for it is gone.
+mean is close to each replica's value. With ``hold_while_starting`` the pool is left alone while any of its
+replicas is still starting (WVA's guard against cascading scale-ups before new capacity serves).
 """
 
 from __future__ import annotations
@@ -47,8 +43,7 @@ class SaturationSettings:
     queue_spare_trigger: float = 3.0
     """Scale up when the mean spare queue falls below this (requests)."""
     hold_while_starting: bool = True
-    """Do not grow a pool while any of its replicas is starting (avoids cascading scale-ups); shrinking is
-    still allowed, and cancels the cold start first."""
+    """Leave a pool alone while any of its replicas is starting (avoids cascading scale-ups)."""
 
     def __post_init__(self) -> None:
         key = "agent.saturation"
@@ -112,10 +107,8 @@ class SaturationPolicy:
     def _scale(self, role: str, pool: PoolMetrics) -> int:
         assert self.cluster is not None
         current = pool.replicas_ready + pool.replicas_starting
-        if pool.replicas_ready == 0:
+        if pool.replicas_ready == 0 or (self.settings.hold_while_starting and pool.replicas_starting > 0):
             return current
         change = saturation_change(self.settings, pool.replicas_ready, pool.gauges.get(KV_USAGE, 0.0),
                                    pool.gauges.get(WAITING, 0.0))
-        if change > 0 and self.settings.hold_while_starting and pool.replicas_starting > 0:
-            change = 0
         return bounded(self.cluster, role, current + change)

@@ -36,23 +36,3 @@ def test_policy_moves_one_replica_per_pool_and_holds_while_starting() -> None:
     snapshots = history([spec(), spec(PoolSpecimen(ready=2, starting=1, waiting=12), PoolSpecimen(ready=4))])
     action = policy.act(None, snapshots)  # type: ignore[arg-type]
     assert action.pools["prefill"].replicas == 3  # a replica is starting: wait for it
-
-
-def test_a_starting_replica_blocks_growth_but_not_shrinking() -> None:
-    policy = make_baseline("saturation")
-    policy.reset(context())
-    # Prefill is idle while a third replica starts: the load that asked for it is gone, so it is cancelled
-    # (target 2), rather than the pool being pinned at 3 until the cold start ends.
-    snapshots = history([spec(), spec(PoolSpecimen(ready=2, starting=1, kv_usage=0.05),
-                                      PoolSpecimen(ready=2, starting=1, waiting=12))])
-    action = policy.act(None, snapshots)  # type: ignore[arg-type]
-    assert action.pools["prefill"].replicas == 2
-    assert action.pools["decode"].replicas == 3  # saturated, but the start in flight is awaited
-
-
-def test_without_the_hold_a_starting_replica_does_not_stop_growth() -> None:
-    policy = make_baseline("saturation", hold_while_starting=False)
-    policy.reset(context())
-    snapshots = history([spec(), spec(PoolSpecimen(ready=2, starting=1, waiting=12), PoolSpecimen(ready=4))])
-    action = policy.act(None, snapshots)  # type: ignore[arg-type]
-    assert action.pools["prefill"].replicas == 4
