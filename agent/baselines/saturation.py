@@ -11,7 +11,11 @@ Approximation: the contract reports pool aggregates, not per-replica gauges (KV 
 ready replicas, waiting is the sum). Each replica is taken to be at the pool mean, so either every replica
 is saturated or none is, and the spares are those of the mean replica. The router balances load, so the
 mean is close to each replica's value. With ``hold_while_starting`` the pool is left alone while any of its
-replicas is still starting (WVA's guard against cascading scale-ups before new capacity serves).
+replicas is still starting (WVA's guard against cascading scale-ups before new capacity serves). WVA itself
+blocks only scale-up while replicas are pending and leaves scale-down damping to the HPA's stabilisation
+window, which this planner does not have; holding scale-down too stands in for it. Without it the planner
+cancels its own cold start after every burst: on the five scenarios its worst tenants fell from 0.13-0.33 to
+0.09-0.24 and its tokens per dollar by up to 42 %.
 """
 
 from __future__ import annotations
