@@ -18,6 +18,7 @@ Names, classes and settings dataclasses (every field documented with its unit):
 - ``threshold``: :class:`ThresholdPolicy`, :class:`ThresholdSettings`
 - ``sla_planner``: :class:`SlaPlannerPolicy`, :class:`SlaPlannerSettings`
 - ``saturation``: :class:`SaturationPolicy`, :class:`SaturationSettings`
+- ``headroom_planner``: :class:`HeadroomPlannerPolicy`, :class:`HeadroomPlannerSettings`
 - ``clairvoyant``: :class:`ClairvoyantPlannerPolicy`, :class:`SlaPlannerSettings`
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 
 from agent.baselines.clairvoyant import ClairvoyantPlannerPolicy
 from agent.baselines.common import BaselineError
+from agent.baselines.headroom_planner import HeadroomPlannerPolicy, HeadroomPlannerSettings
 from agent.baselines.saturation import SaturationPolicy, SaturationSettings
 from agent.baselines.sla_planner import SlaPlannerPolicy, SlaPlannerSettings
 from agent.baselines.static import StaticPolicy, StaticSettings
@@ -41,6 +43,7 @@ BASELINES: dict[str, type] = {
     "threshold": ThresholdPolicy,
     "sla_planner": SlaPlannerPolicy,
     "saturation": SaturationPolicy,
+    "headroom_planner": HeadroomPlannerPolicy,
     "clairvoyant": ClairvoyantPlannerPolicy,
 }
 """Registry name → policy class; each class takes its settings as keyword arguments."""
@@ -63,7 +66,8 @@ def make_baseline(kind: str, **params: Any) -> Policy:
 
 
 __all__ = [
-    "BASELINES", "BaselineError", "ClairvoyantPlannerPolicy", "SaturationPolicy", "SaturationSettings",
+    "BASELINES", "BaselineError", "ClairvoyantPlannerPolicy", "HeadroomPlannerPolicy", "HeadroomPlannerSettings",
+    "SaturationPolicy", "SaturationSettings",
     "SlaPlannerPolicy", "SlaPlannerSettings", "StaticOraclePolicy", "StaticOracleSettings", "StaticPolicy",
     "StaticSettings", "ThresholdPolicy", "ThresholdSettings", "make_baseline",
 ]

@@ -9,7 +9,7 @@ from agent.policy import Policy
 from env.errors import ConfigError
 from tests.agent.baselines.helpers import context, history, spec
 
-NAMES = ["static", "static_oracle", "threshold", "sla_planner", "saturation", "clairvoyant"]
+NAMES = ["static", "static_oracle", "threshold", "sla_planner", "saturation", "headroom_planner", "clairvoyant"]
 
 
 def test_registry_holds_every_baseline_and_each_is_a_policy() -> None:
@@ -31,6 +31,8 @@ def test_unknown_kind_and_unknown_setting_name_the_problem() -> None:
     ("threshold", {"decode_kv_usage": 1.5}, "agent.threshold.decode_kv_usage"),
     ("threshold", {"max_scale_up_factor": 1.0}, "agent.threshold.max_scale_up_factor"),
     ("saturation", {"kv_spare_trigger": 0.9}, "agent.saturation.kv_spare_trigger"),
+    ("headroom_planner", {"prefill_utilization": 0.0}, "agent.headroom_planner.prefill_utilization"),
+    ("headroom_planner", {"demand_window_intervals": 0}, "agent.headroom_planner.demand_window_intervals"),
     ("sla_planner", {"predictor": "arima"}, "agent.sla_planner.predictor"),
     ("sla_planner", {"predictor": "holt", "holt_alpha": 0.0}, "holt_alpha"),
     ("clairvoyant", {"adjustment_interval_s": -5}, "agent.sla_planner.adjustment_interval_s"),
@@ -41,7 +43,8 @@ def test_settings_are_validated_at_construction(kind: str, params: dict[str, obj
         make_baseline(kind, **params)
 
 
-@pytest.mark.parametrize("name", ["static", "threshold", "sla_planner", "saturation", "clairvoyant"])
+@pytest.mark.parametrize("name", ["static", "threshold", "sla_planner", "saturation", "headroom_planner",
+                                  "clairvoyant"])
 def test_act_before_reset_says_what_to_do(name: str) -> None:
     with pytest.raises(BaselineError, match="reset"):
         make_baseline(name).act(None, history([spec()]))  # type: ignore[arg-type]

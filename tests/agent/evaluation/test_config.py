@@ -27,7 +27,8 @@ def compose_evaluate(*overrides: str) -> DictConfig:
 
 def test_the_default_config_composes_every_group() -> None:
     cfg = compose_evaluate()
-    assert list(cfg.policies) == ["static", "static_oracle", "threshold", "sla_planner", "saturation", "clairvoyant"]
+    assert list(cfg.policies) == ["static", "static_oracle", "threshold", "sla_planner", "saturation",
+                                 "headroom_planner", "clairvoyant"]
     assert all(cfg.policies[name].kind == name for name in cfg.policies)
     assert cfg.policies.clairvoyant.sees_future is True
     assert list(cfg.scenarios) == ["steady", "diurnal", "flash_crowd", "long_context", "noisy_neighbor"]

@@ -1,0 +1,89 @@
+"""``headroom_planner``: plan each pool for its recent peak demand at one fixed utilisation.
+
+The non-learned twin of the learned ``headroom`` action mode: the same sizer (:mod:`agent.baselines.sizing`),
+with one utilisation per pool held for the whole episode instead of a level the policy picks each interval.
+Its window peak plays the part of the Kubernetes HPA's scale-down stabilisation window (the HPA keeps the
+highest recommendation of the last 5 minutes by default, ``--horizontal-pod-autoscaler-downscale-
+stabilization``; here 10 intervals of 30 s). Against the SLA planner, which plans for the forecast mean at
+full profiled throughput, the headroom is what holds the tail: the spare capacity absorbs bursts during the
+cold start of the replicas they call for.
+
+The defaults are one setting for every scenario, chosen as the highest utilisations that held every tenant's
+target on the five scenarios of ``configs/scenario/`` over seeds 0-2 (see ``policies/README.md``).
+Disaggregated clusters only (a prefill and a decode pool).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agent.baselines.common import BaselineError, build_settings
+from agent.baselines.sizing import HeadroomSettings, HeadroomSizer
+from agent.policy import PolicyContext
+from env.backend import ClusterAction
+from env.errors import require
+from env.metrics import MetricsSnapshot
+
+_FIXED_LEVELS = np.zeros(2, dtype=np.int64)  # the sizer's only level per pool
+
+
+@dataclass
+class HeadroomPlannerSettings:
+    """Settings of :class:`HeadroomPlannerPolicy` (``configs/policy/headroom_planner.yaml``)."""
+
+    prefill_utilization: float = 0.2
+    """Fraction of one prefill replica's token rate to plan for (fraction, in (0, 1.5])."""
+    decode_utilization: float = 0.6
+    """Fraction of one decode replica's token rate at the TPOT target to plan for (fraction, in (0, 1.5])."""
+    demand_window_intervals: int = 10
+    """Control intervals whose peak demand is planned for (intervals; 10 x 30 s = the HPA's 5 min)."""
+
+    def __post_init__(self) -> None:
+        for key in ("prefill_utilization", "decode_utilization"):
+            value = getattr(self, key)
+            require(0 < value <= 1.5, f"agent.headroom_planner.{key}", value, "use a utilisation in (0, 1.5]")
+        require(self.demand_window_intervals >= 1, "agent.headroom_planner.demand_window_intervals",
+                self.demand_window_intervals, "use >= 1 interval")
+
+    def sizer_settings(self) -> HeadroomSettings:
+        """The sizer's settings: one level per pool."""
+        return HeadroomSettings(prefill_utilization_levels=[self.prefill_utilization],
+                                decode_utilization_levels=[self.decode_utilization],
+                                demand_window_intervals=self.demand_window_intervals)
+
+
+class HeadroomPlannerPolicy:
+    """Size both pools for the window's peak demand at fixed utilisations.
+
+    Args:
+        **params: fields of :class:`HeadroomPlannerSettings`.
+    """
+
+    name = "headroom_planner"
+
+    def __init__(self, **params: Any) -> None:
+        self.settings = build_settings(HeadroomPlannerSettings, params, self.name)
+        self.sizer = HeadroomSizer(self.settings.sizer_settings())
+        self._ready = False
+
+    def reset(self, context: PolicyContext) -> None:
+        """Profile the episode's cluster and forget the demand window."""
+        cluster = context.scenario.cluster
+        if not (cluster.prefill.enabled and cluster.decode.enabled):
+            raise BaselineError(f"{self.name}: the cluster has no prefill and decode pools "
+                                f"(pools {list(cluster.enabled_roles())}); use sla_planner or threshold "
+                                "for an aggregated cluster")
+        self.sizer.reset(context.scenario, context.interval_s)
+        self._ready = True
+
+    def act(self, observation: np.ndarray, history: Sequence[MetricsSnapshot]) -> ClusterAction:
+        """Targets for the next interval from the demand measured so far."""
+        if not self._ready:
+            raise BaselineError(f"{self.name}: call reset(context) before act()")
+        if len(history) > 1:  # the first snapshot is the reset's, with no interval behind it
+            self.sizer.observe(history[-1])
+        return self.sizer.targets(_FIXED_LEVELS, history[-1])
