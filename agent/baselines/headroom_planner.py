@@ -35,7 +35,7 @@ _FIXED_LEVELS = np.zeros(2, dtype=np.int64)  # the sizer's only level per pool
 class HeadroomPlannerSettings:
     """Settings of :class:`HeadroomPlannerPolicy` (``configs/policy/headroom_planner.yaml``)."""
 
-    prefill_utilization: float = 0.2
+    prefill_utilization: float = 0.25
     """Fraction of one prefill replica's token rate to plan for (fraction, in (0, 1.5])."""
     decode_utilization: float = 0.6
     """Fraction of one decode replica's token rate at the TPOT target to plan for (fraction, in (0, 1.5])."""
