@@ -10,7 +10,9 @@ cold start of the replicas they call for.
 
 The defaults are one setting for every scenario, chosen as the highest utilisations that held every tenant's
 target on the five scenarios of ``configs/scenario/`` over seeds 0-2 (see ``policies/README.md``).
-Disaggregated clusters only (a prefill and a decode pool).
+It reads its demand window from the history it is given, not from earlier calls, so it can serve as the
+controller's fallback planner, which is asked only when the policy cannot be trusted. Disaggregated clusters
+only (a prefill and a decode pool).
 """
 
 from __future__ import annotations
@@ -81,9 +83,8 @@ class HeadroomPlannerPolicy:
         self._ready = True
 
     def act(self, observation: np.ndarray, history: Sequence[MetricsSnapshot]) -> ClusterAction:
-        """Targets for the next interval from the demand measured so far."""
+        """Targets for the next interval from the demand of the last window of ``history``."""
         if not self._ready:
             raise BaselineError(f"{self.name}: call reset(context) before act()")
-        if len(history) > 1:  # the first snapshot is the reset's, with no interval behind it
-            self.sizer.observe(history[-1])
+        self.sizer.observe_recent(history)
         return self.sizer.targets(_FIXED_LEVELS, history[-1])

@@ -98,6 +98,14 @@ class HeadroomSizer:
         prompt, output = self.lengths
         self.window.append(_Demand(rate * prompt, rate * output, prompt, output))
 
+    def observe_recent(self, history: Sequence[MetricsSnapshot]) -> None:
+        """Refill the window from the last intervals of ``history`` (oldest first), skipping zero-length
+        snapshots such as an episode's reset: the same window as observing every interval as it ended."""
+        self.window.clear()
+        for snapshot in history[-self.settings.demand_window_intervals:]:
+            if snapshot.interval_s > 0:
+                self.observe(snapshot)
+
     def targets(self, action: np.ndarray, snapshot: MetricsSnapshot) -> ClusterAction:
         """Replica targets for level indices ``action`` = (prefill level, decode level)."""
         if not self.window:

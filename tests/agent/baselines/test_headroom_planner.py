@@ -50,3 +50,13 @@ def test_an_aggregated_cluster_is_refused_with_the_alternatives() -> None:
     policy = make_baseline("headroom_planner")
     with pytest.raises(BaselineError, match=r"no prefill and decode pools.*\['aggregated'\].*sla_planner"):
         policy.reset(context(small_scenario(prefill=0, decode=0, aggregated=2)))
+
+
+def test_it_reads_its_window_from_the_history_so_a_fallback_asked_late_plans_the_same() -> None:
+    arrivals = [120, 10, 10, 40, 10, 10]
+    every_interval = prefill_targets(arrivals, demand_window_intervals=3)
+    late = make_baseline("headroom_planner", demand_window_intervals=3)
+    late.reset(context())
+    snapshots = history([spec()] + [spec(chat=load(n)) for n in arrivals])
+    assert late.act(None, snapshots).pools["prefill"].replicas == every_interval[-1]  # type: ignore[arg-type]
+    assert late.act(None, snapshots[:3]).pools["prefill"].replicas == every_interval[1]  # type: ignore[arg-type]
