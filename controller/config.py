@@ -13,9 +13,12 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from agent.baselines.headroom_planner import HeadroomPlannerSettings
 from controller.errors import require
 from env.live.kubernetes import KubernetesActuatorConfig
 from env.live.launcher_config import LauncherConfig
+
+DEFAULT_DEMAND_WINDOW = HeadroomPlannerSettings().demand_window_intervals
 
 MODES = ("shadow", "active")
 LOG_FORMATS = ("json", "text")
@@ -121,10 +124,13 @@ class FallbackConfig:
     """Consecutive decisions whose action could not be applied before the fallback takes over (decisions)."""
     recovery_intervals: int = 3
     """Consecutive healthy intervals under the fallback before the policy is trusted again (intervals)."""
-    planner: str = "sla_planner"
-    """The fallback planner: a baseline of ``agent.baselines`` (Dynamo's SLA planner by default)."""
+    planner: str = "headroom_planner"
+    """The fallback planner: a baseline of ``agent.baselines``. By default the fixed-headroom planner, the one
+    baseline that holds every tenant's target on the simulator's scenarios (Dynamo's ``sla_planner`` plans
+    for the mean and misses them all; see ``policies/README.md``)."""
     planner_settings: dict[str, Any] = field(default_factory=dict)
-    """Its settings; ``adjustment_interval_s`` defaults to the controller's interval."""
+    """Its settings (``configs/policy/<planner>.yaml``); an SLA planner's ``adjustment_interval_s`` defaults to
+    the controller's interval."""
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
     """Retry schedule for temporary errors."""
 
@@ -239,6 +245,10 @@ class ControllerConfig:
         adjustment = self.fallback.planner_settings.get("adjustment_interval_s", self.interval_s)
         require(float(adjustment) / self.interval_s <= self.history_intervals, "controller.history_intervals",
                 self.history_intervals, f"keep the fallback's adjustment interval ({adjustment} s) of snapshots")
+        window = self.fallback.planner_settings.get("demand_window_intervals", DEFAULT_DEMAND_WINDOW)
+        require(self.fallback.planner != "headroom_planner" or int(window) <= self.history_intervals,
+                "controller.history_intervals", self.history_intervals,
+                f"keep the fallback's demand window ({window} intervals) of snapshots")
         waits = sum(self.fallback.backoff.delays())
         require(waits < self.interval_s, "controller.fallback.backoff", waits,
                 f"retries wait {waits} s in all: keep it under interval_s={self.interval_s}")

@@ -1,6 +1,7 @@
 """The snapshots a daemon keeps: only the most recent ones, while ``len`` still counts every interval.
 
-Policies read ``history[-1]`` and windows of the last few intervals; Dynamo's SLA planner also counts
+Policies read ``history[-1]`` and windows of the last few intervals (the headroom planner its demand
+window); Dynamo's SLA planner also counts
 intervals with ``len(history)`` to find its adjustment boundaries. :class:`History` serves both without
 growing for ever: indices are absolute (0 is the first snapshot), and asking for one no longer kept raises
 ``IndexError`` naming the limit.

@@ -54,7 +54,8 @@ def load_policy(config: ControllerConfig, scenario: ScenarioConfig, env_config: 
 
 
 def make_fallback(config: ControllerConfig) -> Policy:
-    """The fallback planner (Dynamo's SLA planner by default), adjusting every interval unless configured."""
+    """The fallback planner (the fixed-headroom planner by default); an SLA planner adjusts every interval
+    unless configured otherwise."""
     settings = dict(config.fallback.planner_settings)
     if config.fallback.planner in ("sla_planner", "clairvoyant"):
         settings.setdefault("adjustment_interval_s", config.interval_s)

@@ -25,7 +25,8 @@ def test_len_counts_every_snapshot_and_only_the_last_are_kept() -> None:
 
 
 def test_the_fallback_planner_adjusts_on_its_boundaries_with_a_short_history() -> None:
-    settings = config(history_intervals=4, fallback={"planner_settings": {"adjustment_interval_s": 90.0}})
+    settings = config(history_intervals=4, fallback={"planner": "sla_planner",
+                                                     "planner_settings": {"adjustment_interval_s": 90.0}})
     rig = make_rig(None, settings)
     decisions = rig.run(12)
     assert all(d.source == "fallback" and d.fallback_action is not None for d in decisions)
@@ -34,4 +35,11 @@ def test_the_fallback_planner_adjusts_on_its_boundaries_with_a_short_history() -
 
 def test_a_history_shorter_than_the_fallbacks_adjustment_is_refused() -> None:
     with pytest.raises(ValueError, match=r"controller\.history_intervals=2"):
-        config(history_intervals=2, fallback={"planner_settings": {"adjustment_interval_s": 120.0}})
+        config(history_intervals=2, fallback={"planner": "sla_planner",
+                                              "planner_settings": {"adjustment_interval_s": 120.0}})
+
+
+def test_a_history_shorter_than_the_headroom_fallbacks_window_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"controller\.history_intervals=8.*demand window \(10 intervals\)"):
+        config(history_intervals=8)
+    config(history_intervals=8, fallback={"planner_settings": {"demand_window_intervals": 8}})
