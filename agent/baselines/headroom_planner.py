@@ -73,12 +73,8 @@ class HeadroomPlannerPolicy:
         self._ready = False
 
     def reset(self, context: PolicyContext) -> None:
-        """Profile the episode's cluster and forget the demand window."""
-        cluster = context.scenario.cluster
-        if not (cluster.prefill.enabled and cluster.decode.enabled):
-            raise BaselineError(f"{self.name}: the cluster has no prefill and decode pools "
-                                f"(pools {list(cluster.enabled_roles())}); use sla_planner or threshold "
-                                "for an aggregated cluster")
+        """Profile the episode's cluster (a ``ConfigError`` for one without prefill and decode pools) and
+        forget the demand window."""
         self.sizer.reset(context.scenario, context.interval_s)
         self._ready = True
 

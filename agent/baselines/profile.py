@@ -62,8 +62,9 @@ class PerfProfile:
     def __init__(self, scenario: ScenarioConfig) -> None:
         cluster = scenario.cluster
         if not (cluster.prefill.enabled and cluster.decode.enabled):
-            raise ConfigError(f"scenario {scenario.name!r} has no prefill/decode pools: the SLA planner scales "
-                              "a disaggregated cluster; use threshold or saturation for an aggregated one")
+            raise ConfigError(f"scenario {scenario.name!r} has no prefill/decode pools: the SLA planner and the "
+                              "headroom sizer scale a disaggregated cluster; use threshold or saturation for an "
+                              "aggregated one")
         gpu, model = load_gpu(scenario.hardware), load_model(scenario.model)
         def perf(tp: int) -> PerfModel:
             return PerfModel(model, gpu, tp, scenario.weight_dtype, scenario.kv_dtype,

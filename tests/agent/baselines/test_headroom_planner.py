@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from agent.baselines import BaselineError, make_baseline
+from agent.baselines import make_baseline
 from agent.baselines.profile import PerfProfile
+from env.errors import ConfigError
 from env.metrics import MetricsSnapshot
 from env.testing import TenantSpecimen
 from tests.agent.baselines.helpers import INTERVAL_S, context, history, spec
@@ -48,7 +49,7 @@ def test_it_keeps_a_bursts_size_for_the_whole_window_then_shrinks() -> None:
 
 def test_an_aggregated_cluster_is_refused_with_the_alternatives() -> None:
     policy = make_baseline("headroom_planner")
-    with pytest.raises(BaselineError, match=r"no prefill and decode pools.*\['aggregated'\].*sla_planner"):
+    with pytest.raises(ConfigError, match=r"no prefill/decode pools.*headroom sizer.*threshold or saturation"):
         policy.reset(context(small_scenario(prefill=0, decode=0, aggregated=2)))
 
 
