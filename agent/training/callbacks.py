@@ -96,15 +96,21 @@ class ValidationCallback(BaseCallback):
         every: validation period (environment steps).
         patience: validations without improvement before stopping (0: never stop early).
         penalty: weight of the SLO shortfall in the score.
+        at_start: also validate the untrained model (at 0 steps) when validation is on.
     """
 
     def __init__(self, validate: Callable[[], ValidationResult], reference: ValidationResult | None,
-                 directory: Path, every: int, patience: int, penalty: float) -> None:
+                 directory: Path, every: int, patience: int, penalty: float, at_start: bool = False) -> None:
         super().__init__()
         self.validate, self.reference, self.directory = validate, reference, directory
-        self.every, self.patience, self.penalty = every, patience, penalty
+        self.every, self.patience, self.penalty, self.at_start = every, patience, penalty, at_start
         self.best_score, self.stale, self._last = -np.inf, 0, 0
         self.history: list[tuple[int, ValidationResult]] = []
+
+    def _on_training_start(self) -> None:
+        if self.every and self.at_start:
+            self._last = self.num_timesteps
+            self.run_validation()
 
     def _on_step(self) -> bool:
         if not self.every or self.num_timesteps - self._last < self.every:

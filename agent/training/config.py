@@ -51,6 +51,13 @@ class PpoConfig:
     """``delta`` (replica changes and knob levels) or ``headroom`` (a utilisation level per pool; agent/headroom.py)."""
     headroom: HeadroomSettings = field(default_factory=HeadroomSettings)
     """The utilisation levels and demand window of the ``headroom`` mode."""
+    prior_action: list[int] | None = None
+    """A warm start: action indices (one per action dimension) that the untrained policy picks with probability
+    ``prior_probability`` in each dimension, e.g. the ``headroom_planner``'s levels in ``headroom`` mode. The
+    run then validates the untrained model too, so the bundle is never worse on validation than that setting.
+    None: the usual near-uniform start."""
+    prior_probability: float = 0.9
+    """Probability of each ``prior_action`` index in the untrained policy (in (0, 1))."""
 
     def __post_init__(self) -> None:
         _require(self.learning_rate > 0, "agent.learning_rate", self.learning_rate, "use > 0")
@@ -62,6 +69,11 @@ class PpoConfig:
         _require(self.action_mode in ACTION_MODES, "agent.action_mode", self.action_mode, f"use one of {ACTION_MODES}")
         if isinstance(self.headroom, dict):
             self.headroom = HeadroomSettings(**self.headroom)
+        _require(0 < self.prior_probability < 1, "agent.prior_probability", self.prior_probability, "use (0, 1)")
+        if self.prior_action is not None:
+            _require(all(int(i) >= 0 for i in self.prior_action), "agent.prior_action", self.prior_action,
+                     "give one level index >= 0 per action dimension, or null")
+            self.prior_action = [int(i) for i in self.prior_action]
 
     @property
     def headroom_settings(self) -> HeadroomSettings | None:
@@ -91,6 +103,10 @@ class RunConfig:
     """Episode seeds of validation (kept apart from training seeds)."""
     validation_horizon_s: float | None = 3600.0
     """Validation episode length (seconds); None for the scenario's."""
+    validation_attainment_margin: float = 0.0
+    """Attainment above each tenant's target that validation asks for (fraction of requests, e.g. 0.01): the
+    shortfall that picks the best checkpoint counts from target + margin, because a checkpoint that only just
+    holds a target on the validation episodes tends to miss it on others."""
     eval_every_steps: int = 20_000
     """Validate every this many environment steps (0 disables)."""
     early_stop_patience: int = 6
@@ -110,5 +126,7 @@ class RunConfig:
         _require(self.n_envs >= 1, "run.n_envs", self.n_envs, "use >= 1")
         _require(self.vec_env in VEC_ENVS, "run.vec_env", self.vec_env, f"use one of {VEC_ENVS}")
         _require(len(self.scenarios) >= 1, "run.scenarios", self.scenarios, "name at least one scenario")
+        _require(0 <= self.validation_attainment_margin < 1, "run.validation_attainment_margin",
+                 self.validation_attainment_margin, "use a fraction in [0, 1)")
         for key in ("eval_every_steps", "early_stop_patience", "checkpoint_every_steps"):
             _require(getattr(self, key) >= 0, f"run.{key}", getattr(self, key), "use >= 0")

@@ -27,12 +27,17 @@ from agent.training.callbacks import (
     save_checkpoint,
 )
 from agent.training.config import PpoConfig, RunConfig
+from agent.training.prior import apply_prior
 from agent.training.validation import ValidationResult, aggregate, run_model_episode, run_policy_episode
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.reward import RewardConfig
 from env.scenario import ScenarioConfig, load_scenario
 
 log = logging.getLogger("disaggpilot.train")
+
+# PpoConfig fields that configure the environments or the start, not MaskablePPO itself
+_NOT_MASKABLE_PPO_ARGUMENTS = ("net_arch", "normalize_observations", "normalize_rewards", "clip_obs", "action_mode",
+                               "headroom", "prior_action", "prior_probability")
 
 
 def make_env_factory(scenarios: list[ScenarioConfig], env_config: EnvConfig, reward: RewardConfig,
@@ -79,11 +84,13 @@ def build_model(vec: VecEnv, ppo: PpoConfig, run: RunConfig, tensorboard_dir: Pa
         log.info("resuming from %s", checkpoint)
         return MaskablePPO.load(str(checkpoint / "model.zip"), env=vec, device="cpu",
                                 tensorboard_log=str(tensorboard_dir))
-    hyper = {k: v for k, v in asdict(ppo).items() if k not in ("net_arch", "normalize_observations",
-                                                                 "normalize_rewards", "clip_obs",
-                                                                 "action_mode", "headroom")}
-    return MaskablePPO("MlpPolicy", vec, seed=run.seed, device="cpu", tensorboard_log=str(tensorboard_dir),
-                       policy_kwargs={"net_arch": list(ppo.net_arch)}, verbose=0, **hyper)
+    hyper = {k: v for k, v in asdict(ppo).items() if k not in _NOT_MASKABLE_PPO_ARGUMENTS}
+    model = MaskablePPO("MlpPolicy", vec, seed=run.seed, device="cpu", tensorboard_log=str(tensorboard_dir),
+                        policy_kwargs={"net_arch": list(ppo.net_arch)}, verbose=0, **hyper)
+    if ppo.prior_action is not None:
+        apply_prior(model, ppo.prior_action, ppo.prior_probability)
+        log.info("warm start: action %s with probability %.2f", ppo.prior_action, ppo.prior_probability)
+    return model
 
 
 def greedy_predictor(model: MaskablePPO) -> ActionPredictor:
@@ -110,7 +117,7 @@ def sla_planner_reference(scenarios: list[ScenarioConfig], run: RunConfig, env_c
     summaries = [run_policy_episode(make_baseline("sla_planner"), scenario, seed, env_config, reward,
                                     run.validation_horizon_s)
                  for scenario in scenarios for seed in run.validation_seeds]
-    return aggregate(summaries)
+    return aggregate(summaries, run.validation_attainment_margin)
 
 
 def train(run: RunConfig, ppo: PpoConfig, env_config: EnvConfig, reward: RewardConfig, run_dir: Path,
@@ -128,11 +135,14 @@ def train(run: RunConfig, ppo: PpoConfig, env_config: EnvConfig, reward: RewardC
         predict = greedy_predictor(model)
         return aggregate([run_model_episode(predict, scenario, seed, env_config, reward, run.validation_horizon_s,
                                             ppo.headroom_settings)
-                          for scenario in validation for seed in run.validation_seeds])
+                          for scenario in validation for seed in run.validation_seeds],
+                         run.validation_attainment_margin)
 
     reference = sla_planner_reference(validation, run, env_config, reward) if run.eval_every_steps else None
+    # a warm-started model is judged before it learns, so the bundle is never worse than its prior
+    at_start = ppo.prior_action is not None and not run.resume_from
     validator = ValidationCallback(validate, reference, run_dir, run.eval_every_steps, run.early_stop_patience,
-                                   reward.slo_penalty)
+                                   reward.slo_penalty, at_start=at_start)
     callbacks = CallbackList([InfoLoggerCallback(), ActorRestartCallback(),
                               CheckpointEveryCallback(run_dir / "checkpoints", run.checkpoint_every_steps), validator])
     model.learn(total_timesteps=run.total_timesteps, callback=callbacks, progress_bar=run.progress_bar,

@@ -25,7 +25,7 @@ class ValidationResult:
 
     tokens_per_usd: float
     shortfall: float
-    """Sum over tenants of max(0, target - attainment), averaged over episodes."""
+    """Sum over tenants of max(0, target + margin - attainment), averaged over episodes."""
     min_attainment: float
 
     def score(self, penalty: float) -> float:
@@ -39,8 +39,9 @@ def _validation_config(env_config: EnvConfig, horizon_s: float | None) -> EnvCon
                      action=env_config.action, observation=env_config.observation)
 
 
-def _shortfall(summary: RunSummary) -> float:
-    return sum(max(0.0, row.target - row.attainment) for row in summary.tenants if math.isfinite(row.attainment))
+def _shortfall(summary: RunSummary, margin: float) -> float:
+    return sum(max(0.0, row.target + margin - row.attainment) for row in summary.tenants
+               if math.isfinite(row.attainment))
 
 
 def run_model_episode(predict: ActionPredictor, scenario: ScenarioConfig, seed: int, env_config: EnvConfig,
@@ -62,10 +63,10 @@ def run_policy_episode(policy: Policy, scenario: ScenarioConfig, seed: int, env_
     return summarize(play(policy, task).snapshots, scenario.tenants)
 
 
-def aggregate(summaries: Sequence[RunSummary]) -> ValidationResult:
-    """Mean tokens per dollar, mean shortfall and worst attainment over episodes."""
+def aggregate(summaries: Sequence[RunSummary], margin: float = 0.0) -> ValidationResult:
+    """Mean tokens per dollar, mean shortfall (from each target + ``margin``) and worst attainment."""
     return ValidationResult(
         tokens_per_usd=float(np.mean([s.goodput_tokens_per_usd for s in summaries])),
-        shortfall=float(np.mean([_shortfall(s) for s in summaries])),
+        shortfall=float(np.mean([_shortfall(s, margin) for s in summaries])),
         min_attainment=float(np.nanmin([s.min_attainment for s in summaries])),
     )

@@ -117,16 +117,18 @@ def test_a_model_policy_sizes_as_the_training_wrapper_does() -> None:
 
 
 @pytest.mark.slow
-def test_a_headroom_bundle_trains_loads_and_plays(tmp_path: Path) -> None:
+def test_a_warm_started_headroom_bundle_trains_loads_and_plays(tmp_path: Path) -> None:
     command = [sys.executable, "-c", "from controller.cli import main; main()", "train", "agent.action_mode=headroom",
                "run.total_timesteps=96", "run.n_envs=1", "agent.n_steps=48", "agent.batch_size=48",
                "agent.n_epochs=1", "run.eval_every_steps=96", "run.checkpoint_every_steps=0",
                "run.validation_horizon_s=120", "run.scenarios=[steady]", "run.validation_scenarios=[steady]",
-               "run.progress_bar=false", f"hydra.run.dir={tmp_path}"]
+               "run.progress_bar=false", "agent.prior_action=[3,2]", f"hydra.run.dir={tmp_path}"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     bundle = load_bundle(tmp_path / "bundle")
     assert bundle.spec["action_mode"] == "headroom"
+    # warm-started: the untrained model is validated too, so the bundle is never worse than its prior
+    assert [v["steps"] for v in bundle.manifest["validations"]] == [0, 96]
     policy = PpoPolicy(tmp_path / "bundle")
     task = EpisodeTask(0, PolicySpec(name="ppo", kind="ppo"), load_scenario("steady"), 0, env=SHORT)
     trace = play(policy, task)
