@@ -40,6 +40,6 @@ def test_a_history_shorter_than_the_fallbacks_adjustment_is_refused() -> None:
 
 
 def test_a_history_shorter_than_the_headroom_fallbacks_window_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"controller\.history_intervals=8.*demand window \(10 intervals\)"):
+    with pytest.raises(ValueError, match=r"controller\.history_intervals=8.*demand window \(40 intervals\)"):
         config(history_intervals=8)
     config(history_intervals=8, fallback={"planner_settings": {"demand_window_intervals": 8}})

@@ -19,9 +19,9 @@ from env.cluster_env import EnvConfig
 from env.reward import RewardConfig
 from env.scenario import load_scenario
 
-# the headroom planner's defaults (0.25, 0.6, 10 intervals) sit at indices (2, 1) of these levels
-LEVELS = HeadroomSettings(prefill_utilization_levels=[0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5],
-                          decode_utilization_levels=[0.45, 0.6, 0.75, 0.9], demand_window_intervals=10)
+# the headroom planner's defaults (0.4, 0.6, 40 intervals) sit at indices (2, 1) of these levels
+LEVELS = HeadroomSettings(prefill_utilization_levels=[0.3, 0.35, 0.4, 0.45, 0.5, 0.6],
+                          decode_utilization_levels=[0.45, 0.6, 0.75, 0.9], demand_window_intervals=40)
 SHORT = EnvConfig(horizon_s=1800.0)
 
 
