@@ -29,9 +29,11 @@ def prior_logits(nvec: Sequence[int], prior_action: Sequence[int], probability: 
         if not 0 <= index < size:
             raise PolicyConfigError(f"agent.prior_action[{dimension}]={index} is out of range: dimension "
                                     f"{dimension} has {size} choices (indices 0..{size - 1})")
-        rest = math.log((1 - probability) / (size - 1)) if size > 1 else 0.0
-        block = np.full(size, rest)
-        block[index] = math.log(probability) if size > 1 else 0.0
+        if size == 1:  # one choice: nothing to bias
+            blocks.append(np.zeros(1))
+            continue
+        block = np.full(size, math.log((1 - probability) / (size - 1)))
+        block[index] = math.log(probability)
         blocks.append(block)
     return np.concatenate(blocks)
 

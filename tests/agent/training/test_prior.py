@@ -36,6 +36,8 @@ def test_prior_logits_put_the_probability_on_each_prior_index() -> None:
     assert prefill[2] == pytest.approx(0.9) and decode[1] == pytest.approx(0.9)
     assert np.delete(prefill, 2) == pytest.approx(np.full(6, 0.1 / 6))
     assert np.delete(decode, 1) == pytest.approx(np.full(3, 0.1 / 3))
+    one_choice = prior_logits([1, 4], [0, 1], 0.9)
+    assert one_choice[0] == 0.0 and softmax(one_choice[1:])[1] == pytest.approx(0.9)
 
 
 def test_bad_priors_name_the_field_and_the_fix() -> None:
@@ -47,8 +49,6 @@ def test_bad_priors_name_the_field_and_the_fix() -> None:
         PpoConfig(prior_probability=1.0)
     with pytest.raises(PolicyConfigError, match=r"agent\.prior_action=\[-1, 0\] is invalid"):
         PpoConfig(prior_action=[-1, 0])
-    with pytest.raises(PolicyConfigError, match=r"run\.validation_attainment_margin=-0\.01 is invalid"):
-        RunConfig(validation_attainment_margin=-0.01)
 
 
 def test_the_untrained_warm_started_policy_plays_the_headroom_planner(tmp_path: Path) -> None:

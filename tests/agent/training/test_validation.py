@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agent.baselines import make_baseline
+from agent.errors import PolicyConfigError
+from agent.training.config import RunConfig
 from agent.training.validation import aggregate, run_policy_episode
 from env.cluster_env import EnvConfig
 from env.reward import RewardConfig
@@ -19,3 +21,8 @@ def test_the_attainment_margin_raises_each_tenants_bar() -> None:
     assert aggregate([summary], margin).shortfall == pytest.approx(expected)
     assert aggregate([summary], margin).shortfall > aggregate([summary]).shortfall  # some tenant is within 5 points
     assert aggregate([summary], margin).tokens_per_usd == aggregate([summary]).tokens_per_usd
+
+
+def test_a_negative_margin_names_the_field() -> None:
+    with pytest.raises(PolicyConfigError, match=r"run\.validation_attainment_margin=-0\.01 is invalid"):
+        RunConfig(validation_attainment_margin=-0.01)
