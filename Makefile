@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # against every baseline on that scenario, three seeds.
 MAIN_DIR ?= outputs/main
 QUICK_STEPS ?= 9600
-SHIPPED ?= policies/disaggpilot-ppo-v3
+SHIPPED ?= policies/disaggpilot-ppo-v4
 
 .PHONY: run test
 

@@ -17,7 +17,7 @@ from agent.errors import PermanentError
 from env.catalog import configs_dir
 from env.trace import repo_root
 
-SHIPPED_BUNDLE = "policies/disaggpilot-ppo-v3"
+SHIPPED_BUNDLE = "policies/disaggpilot-ppo-v4"
 """The shipped policy bundle, relative to the repository root."""
 
 
@@ -36,7 +36,7 @@ def resolve_path(path: str | Path) -> Path:
 
 
 def shipped_bundle() -> Path:
-    """The shipped policy bundle's directory (``policies/disaggpilot-ppo-v3``)."""
+    """The shipped policy bundle's directory (``policies/disaggpilot-ppo-v4``)."""
     return repo_root() / SHIPPED_BUNDLE
 
 
@@ -74,7 +74,7 @@ def policy_set(baselines: Sequence[str], bundles: Mapping[str, str | Path] | Non
 
     Args:
         baselines: names of baseline configs, e.g. ``["static", "threshold"]``.
-        bundles: policy name → bundle directory, e.g. ``{"ppo": "policies/disaggpilot-ppo-v3"}``.
+        bundles: policy name → bundle directory, e.g. ``{"ppo": "policies/disaggpilot-ppo-v4"}``.
 
     Raises:
         AnalysisError: an unknown baseline, a missing bundle directory, or a name used twice.

@@ -70,7 +70,7 @@ def test_paths_resolve_here_first_then_under_the_repository(tmp_path: Path, monk
 
 
 def test_policy_set_reads_configs_and_adds_bundles() -> None:
-    policies = policy_set(["static", "clairvoyant"], {"mine": "policies/disaggpilot-ppo-v3"})
+    policies = policy_set(["static", "clairvoyant"], {"mine": "policies/disaggpilot-ppo-v4"})
     assert list(policies) == ["static", "clairvoyant", "mine"]
     assert policies["clairvoyant"]["sees_future"] is True
     assert policies["mine"]["kind"] == "ppo" and Path(policies["mine"]["bundle"]) == shipped_bundle()

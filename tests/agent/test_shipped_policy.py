@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agent.baselines import HeadroomPlannerSettings
 from agent.bundle import load_bundle, validate_spec
 from agent.headroom import HeadroomEnv, HeadroomSettings, settings_from_spec
 from agent.policy import PolicyContext
@@ -12,7 +13,7 @@ from agent.ppo_policy import PpoPolicy
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
-SHIPPED = POLICIES / "disaggpilot-ppo-v3"
+SHIPPED = POLICIES / "disaggpilot-ppo-v4"
 """The shipped policy (headroom mode); ``disaggpilot-ppo-v1`` (delta mode) stays for comparison."""
 
 
@@ -33,8 +34,12 @@ def test_shipped_bundle_matches_the_headroom_spec_and_sizes_from_demand() -> Non
     environment = DisaggClusterEnv("flash_crowd", config=EnvConfig(horizon_s=300.0))
     bundle = load_bundle(SHIPPED)
     settings = settings_from_spec(bundle.spec, SHIPPED)
-    assert settings is not None  # its levels reach below the default's lowest prefill level (0.2)
-    assert settings.prefill_utilization_levels[0] < HeadroomSettings().prefill_utilization_levels[0]
+    assert settings is not None  # warm-started at the fixed planner's defaults, its window and levels are the planner's
+    planner = HeadroomPlannerSettings()
+    assert settings.demand_window_intervals == planner.demand_window_intervals
+    assert planner.prefill_utilization in settings.prefill_utilization_levels
+    assert planner.decode_utilization in settings.decode_utilization_levels
+    assert settings.prefill_utilization_levels != HeadroomSettings().prefill_utilization_levels
     validate_spec(bundle.spec, HeadroomEnv(environment, settings).spec_dict(), SHIPPED)
     assert len(bundle.content_hash) == 64
     info = play_episode(PpoPolicy(SHIPPED, expected_hash=bundle.content_hash), environment)

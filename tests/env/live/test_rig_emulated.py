@@ -1,6 +1,8 @@
-"""Proof "Emulated GPU cluster": the controller runs the shipped policy bundle (``policies/disaggpilot-ppo-v3``,
-headroom mode) against a local cluster of emulated H100 replicas through a flash crowd, in active mode with
-``controller.actuator=local``, scaling up for the crowd and down after it, and no request is lost.
+"""Proof "Emulated GPU cluster": the controller runs a headroom-mode policy bundle (``policies/disaggpilot-ppo-v3``,
+the previous shipped one: its 2-minute demand window lets it scale down within this 8-minute run, where the
+shipped v4's 20-minute window would still hold the crowd's replicas) against a local cluster of emulated H100
+replicas through a flash crowd, in active mode with ``controller.actuator=local``, scaling up for the crowd
+and down after it, and no request is lost.
 
 The rig (``env.live.rig.LocalCluster``) runs Prometheus and the gateway; the controller (a subprocess,
 ``disaggpilot controller ... controller=local``) owns the replicas: it starts the scenario's 2 prefill + 2
