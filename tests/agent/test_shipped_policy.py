@@ -7,7 +7,7 @@ from typing import Any
 
 from agent.baselines import HeadroomPlannerSettings
 from agent.bundle import load_bundle, validate_spec
-from agent.headroom import HeadroomEnv, HeadroomSettings, settings_from_spec
+from agent.headroom import HeadroomEnv, settings_from_spec
 from agent.policy import PolicyContext
 from agent.ppo_policy import PpoPolicy
 from env.cluster_env import DisaggClusterEnv, EnvConfig
@@ -39,7 +39,6 @@ def test_shipped_bundle_matches_the_headroom_spec_and_sizes_from_demand() -> Non
     assert settings.demand_window_intervals == planner.demand_window_intervals
     assert planner.prefill_utilization in settings.prefill_utilization_levels
     assert planner.decode_utilization in settings.decode_utilization_levels
-    assert settings.prefill_utilization_levels != HeadroomSettings().prefill_utilization_levels
     validate_spec(bundle.spec, HeadroomEnv(environment, settings).spec_dict(), SHIPPED)
     assert len(bundle.content_hash) == 64
     info = play_episode(PpoPolicy(SHIPPED, expected_hash=bundle.content_hash), environment)
