@@ -13,6 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from agent.analysis import (
+    SHIPPED_BUNDLE,
     AnalysisError,
     Column,
     WhatIf,
@@ -70,7 +71,7 @@ def test_paths_resolve_here_first_then_under_the_repository(tmp_path: Path, monk
 
 
 def test_policy_set_reads_configs_and_adds_bundles() -> None:
-    policies = policy_set(["static", "clairvoyant"], {"mine": "policies/disaggpilot-ppo-v4"})
+    policies = policy_set(["static", "clairvoyant"], {"mine": SHIPPED_BUNDLE})
     assert list(policies) == ["static", "clairvoyant", "mine"]
     assert policies["clairvoyant"]["sees_future"] is True
     assert policies["mine"]["kind"] == "ppo" and Path(policies["mine"]["bundle"]) == shipped_bundle()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agent.analysis import shipped_bundle
 from agent.baselines import HeadroomPlannerSettings
 from agent.bundle import load_bundle, validate_spec
 from agent.headroom import HeadroomEnv, settings_from_spec
@@ -13,7 +14,7 @@ from agent.ppo_policy import PpoPolicy
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
-SHIPPED = POLICIES / "disaggpilot-ppo-v4"
+SHIPPED = shipped_bundle()
 """The shipped policy (headroom mode); ``disaggpilot-ppo-v1`` (delta mode) stays for comparison."""
 
 
