@@ -4,7 +4,7 @@ A Hydra app over ``configs/evaluate.yaml``. For example::
 
     disaggpilot evaluate                                   # everything, 3 seeds, 2 worker processes
     disaggpilot evaluate only=[static,threshold] scenarios=[steady] seeds=[0] duration_s=1800 jobs=4
-    disaggpilot evaluate scenarios=[steady] trace.path=shared/data/traces/x.csv trace.format=azure
+    disaggpilot evaluate scenarios=[steady] trace.path=data/traces/azure2023_conv.csv trace.format=azure
     disaggpilot evaluate launcher=ray ray.address=auto      # episodes as Ray tasks on a running cluster
 
 The logic lives in ``agent.evaluation``; this module composes it: plan, run, write, print.

@@ -1,4 +1,4 @@
-"""Derive the committed length fixtures from the shared Azure 2023 traces and print their statistics.
+"""Derive the committed length fixtures from the Azure 2023 traces in ``data/traces/`` and print their statistics.
 
 For each trace (code, conversation) this samples joint ``(input_tokens, output_tokens)`` rows without
 replacement (seeded), writes ``configs/workload/azure2023_<name>_lengths.csv``, and prints the trace's mean
@@ -20,10 +20,10 @@ import numpy as np
 from env.trace import Trace, load_trace, repo_root
 
 TRACES: dict[str, str] = {
-    "code": "shared/data/traces/azure2023_code.csv",
-    "conv": "shared/data/traces/azure2023_conv.csv",
+    "code": "data/traces/azure2023_code.csv",
+    "conv": "data/traces/azure2023_conv.csv",
 }
-"""Fixture name -> shared trace (resolved with ``env.trace.resolve_data_path``)."""
+"""Fixture name -> source trace (resolved with ``env.trace.resolve_data_path``)."""
 
 
 def arrival_stats(trace: Trace) -> dict[str, float]:

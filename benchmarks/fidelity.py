@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from env.catalog import GpuSpec, ModelSpec, load_gpu, load_model
+from env.data import data_dir
 from env.errors import EnvError
 from env.perf import PerfModel
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_POINTS = REPO_ROOT.parent / "shared" / "data" / "calibration" / "splitwise_perf_model.csv"
+DEFAULT_POINTS = data_dir() / "calibration" / "splitwise_perf_model.csv"
+"""Splitwise's measured Llama-2-70B iteration times, the repository's copy (see ``data/README.md``)."""
 HARDWARE_NAMES = {"a100-80gb": "a100-80gb", "h100-80gb": "h100-sxm"}
 """Splitwise's hardware names -> ``configs/hardware`` names (Splitwise ran DGX A100 and DGX H100 nodes)."""
 MODEL_NAMES = {"llama2-70b": "llama-2-70b"}

@@ -1,9 +1,9 @@
 """Fit the performance model's calibration per GPU type to measured iteration times (DESIGN §6).
 
-Reads a CSV in the format of Splitwise's ``perf_model.csv`` (default: the shared
-``splitwise_perf_model.csv``, Llama-2-70B on A100-80GB at TP 2/4/8 and H100 at TP 2/4), and for each GPU
-type fits every :class:`~env.catalog.PerfCalibration` field. It prints the fitted values as YAML to paste
-into ``configs/hardware/<name>.yaml``. numpy only: a Nelder-Mead search on transformed parameters
+Reads a CSV in the format of Splitwise's ``perf_model.csv`` (default: the repository's
+``data/calibration/splitwise_perf_model.csv``, Llama-2-70B on A100-80GB at TP 2/4/8 and H100 at TP 2/4),
+and for each GPU type fits every :class:`~env.catalog.PerfCalibration` field. It prints the fitted values as YAML
+to paste into ``configs/hardware/<name>.yaml``. numpy only: a Nelder-Mead search on transformed parameters
 (sigmoid for efficiencies, so they stay in (0, 1); exp for overheads, so they stay >= 0) minimising
 mean |log(predicted / measured)| of prefill plus that of decode. The absolute (L1) loss keeps a few
 anomalous rows (the batch-64 prefills at TP 2 are ~10x faster than batch 32) from dragging the fit.

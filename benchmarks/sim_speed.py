@@ -5,7 +5,8 @@ Prints simulated requests per wall-second, simulated seconds per wall-second and
 one core. Because this machine is shared and noisy, it also times a fixed pure-Python reference workload
 (a heap of events, the simulator's innermost structure) in the same run and prints the ratio.
 
-Usage: ``python benchmarks/sim_speed.py [--repeats 3] [--duration-s 3600] [--shared DIR]``
+Usage: ``python benchmarks/sim_speed.py [--repeats 3] [--duration-s 3600]`` (the traces are the repository's
+copies in ``data/traces/``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from env.sim.cluster import SimBackend
 from env.sim.config import ClusterConfig, PoolConfig
 from env.workload import TenantSpec, TraceSpec
 
-TRACES = {"code": "shared/data/traces/azure2023_code.csv", "conv": "shared/data/traces/azure2023_conv.csv"}
+TRACES = {"code": "data/traces/azure2023_code.csv", "conv": "data/traces/azure2023_conv.csv"}
 
 
 def reference_scenario(duration_s: float) -> ScenarioConfig:
@@ -63,10 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="runs; the fastest is reported")
     parser.add_argument("--duration-s", type=float, default=3600.0, help="simulated seconds")
-    parser.add_argument("--shared", help="the shared/ directory holding data/traces (default: beside the repo)")
     args = parser.parse_args()
-    if args.shared:
-        os.environ["DISAGGPILOT_SHARED"] = args.shared
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})  # one core, as the floor is stated
     scenario = reference_scenario(args.duration_s)

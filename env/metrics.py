@@ -6,7 +6,7 @@ the pools; ``disaggpilot_gateway_*`` for the per-tenant series of the gateway in
 simulator, the live backend and the test backend all build this one type, so observation and reward code
 never learn which backend ran.
 
-Bucket edges are vLLM's (copied from the real ``/metrics`` scrapes in ``shared/data/vllm/``, vLLM 0.32),
+Bucket edges are vLLM's (copied from the real ``/metrics`` scrapes in ``data/vllm/``, vLLM 0.32),
 and quantiles follow Prometheus' ``histogram_quantile``, so a policy sees the same quantisation in
 simulation as in production.
 """
@@ -61,7 +61,7 @@ TENANT_COUNTERS: tuple[str, ...] = (
 )
 POOL_COUNTERS: tuple[str, ...] = (PROMPT_TOKENS, GENERATION_TOKENS, PREEMPTIONS, REQUEST_SUCCESS)
 
-# --- vLLM 0.32 bucket edges (upper bounds; +Inf implied), from shared/data/vllm/metrics_*.txt ----------
+# --- vLLM 0.32 bucket edges (upper bounds; +Inf implied), from data/vllm/metrics_*.txt ----------
 TTFT_BUCKETS: tuple[float, ...] = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
     40.0, 80.0, 160.0, 640.0, 2560.0,

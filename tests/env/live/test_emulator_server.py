@@ -6,20 +6,20 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from env.data import data_file
 from env.live.emulator.config import EmulatorConfig, parse_args, to_args
 from env.live.emulator.server import ReplicaServer
 from tests.env.live.conftest import signature
 
-DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "vllm"
-RECORDED = {"prefill": DATA / "metrics_pd_prefill_nixl.txt", "decode": DATA / "metrics_pd_decode_nixl.txt",
-            "aggregated": DATA / "metrics_aggregated.txt"}
+RECORDED = {"prefill": "vllm/metrics_pd_prefill_nixl.txt", "decode": "vllm/metrics_pd_decode_nixl.txt",
+            "aggregated": "vllm/metrics_aggregated.txt"}
+"""Role -> vLLM's recorded scrape of that role, inside the repository's data folder."""
 TIMEOUT = aiohttp.ClientTimeout(total=20)
 PD_REQUEST = {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,
               "remote_block_ids": None, "remote_host": None, "remote_port": None}
@@ -193,7 +193,7 @@ def test_metrics_have_exactly_the_recorded_families_labels_and_buckets(role: str
                     assert response.status == 200
             async with session.get(url + "/metrics") as response:
                 emulated = signature(await response.text())
-        recorded = signature(RECORDED[role].read_text())
+        recorded = signature(data_file(RECORDED[role]).read_text())
         assert sorted(emulated) == sorted(recorded)
         mismatched = {name: (emulated[name], recorded[name]) for name in recorded
                       if emulated[name] != recorded[name]}
