@@ -6,7 +6,7 @@ Prometheus, the controller daemon and the load generator (``env.live.rig.LocalCl
 * :class:`TestServing` — one prefill, one decode and one plain aggregated replica (a class-scoped cluster):
   the gateway's P/D orchestration gives, token for token, the plain replica's greedy answer, with the prompt's
   KV cache arriving at the decode replica through NIXL; each replica's ``/metrics`` has exactly the families,
-  types, labels and bucket edges recorded from vLLM 0.32 in ``shared/data/vllm/``; guidellm drives the gateway.
+  types, labels and bucket edges recorded from vLLM 0.32 in ``data/vllm/``; guidellm drives the gateway.
 * :func:`test_the_controller_scales_real_vllm_decode_replicas_through_a_load_step` — the real loop:
   ``disaggpilot controller backend=live env=live controller=local`` owns the replicas, reads them through
   Prometheus, and adds then removes a decode replica around a load step, with no request lost.
@@ -76,6 +76,21 @@ SCRAPE_S = 2.0
 """Prometheus' scrape interval and timeout: a vLLM server streaming on a busy core can take over a second to
 answer ``/metrics``, and a timed-out scrape reads as a replica down (starting, to the live backend)."""
 GREEDY = {"model": SERVED_MODEL, "max_tokens": 24, "temperature": 0.0, "ignore_eos": True}
+
+
+def families_once_recorded_appear(url: str, recorded: set[str],
+                                  timeout_s: float = 30.0) -> dict[str, tuple[str, frozenset[str], tuple[str, ...]]]:
+    """The signature of ``url``'s ``/metrics`` once it holds every ``recorded`` family, or at ``timeout_s``.
+
+    vLLM records a request's statistics after answering it (the decode side's KV-transfer figures a step
+    later), so the families a request creates can lag its response by a moment.
+    """
+    deadline = time.monotonic() + timeout_s
+    live = signature(get_text(url))
+    while not recorded <= set(live) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        live = signature(get_text(url))
+    return live
 
 
 @pytest.fixture(scope="session")
@@ -216,11 +231,15 @@ class TestServing:
     @pytest.mark.parametrize("role", ["prefill", "decode", "aggregated"])
     def test_metrics_have_exactly_the_recorded_families_labels_and_buckets(self, serving: Serving,
                                                                             role: str) -> None:
-        replica = serving.replica(role)
-        if role == "aggregated":  # every family shows its labels once a request was served
-            post_json(replica.url + "/v1/completions", {**GREEDY, "prompt": PROMPTS[0], "max_tokens": 2})
-        live = signature(get_text(replica.url + "/metrics"))
+        # Some families appear only once a request was served, so this test serves one itself rather than rely
+        # on the tests before it: the plain replica directly, the P/D pair through the gateway (both serve it).
+        replica, body = serving.replica(role), {**GREEDY, "prompt": PROMPTS[0], "max_tokens": 2}
+        if role == "aggregated":
+            post_json(replica.url + "/v1/completions", body)
+        else:
+            post_json(serving.cluster.gateway_url + "/v1/completions", body, serving.key)
         recorded = signature((RECORDED / RECORDINGS[role]).read_text())
+        live = families_once_recorded_appear(replica.url + "/metrics", set(recorded))
         assert sorted(live) == sorted(recorded)
         assert {name: (live[name], recorded[name]) for name in recorded if live[name] != recorded[name]} == {}
 
