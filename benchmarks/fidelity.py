@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from env.catalog import GpuSpec, ModelSpec, load_gpu, load_model
-from env.data import data_dir
+from env.data import data_dir, missing_data_message
 from env.errors import EnvError
 from env.perf import PerfModel
 
@@ -89,6 +89,8 @@ def _parse(path: Path, line: int, column: str, text: str | None, kind: type) -> 
 
 def read_points(path: Path) -> list[Point]:
     """Read and merge the measurements of ``path``; raise :class:`PointsError` naming file/line/column."""
+    if path.resolve() == DEFAULT_POINTS and not path.is_file():
+        raise PointsError(missing_data_message(DEFAULT_POINTS))
     try:
         text = path.read_text()
     except OSError as error:

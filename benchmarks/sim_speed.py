@@ -17,6 +17,7 @@ import os
 import resource
 import time
 
+from env.errors import TraceError
 from env.scenario import ScenarioConfig
 from env.sim.cluster import SimBackend
 from env.sim.config import ClusterConfig, PoolConfig
@@ -68,7 +69,10 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})  # one core, as the floor is stated
     scenario = reference_scenario(args.duration_s)
-    runs = [time_simulation(scenario) for _ in range(max(1, args.repeats))]
+    try:
+        runs = [time_simulation(scenario) for _ in range(max(1, args.repeats))]
+    except TraceError as error:  # a trace missing from data/: the message says how to restore it
+        raise SystemExit(f"error: {error}") from None
     wall, requests = min(runs)
     yardstick = heap_reference()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

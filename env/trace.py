@@ -54,7 +54,7 @@ def data_path_candidates(path: str) -> list[Path]:
         return [raw]
     if raw.parts[:2] == LEGACY_PREFIX and len(raw.parts) > 2:
         raw = Path(DATA_FOLDER, *raw.parts[2:])
-    return [Path.cwd() / raw, repo_root() / raw]
+    return list(dict.fromkeys([Path.cwd() / raw, repo_root() / raw]))  # once each when run from the root
 
 
 def resolve_data_path(path: str) -> Path:
