@@ -1,9 +1,10 @@
 """Tenants and the requests they send: SLOs, arrival processes, length distributions, trace replay.
 
-Arrivals are sampled by time rescaling: a stationary unit-rate renewal process (Poisson, or gamma with
-inter-arrival CV ``cv``) is drawn in operational time and mapped through the inverse of the cumulative
-rate Λ(t) = ∫ λ, where λ(t) is the base rate times the diurnal sinusoid times every active spike or step.
-For Poisson this is an exact non-homogeneous Poisson process (up to the grid integration of the sinusoid).
+Arrivals are sampled by time rescaling: a stationary unit-rate process (Poisson, a gamma renewal with
+inter-arrival CV ``cv``, or a Markov-modulated Poisson process whose states are bursts and lulls) is drawn
+in operational time and mapped through the inverse of the cumulative rate Λ(t) = ∫ λ, where λ(t) is the
+base rate times the diurnal sinusoid times every active spike or step. For Poisson this is an exact
+non-homogeneous Poisson process (up to the grid integration of the sinusoid).
 
 Every tenant draws from its own random streams, keyed by the seed and the tenant's name, so adding,
 removing or reordering tenants leaves the other tenants' requests unchanged.
@@ -24,7 +25,7 @@ import numpy as np
 from env.errors import ConfigError, require
 from env.trace import TRACE_FORMATS, load_length_table, load_trace
 
-ARRIVAL_PROCESSES: tuple[str, ...] = ("poisson", "gamma")
+ARRIVAL_PROCESSES: tuple[str, ...] = ("poisson", "gamma", "mmpp")
 """Values of ``ArrivalSpec.process``."""
 LENGTH_KINDS: tuple[str, ...] = ("fixed", "lognormal", "empirical")
 """Values of ``LengthSpec.kind``."""
@@ -116,7 +117,9 @@ class ArrivalSpec:
     """How a tenant's requests arrive."""
 
     process: str = "poisson"
-    """``poisson`` or ``gamma`` (a renewal process whose inter-arrival CV is ``cv``)."""
+    """``poisson``, ``gamma`` (a renewal process whose inter-arrival CV is ``cv``) or ``mmpp`` (a
+    Markov-modulated Poisson process over ``mmpp_multipliers`` and ``mmpp_dwell_s``: bursts and lulls that
+    last seconds to minutes, as the Azure 2023 traces show; fitted by ``benchmarks/fit_arrivals.py``)."""
     rate_rps: float = 1.0
     """Mean arrival rate before modulation (requests per second)."""
     cv: float = 1.0
@@ -129,9 +132,16 @@ class ArrivalSpec:
     """Time of the modulation's rising zero crossing (seconds)."""
     changes: list[RateChange] = field(default_factory=list)
     """Spikes and steps, applied multiplicatively."""
+    mmpp_multipliers: list[float] = field(default_factory=list)
+    """For ``mmpp``: each state's rate relative to the others (> 0). They are rescaled so the long-run mean
+    rate is ``rate_rps``; the states' time shares are proportional to ``mmpp_dwell_s``."""
+    mmpp_dwell_s: list[float] = field(default_factory=list)
+    """For ``mmpp``: each state's mean sojourn (seconds at the base rate; exponential). On leaving a state
+    the process moves to one of the others, chosen uniformly."""
 
     def __post_init__(self) -> None:
         _check_choice(self, "process", ARRIVAL_PROCESSES)
+        self._check_mmpp()
         _check(self, ("rate_rps",), _non_negative, "use a finite rate >= 0 (requests per second)")
         _check(self, ("cv",), lambda value: 0 < value <= MAX_CV,
                f"use 0 < cv <= {MAX_CV:g} (1 is Poisson, > 1 is bursty)")
@@ -141,9 +151,25 @@ class ArrivalSpec:
         is_list = isinstance(self.changes, Sequence) and not isinstance(self.changes, str)
         require(is_list, "changes", self.changes, "give a list of RateChange (or of mappings)")
         self.changes = [_coerce(item, RateChange, f"changes[{i}]") for i, item in enumerate(self.changes)]
-        if self.process == "poisson" and self.cv != 1:
-            warnings.warn(f"arrival.cv={self.cv} is ignored by the poisson process; use process=gamma",
+        if self.process != "gamma" and self.cv != 1:
+            warnings.warn(f"arrival.cv={self.cv} is ignored by the {self.process} process; use process=gamma",
                           stacklevel=3)
+
+    def _check_mmpp(self) -> None:
+        """The modulation lists: required (two states or more, same length) for mmpp, empty otherwise."""
+        for key in ("mmpp_multipliers", "mmpp_dwell_s"):
+            values = getattr(self, key)
+            is_list = isinstance(values, Sequence) and not isinstance(values, str)
+            require(is_list and all(_is_number(v) and _positive(v) for v in values), key, values,
+                    "give a list of finite numbers > 0, one per state")
+            setattr(self, key, [float(v) for v in values])
+        if self.process != "mmpp":
+            require(not self.mmpp_multipliers and not self.mmpp_dwell_s, "mmpp_multipliers", self.mmpp_multipliers,
+                    "set process=mmpp to use the modulation, or leave both lists empty")
+            return
+        states = len(self.mmpp_multipliers)
+        require(states >= 2 and len(self.mmpp_dwell_s) == states, "mmpp_dwell_s", self.mmpp_dwell_s,
+                f"give one dwell per state: {states} multipliers need {states} dwells (two states at least)")
 
     def rate_at(self, t_s: np.ndarray | float) -> np.ndarray:
         """Instantaneous arrival rate λ(t) (requests per second) at times ``t_s`` (seconds from start)."""
@@ -371,8 +397,7 @@ def sample_arrivals(spec: ArrivalSpec, duration_s: float, rng: np.random.Generat
     total = float(cumulative[-1])
     require(total <= _MAX_REQUESTS, "arrival.rate_rps", spec.rate_rps,
             f"{total:.3g} requests expected in {duration_s:g} s; keep an episode under {_MAX_REQUESTS:.0e}")
-    shape = 1.0 if spec.process == "poisson" else spec.cv ** -2
-    arrival = np.interp(_unit_renewal(shape, total, rng), cumulative, grid)
+    arrival = np.interp(_unit_process(spec, total, rng), cumulative, grid)
     return arrival[arrival < duration_s]
 
 
@@ -398,6 +423,37 @@ def _cumulative_rate(spec: ArrivalSpec, grid: np.ndarray) -> np.ndarray:
     """Λ at each grid point (expected requests since 0), midpoint rule: exact for spikes and steps."""
     widths = np.diff(grid)
     return np.concatenate(([0.0], np.cumsum(spec.rate_at(grid[:-1] + widths / 2) * widths)))
+
+
+def _unit_process(spec: ArrivalSpec, horizon: float, rng: np.random.Generator) -> np.ndarray:
+    """Event times on ``[0, horizon)`` of the spec's stationary unit-rate process, in operational time."""
+    if spec.process == "mmpp":
+        # Operational time counts expected requests, so a dwell of d seconds at the base rate is d * rate.
+        dwell = np.asarray(spec.mmpp_dwell_s) * spec.rate_rps
+        return _unit_mmpp(np.asarray(spec.mmpp_multipliers), dwell, horizon, rng)
+    return _unit_renewal(1.0 if spec.process == "poisson" else spec.cv ** -2, horizon, rng)
+
+
+def _unit_mmpp(multipliers: np.ndarray, dwell: np.ndarray, horizon: float, rng: np.random.Generator) -> np.ndarray:
+    """Event times on ``[0, horizon)`` of a stationary MMPP of mean rate 1 (operational time).
+
+    Leaving a state moves uniformly to another, so the embedded chain is uniform and the time spent in
+    each state is proportional to its mean dwell; the rates are scaled to average 1 over that share. The
+    first state is drawn from that share and its sojourn is a full exponential (memoryless).
+    """
+    if horizon <= 0:
+        return np.empty(0)
+    share = dwell / dwell.sum()
+    rates = multipliers / float(np.dot(share, multipliers))
+    state, start, pieces = int(rng.choice(len(share), p=share)), 0.0, []
+    while start < horizon:
+        sojourn = rng.exponential(dwell[state])
+        count = rng.poisson(rates[state] * sojourn)
+        pieces.append(start + np.sort(rng.random(count)) * sojourn)
+        start += sojourn
+        state = (state + int(rng.integers(1, len(share)))) % len(share)
+    times = np.concatenate(pieces)
+    return times[times < horizon]
 
 
 def _unit_renewal(shape: float, horizon: float, rng: np.random.Generator) -> np.ndarray:

@@ -55,6 +55,44 @@ def test_gamma_interarrival_cv_close_to_target() -> None:
     assert times.size == pytest.approx(200_000, rel=0.05)
 
 
+MMPP = {"process": "mmpp", "mmpp_multipliers": [0.2, 5.0], "mmpp_dwell_s": [30.0, 6.0]}
+"""Lulls of 30 s at a fifth of the rate, bursts of 6 s at five times it (before the mean is rescaled)."""
+
+
+def window_count_cv(times: np.ndarray, window_s: float, duration_s: float) -> float:
+    counts = np.histogram(times, bins=np.arange(0.0, duration_s + window_s, window_s))[0]
+    return float(counts.std() / counts.mean())
+
+
+def test_mmpp_keeps_the_mean_rate() -> None:
+    times = arrivals(rate_rps=10.0, duration_s=50_000.0, **MMPP)
+    # Lulls and bursts alternate with a cycle of ~36 s: ~1,400 cycles, so the mean is within a few per cent.
+    assert times.size == pytest.approx(500_000, rel=0.05)
+    assert np.all(np.diff(times) >= 0) and times[-1] < 50_000.0
+
+
+def test_mmpp_is_bursty_over_seconds_where_poisson_is_not() -> None:
+    modulated = arrivals(rate_rps=10.0, duration_s=20_000.0, **MMPP)
+    poisson = arrivals(rate_rps=10.0, duration_s=20_000.0)
+    # Per 10 s window Poisson's count CV is 1/sqrt(100) = 0.1; the modulation makes it several times that.
+    assert window_count_cv(poisson, 10.0, 20_000.0) == pytest.approx(0.1, abs=0.02)
+    assert window_count_cv(modulated, 10.0, 20_000.0) > 0.6
+
+
+def test_mmpp_time_share_follows_the_dwells() -> None:
+    # Burst share 6/36 at 5/(0.2*30/36 + 5*6/36) = 5.0 relative rate: the busiest sixth of windows carries
+    # about 5 * 1/6 = 0.83 of the requests; a Poisson stream's busiest sixth carries little over 1/6.
+    times = arrivals(rate_rps=10.0, duration_s=20_000.0, **MMPP)
+    counts = np.sort(np.histogram(times, bins=np.arange(0.0, 20_001.0, 2.0))[0])[::-1]
+    top_sixth = counts[: counts.size // 6].sum() / counts.sum()
+    assert 0.6 < top_sixth < 0.9
+
+
+def test_mmpp_is_reproducible_per_seed() -> None:
+    first, again = arrivals(seed=3, **MMPP), arrivals(seed=3, **MMPP)
+    assert np.array_equal(first, again) and not np.array_equal(first, arrivals(seed=4, **MMPP))
+
+
 def test_diurnal_peak_half_has_more_arrivals() -> None:
     times = arrivals(rate_rps=10.0, duration_s=10_000.0, diurnal_amplitude=0.8, diurnal_period_s=1000.0)
     phase = np.mod(times, 1000.0)
@@ -209,6 +247,11 @@ BAD_CONFIGS: list[tuple[type, dict[str, Any], str]] = [
     (ArrivalSpec, {"process": "weibull"}, "process='weibull'"),
     (ArrivalSpec, {"process": "gamma", "cv": 0.0}, "cv=0.0"),
     (ArrivalSpec, {"diurnal_amplitude": 1.5}, "diurnal_amplitude=1.5"),
+    (ArrivalSpec, {"process": "mmpp"}, "mmpp_dwell_s=[]"),
+    (ArrivalSpec, {"process": "mmpp", "mmpp_multipliers": [1, 2], "mmpp_dwell_s": [1]}, "mmpp_dwell_s=[1.0]"),
+    (ArrivalSpec, {"process": "mmpp", "mmpp_multipliers": [1, -2], "mmpp_dwell_s": [1, 1]},
+     "mmpp_multipliers=[1, -2]"),
+    (ArrivalSpec, {"mmpp_multipliers": [1, 2], "mmpp_dwell_s": [1, 1]}, "mmpp_multipliers=[1.0, 2.0]"),
     (ArrivalSpec, {"changes": [{}, {"start_s": -5.0}]}, "changes[1].start_s=-5.0"),
     (LengthSpec, {"kind": "empirical"}, "path=None"),
     (LengthSpec, {"kind": "uniform"}, "kind='uniform'"),
