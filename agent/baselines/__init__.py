@@ -9,14 +9,18 @@ config section), validated at construction by its settings dataclass::
 
 Two need more from the harness: ``clairvoyant`` needs ``PolicyContext.requests`` (the episode's true
 requests, ``env.backend.requests`` on the simulator), and ``static_oracle`` must search the episode before
-``reset``: ``policy.search(scenario, seed, env.config)`` (see :class:`StaticOraclePolicy`).
+``reset``: ``policy.search(scenario, seed, env.config)`` (see :class:`StaticOraclePolicy`). ``static_tuned`` is
+calibrated on its own seeds through the harness's ``prepare`` hook, which never gives it the evaluated episode
+(see :class:`StaticTunedPolicy`).
 
 Names, classes and settings dataclasses (every field documented with its unit):
 
 - ``static``: :class:`StaticPolicy`, :class:`StaticSettings`
+- ``static_tuned``: :class:`StaticTunedPolicy`, :class:`StaticTunedSettings`
 - ``static_oracle``: :class:`StaticOraclePolicy`, :class:`StaticOracleSettings`
 - ``threshold``: :class:`ThresholdPolicy`, :class:`ThresholdSettings`
-- ``sla_planner``: :class:`SlaPlannerPolicy`, :class:`SlaPlannerSettings`
+- ``sla_planner``: :class:`SlaPlannerPolicy`, :class:`SlaPlannerSettings` (the classic Dynamo planner)
+- ``dynamo_planner``: :class:`DynamoPlannerPolicy`, :class:`DynamoPlannerSettings` (today's Dynamo planner)
 - ``saturation``: :class:`SaturationPolicy`, :class:`SaturationSettings`
 - ``headroom_planner``: :class:`HeadroomPlannerPolicy`, :class:`HeadroomPlannerSettings`
 - ``clairvoyant``: :class:`ClairvoyantPlannerPolicy`, :class:`SlaPlannerSettings`
@@ -28,20 +32,24 @@ from typing import Any
 
 from agent.baselines.clairvoyant import ClairvoyantPlannerPolicy
 from agent.baselines.common import BaselineError
+from agent.baselines.dynamo_planner import DynamoPlannerPolicy, DynamoPlannerSettings
 from agent.baselines.headroom_planner import HeadroomPlannerPolicy, HeadroomPlannerSettings
 from agent.baselines.saturation import SaturationPolicy, SaturationSettings
 from agent.baselines.sla_planner import SlaPlannerPolicy, SlaPlannerSettings
 from agent.baselines.static import StaticPolicy, StaticSettings
 from agent.baselines.static_oracle import StaticOraclePolicy, StaticOracleSettings
+from agent.baselines.static_tuned import StaticTunedPolicy, StaticTunedSettings
 from agent.baselines.threshold import ThresholdPolicy, ThresholdSettings
 from agent.policy import Policy
 from env.errors import ConfigError
 
 BASELINES: dict[str, type] = {
     "static": StaticPolicy,
+    "static_tuned": StaticTunedPolicy,
     "static_oracle": StaticOraclePolicy,
     "threshold": ThresholdPolicy,
     "sla_planner": SlaPlannerPolicy,
+    "dynamo_planner": DynamoPlannerPolicy,
     "saturation": SaturationPolicy,
     "headroom_planner": HeadroomPlannerPolicy,
     "clairvoyant": ClairvoyantPlannerPolicy,
@@ -66,8 +74,9 @@ def make_baseline(kind: str, **params: Any) -> Policy:
 
 
 __all__ = [
-    "BASELINES", "BaselineError", "ClairvoyantPlannerPolicy", "HeadroomPlannerPolicy", "HeadroomPlannerSettings",
-    "SaturationPolicy", "SaturationSettings",
+    "BASELINES", "BaselineError", "ClairvoyantPlannerPolicy", "DynamoPlannerPolicy", "DynamoPlannerSettings",
+    "HeadroomPlannerPolicy", "HeadroomPlannerSettings", "SaturationPolicy", "SaturationSettings",
     "SlaPlannerPolicy", "SlaPlannerSettings", "StaticOraclePolicy", "StaticOracleSettings", "StaticPolicy",
-    "StaticSettings", "ThresholdPolicy", "ThresholdSettings", "make_baseline",
+    "StaticSettings", "StaticTunedPolicy", "StaticTunedSettings", "ThresholdPolicy", "ThresholdSettings",
+    "make_baseline",
 ]

@@ -48,6 +48,26 @@ class PlannerProfile(Protocol):
         ...
 
 
+class LoadProfile(PlannerProfile, Protocol):
+    """What Dynamo's load-based scaling also estimates: the next request's TTFT behind a queue, and the next
+    decode step's time (its per-iteration regressions, here read off the performance model).
+
+    Attributes:
+        decode_kv_capacity_tokens: KV-cache tokens one decode replica holds (tokens).
+    """
+
+    decode_kv_capacity_tokens: float
+
+    def queued_ttft_s(self, queued_tokens: float, prompt_tokens: float) -> float:
+        """TTFT of a prompt of ``prompt_tokens`` arriving behind ``queued_tokens`` waiting prompt tokens on one
+        prefill replica: the queue and the prompt cut into token-budget iterations (seconds)."""
+        ...
+
+    def decode_step_s(self, sequences: float, kv_tokens: float) -> float:
+        """One decode step of ``sequences`` sequences holding ``kv_tokens`` KV tokens in all (seconds)."""
+        ...
+
+
 class PerfProfile:
     """A :class:`PlannerProfile` computed from the scenario's performance model.
 
@@ -73,6 +93,7 @@ class PerfProfile:
         self.prefill_gpus, self.decode_gpus = cluster.prefill.tp, cluster.decode.tp
         self.chunk_tokens = cluster.prefill.max_num_batched_tokens
         self.batch_cap = cluster.decode.max_num_seqs
+        self.decode_kv_capacity_tokens = float(self.decode.kv_capacity_tokens)
 
     def prefill_ttft_s(self, prompt_tokens: float) -> float:
         """Chunked prefill of one prompt under the pool's token budget: the sum of its iterations."""
@@ -92,6 +113,22 @@ class PerfProfile:
     def decode_itl_s(self, concurrency: float, context_tokens: float) -> float:
         """One decode step of ``concurrency`` (>= 1) sequences: fixed cost plus a cost per sequence."""
         return self.decode.decode_base_s(0) + max(1.0, concurrency) * self._per_sequence_s(context_tokens)
+
+    def queued_ttft_s(self, queued_tokens: float, prompt_tokens: float) -> float:
+        """Every iteration is a full token budget of prompts of mean length ``prompt_tokens`` (the last one the
+        remainder), as Dynamo's estimate chunks the queue plus one prompt by ``max_num_batched_tokens``."""
+        remaining, total = max(0.0, queued_tokens) + max(1.0, prompt_tokens), 0.0
+        while remaining > 0:
+            chunk = min(remaining, float(self.chunk_tokens))
+            total += self.prefill.prefill_time(chunk, chunk * max(1.0, prompt_tokens) / 2)
+            remaining -= chunk
+        return total
+
+    def decode_step_s(self, sequences: float, kv_tokens: float) -> float:
+        """Fixed cost, a compute cost per sequence, and the KV read of every token held."""
+        compute_s = self.decode.decode_base_s(1) - self.decode.decode_base_s(0)
+        return (self.decode.decode_base_s(0) + max(0.0, sequences) * compute_s
+                + self.decode.kv_read_s_per_token * max(0.0, kv_tokens))
 
     def best_decode_throughput_per_gpu(self, itl_s: float, context_tokens: float) -> float:
         """The largest batch within ``itl_s``, the batch cap and the KV cache, converted to tokens/s/GPU."""

@@ -1,4 +1,9 @@
-"""``sla_planner``: NVIDIA Dynamo's SLA planner in throughput mode.
+"""``sla_planner``: the classic (earlier) NVIDIA Dynamo SLA planner in throughput mode.
+
+The planner as Dynamo first shipped it (``_compute_replica_requirements``): a throughput plan every adjustment
+interval, corrected by observed/profiled TTFT and ITL. Today's Dynamo planner, which keeps this plan only as a
+lower bound under load-based scaling and drops the correction factors, is ``dynamo_planner``
+(:mod:`agent.baselines.dynamo_planner`).
 
 Every adjustment interval it predicts the next interval's request count, mean prompt (ISL) and mean output
 (OSL) length, and sizes the pools from a profile of one replica (see :mod:`agent.baselines.profile`)::
@@ -117,7 +122,7 @@ def limit_change(target: int, current: int, max_change: int) -> int:
 
 
 class SlaPlannerPolicy:
-    """Dynamo's SLA planner (throughput mode) over the prefill and decode pools.
+    """The classic Dynamo SLA planner (throughput mode) over the prefill and decode pools.
 
     Args:
         profile: the replica profile; None computes it from the episode's scenario at ``reset``.

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from agent.errors import PolicyConfigError
 from agent.headroom import ACTION_MODES, HeadroomSettings
+from agent.seeds import require_held_out, training_reset_seeds
 
 VEC_ENVS = ("subproc", "dummy", "ray")
 
@@ -94,13 +95,14 @@ class RunConfig:
     vec_env: str = "subproc"
     """``subproc`` (one process per environment), ``dummy`` (in-process) or ``ray`` (Ray actors, ``ray:``)."""
     seed: int = 0
-    """Seeds the networks, the environments and every episode."""
+    """Seeds the networks, the environments and every episode (environment ``rank`` is reset with
+    ``seed * 1000 + rank`` and ``seed + rank``; none of them may be an evaluation seed, 100-104)."""
     scenarios: list[str] = field(default_factory=lambda: ["steady"])
     """Training mix: each episode draws one (names in configs/scenario/)."""
     validation_scenarios: list[str] = field(default_factory=lambda: ["steady"])
     """Scenarios of the periodic validation against the SLA planner."""
     validation_seeds: list[int] = field(default_factory=lambda: [1000])
-    """Episode seeds of validation (kept apart from training seeds)."""
+    """Episode seeds of validation (kept apart from training seeds and from ``agent.seeds.EVALUATION_SEEDS``)."""
     validation_horizon_s: float | None = 3600.0
     """Validation episode length (seconds); None for the scenario's."""
     validation_attainment_margin: float = 0.0
@@ -130,3 +132,5 @@ class RunConfig:
                  self.validation_attainment_margin, "use a fraction in [0, 1)")
         for key in ("eval_every_steps", "early_stop_patience", "checkpoint_every_steps"):
             _require(getattr(self, key) >= 0, f"run.{key}", getattr(self, key), "use >= 0")
+        require_held_out({"run.seed": training_reset_seeds(self.seed, self.n_envs),
+                          "run.validation_seeds": self.validation_seeds})

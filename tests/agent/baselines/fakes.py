@@ -25,3 +25,12 @@ class RoundProfile:
     def best_decode_throughput_per_gpu(self, itl_s: float, context_tokens: float) -> float:
         self.decode_queries.append((itl_s, context_tokens))
         return 100.0 * itl_s / 0.05
+
+    # What today's Dynamo planner also asks (LoadProfile): round numbers again.
+    decode_kv_capacity_tokens = 100_000.0
+
+    def queued_ttft_s(self, queued_tokens: float, prompt_tokens: float) -> float:
+        return (queued_tokens + prompt_tokens) / 10_000.0
+
+    def decode_step_s(self, sequences: float, kv_tokens: float) -> float:
+        return 0.01 + 0.001 * sequences + 1e-6 * kv_tokens

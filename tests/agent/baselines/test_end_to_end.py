@@ -14,6 +14,7 @@ from tests.env.sim.conftest import small_scenario
 
 SETTINGS: dict[str, dict[str, object]] = {
     "static_oracle": {"search_duration_s": 120.0},
+    "static_tuned": {"search_duration_s": 120.0, "cache_dir": None},
     "sla_planner": {"adjustment_interval_s": 60.0, "predictor": "holt"},
     "clairvoyant": {"adjustment_interval_s": 60.0},
 }
@@ -26,6 +27,8 @@ def test_baseline_runs_a_short_episode(kind: str) -> None:
     policy = make_baseline(kind, **SETTINGS.get(kind, {}))
     if hasattr(policy, "search"):
         policy.search(scenario, 7, config)
+    if hasattr(policy, "calibrate"):
+        policy.calibrate(scenario, config)
     observation, _ = env.reset(seed=7)
     policy.reset(PolicyContext(env.world, config.interval_s, requests=getattr(env.backend, "requests", None),
                                feature_names=list(env.builder.names)))

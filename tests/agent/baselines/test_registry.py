@@ -9,7 +9,8 @@ from agent.policy import Policy
 from env.errors import ConfigError
 from tests.agent.baselines.helpers import context, history, spec
 
-NAMES = ["static", "static_oracle", "threshold", "sla_planner", "saturation", "headroom_planner", "clairvoyant"]
+NAMES = ["static", "static_tuned", "static_oracle", "threshold", "sla_planner", "dynamo_planner", "saturation",
+         "headroom_planner", "clairvoyant"]
 
 
 def test_registry_holds_every_baseline_and_each_is_a_policy() -> None:
