@@ -104,6 +104,7 @@ class DisaggClusterEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         scenario = self.scenarios[int(rng.integers(len(self.scenarios)))]
         world, factors = self._world(scenario, rng)
         self._use(scenario, world)
+        self.reward_calculator.reset()
         if self.backend is not None:
             self.backend.close()
         self.backend = self.backend_factory(world)
