@@ -44,7 +44,8 @@ def record(name: str, params: dict[str, Any]) -> dict[str, Any]:
         shot = env.history[-1]
         intervals.append({
             "start_s": shot.start_s, "end_s": shot.end_s, "cost_usd": shot.cost_usd,
-            "replicas_changed": int(info["action/replicas_changed"]), "knobs_changed": int(info["action/knobs_changed"]),
+            "replicas_changed": int(info["action/replicas_changed"]),
+            "knobs_changed": int(info["action/knobs_changed"]),
             "tenants": {t: {key: shot.tenants[t].counters[c] for key, c in COUNTERS.items()} for t in shot.tenants}})
 
     trace = play(make_baseline("headroom_planner", **params), task, on_step=keep)
