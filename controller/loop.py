@@ -115,7 +115,7 @@ class ControllerLoop:
         self.codec = ActionCodec(env_config.action, scenario.cluster)
         self.builder = ObservationBuilder(env_config.observation, scenario.tenants, scenario.cluster,
                                           len(env_config.action.token_budget_levels),
-                                          len(env_config.action.batch_cap_levels))
+                                          len(env_config.action.batch_cap_levels), scenario.duration_s)
         if policy is None and startup_problem is None:
             startup_problem = Problem(NO_BUNDLE, "no policy given: running the fallback planner only")
         self.startup_problem = startup_problem

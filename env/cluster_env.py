@@ -104,6 +104,7 @@ class DisaggClusterEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         scenario = self.scenarios[int(rng.integers(len(self.scenarios)))]
         world, factors = self._world(scenario, rng)
         self._use(scenario, world)
+        self.reward_calculator.reset()
         if self.backend is not None:
             self.backend.close()
         self.backend = self.backend_factory(world)
@@ -183,7 +184,8 @@ class DisaggClusterEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         self.codec = ActionCodec(self.config.action, scenario.cluster)
         self.builder = ObservationBuilder(self.config.observation, scenario.tenants, (world or scenario).cluster,
                                           len(self.config.action.token_budget_levels),
-                                          len(self.config.action.batch_cap_levels))
+                                          len(self.config.action.batch_cap_levels),
+                                          self.config.horizon_s or scenario.duration_s)
         self.reward_calculator = self._rewards[id(scenario)]
         self.horizon_s = self.config.horizon_s or scenario.duration_s
 

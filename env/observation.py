@@ -20,6 +20,8 @@ from env.metrics import (
     GW_ARRIVED,
     GW_FINISHED,
     GW_GENERATION_TOKENS,
+    GW_MET,
+    GW_MISSED,
     GW_PROMPT_TOKENS,
     GW_TPOT,
     GW_TTFT,
@@ -30,6 +32,7 @@ from env.metrics import (
     WAITING,
     MetricsSnapshot,
 )
+from env.reward import miss_budget_left
 from env.workload import TenantSpec
 
 OBSERVATION_VERSION = "v1"
@@ -74,6 +77,15 @@ OPTIONAL_CLUSTER_FEATURES: dict[str, str] = {
     "cold_start": "a new replica's cold start (the cluster's cold_start_s) / reference_cold_start_s; only with "
                   "cold_start_feature, so bundles trained without it keep their layout",
 }
+BUDGET_TENANT_FEATURE = "miss_budget_left"
+BUDGET_FEATURES: dict[str, str] = {
+    f"tenant<i>/{BUDGET_TENANT_FEATURE}": "fraction of the misses the tenant's target allows for the requests judged "
+                                          "so far in the episode still unspent (1: none missed, 0: at target, "
+                                          "< 0: below it); 0 in an empty slot",
+    "cluster/time_left": "fraction of the episode (the SLO period) still to run, 1..0",
+}
+"""Appended (after ``cold_start``) only with ``budget_features``, as in Sauté RL: the policy sees how much of each
+tenant's episode-level SLO budget is left and how long it must last."""
 
 
 @dataclass
@@ -96,6 +108,10 @@ class ObservationConfig:
     Off keeps the layout that bundles trained without it expect."""
     reference_cold_start_s: float = 300.0
     """Cold start that maps to 1.0 in ``cluster/cold_start`` (seconds)."""
+    budget_features: bool = False
+    """Append ``tenant<i>/miss_budget_left`` per slot and ``cluster/time_left`` (``BUDGET_FEATURES``): the SLO is
+    judged over the episode, so what a policy may risk now depends on what it has spent. Off keeps the layout that
+    bundles trained without it expect; ``configs/train.yaml`` turns it on for new runs."""
 
     def __post_init__(self) -> None:
         require(1 <= self.max_tenants <= 64, "env.observation.max_tenants", self.max_tenants, "use 1..64")
@@ -113,7 +129,10 @@ def feature_names(config: ObservationConfig) -> list[str]:
     names = [f"tenant{i}/{f}" for i in range(config.max_tenants) for f in TENANT_FEATURES]
     names += [f"pool/{role}/{f}" for role in POOL_ROLES for f in POOL_FEATURES]
     names += [f"cluster/{f}" for f in CLUSTER_FEATURES]
-    return names + ([f"cluster/{f}" for f in OPTIONAL_CLUSTER_FEATURES] if config.cold_start_feature else [])
+    names += [f"cluster/{f}" for f in OPTIONAL_CLUSTER_FEATURES] if config.cold_start_feature else []
+    if config.budget_features:
+        names += [f"tenant{i}/{BUDGET_TENANT_FEATURE}" for i in range(config.max_tenants)] + ["cluster/time_left"]
+    return names
 
 
 class ObservationBuilder:
@@ -124,13 +143,16 @@ class ObservationBuilder:
         tenants: the scenario's tenants (SLOs and targets), at most ``config.max_tenants``.
         cluster: the cluster (pool bounds and knobs, for scaling).
         budget_levels: number of token-budget levels; cap_levels: number of batch-cap levels.
+        period_s: the SLO period of the budget features (seconds): the environment's episode horizon; a controller
+            passes the scenario's duration and the budget restarts every period.
     """
 
     def __init__(self, config: ObservationConfig, tenants: Sequence[TenantSpec], cluster: ClusterConfig,
-                 budget_levels: int, cap_levels: int) -> None:
+                 budget_levels: int, cap_levels: int, period_s: float = 7200.0) -> None:
         require(len(tenants) <= config.max_tenants, "env.observation.max_tenants", config.max_tenants,
                 f"the scenario has {len(tenants)} tenants: raise max_tenants")
-        self.config, self.tenants, self.cluster = config, list(tenants), cluster
+        require(period_s > 0, "env.horizon_s", period_s, "use a positive SLO period (seconds)")
+        self.config, self.tenants, self.cluster, self.period_s = config, list(tenants), cluster, period_s
         self.budget_levels, self.cap_levels = budget_levels, cap_levels
         self.names = feature_names(config)
         self.reset()
@@ -144,6 +166,9 @@ class ObservationBuilder:
         """Forget the previous episode."""
         self._rate_average: dict[str, float] = {}
         self._last: dict[str, float] = {}
+        self._elapsed_s = 0.0
+        self._judged: dict[str, tuple[float, float]] = {}
+        """Met and missed requests of each tenant so far in the SLO period."""
 
     def build(self, snapshot: MetricsSnapshot, knob_levels: tuple[int, int]) -> np.ndarray:
         """The observation for the interval ``snapshot`` reports."""
@@ -158,6 +183,8 @@ class ObservationBuilder:
         for role in POOL_ROLES:
             values += self._pool(role, snapshot)
         values += self._cluster(snapshot, knob_levels)
+        if self.config.budget_features:
+            values += self._budget(snapshot)
         vector = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=CLIP, neginf=-CLIP)
         return np.clip(vector, -CLIP, CLIP)
 
@@ -226,3 +253,18 @@ class ObservationBuilder:
         if self.config.cold_start_feature:
             values.append(self.cluster.cold_start_s / self.config.reference_cold_start_s)
         return values
+
+    def _budget(self, snapshot: MetricsSnapshot) -> list[float]:
+        """Each slot's miss budget left and the period's time left, from the counts since the period began."""
+        if self._elapsed_s >= self.period_s - 1e-9:  # a controller's next SLO period
+            self._elapsed_s, self._judged = 0.0, {}
+        self._elapsed_s += max(snapshot.interval_s, 0.0)
+        budgets = [0.0] * self.config.max_tenants
+        for slot, spec in enumerate(self.tenants):
+            metrics = snapshot.tenants.get(spec.name)
+            met, missed = self._judged.get(spec.name, (0.0, 0.0))
+            if metrics is not None:
+                met, missed = met + metrics.counters[GW_MET], missed + metrics.counters[GW_MISSED]
+            self._judged[spec.name] = (met, missed)
+            budgets[slot] = max(-CLIP, miss_budget_left(met, missed, spec.attainment_target))
+        return [*budgets, max(0.0, 1.0 - self._elapsed_s / self.period_s)]

@@ -25,7 +25,7 @@ from env.metrics import MetricsSnapshot
 from env.reward import RewardConfig
 from env.scenario import ScenarioConfig
 
-REWARD_TERMS = ("reward/goodput_per_usd", "reward/slo_penalty", "reward/switching_cost")
+REWARD_TERMS = ("reward/econ", "reward/slo_penalty", "reward/switching_cost")
 """The ``info`` keys whose sum is the reward (``env.reward``)."""
 
 
@@ -187,7 +187,7 @@ def _choice(policy: PpoPolicy, base: np.ndarray, x: tuple[int, float], y: tuple[
 
 
 def reward_terms(log: EpisodeLog) -> dict[str, list[float]]:
-    """Each reward term per step (``reward/goodput_per_usd``, ``reward/slo_penalty``,
+    """Each reward term per step (``reward/econ``, ``reward/slo_penalty``,
     ``reward/switching_cost``) and their ``total``, which equals the environment's reward."""
     terms = {key: log.info(key) for key in REWARD_TERMS}
     terms["total"] = [sum(values) for values in zip(*terms.values(), strict=True)]

@@ -87,7 +87,8 @@ class CheckpointEveryCallback(BaseCallback):
 
 class ValidationCallback(BaseCallback):
     """Every ``every`` steps: validate, log ``eval/*`` beside the SLA planner's figures, keep the best model
-    in ``best/``, and stop when ``patience`` validations pass without improvement.
+    in ``best/`` (:meth:`ValidationResult.better_than`: it holds on every scenario and earns more), and stop when
+    ``patience`` validations pass without improvement.
 
     Args:
         validate: runs the current model greedily on the validation episodes.
@@ -95,17 +96,22 @@ class ValidationCallback(BaseCallback):
         directory: where ``best/`` goes.
         every: validation period (environment steps).
         patience: validations without improvement before stopping (0: never stop early).
-        penalty: weight of the SLO shortfall in the score.
         at_start: also validate the untrained model (at 0 steps) when validation is on.
     """
 
     def __init__(self, validate: Callable[[], ValidationResult], reference: ValidationResult | None,
-                 directory: Path, every: int, patience: int, penalty: float, at_start: bool = False) -> None:
+                 directory: Path, every: int, patience: int, at_start: bool = False) -> None:
         super().__init__()
         self.validate, self.reference, self.directory = validate, reference, directory
-        self.every, self.patience, self.penalty, self.at_start = every, patience, penalty, at_start
-        self.best_score, self.stale, self._last = -np.inf, 0, 0
+        self.every, self.patience, self.at_start = every, patience, at_start
+        self.best: ValidationResult | None = None
+        self.stale, self._last = 0, 0
         self.history: list[tuple[int, ValidationResult]] = []
+
+    @property
+    def best_score(self) -> float:
+        """The kept model's :meth:`ValidationResult.score` (-inf before any validation)."""
+        return self.best.score() if self.best is not None else -np.inf
 
     def _on_training_start(self) -> None:
         if self.every and self.at_start:
@@ -127,16 +133,15 @@ class ValidationCallback(BaseCallback):
         """Validate now; False when training should stop."""
         result = self.validate()
         self.history.append((self.num_timesteps, result))
-        score = result.score(self.penalty)
         self._record("eval/ppo", result)
         if self.reference is not None:
             self._record("eval/sla_planner", self.reference)
             self.logger.record("eval/tokens_per_dollar_vs_sla_planner",
                                result.tokens_per_usd / max(self.reference.tokens_per_usd, 1e-9))
-        log.info("validation at %d steps: %.0f tokens/$, shortfall %.4f, score %.4f", self.num_timesteps,
-                 result.tokens_per_usd, result.shortfall, score)
-        if score > self.best_score:
-            self.best_score, self.stale = score, 0
+        log.info("validation at %d steps: %.0f tokens/$, holds %s (bound shortfall %.4f), score %.4f",
+                 self.num_timesteps, result.tokens_per_usd, result.holds, result.shortfall, result.score())
+        if result.better_than(self.best):
+            self.best, self.stale = result, 0
             save_checkpoint(self.model, self.directory / "best")
         else:
             self.stale += 1
@@ -150,4 +155,7 @@ class ValidationCallback(BaseCallback):
         self.logger.record(f"{prefix}/tokens_per_dollar", result.tokens_per_usd)
         self.logger.record(f"{prefix}/slo_shortfall", result.shortfall)
         self.logger.record(f"{prefix}/min_attainment", result.min_attainment)
-        self.logger.record(f"{prefix}/score", result.score(self.penalty))
+        self.logger.record(f"{prefix}/score", result.score())
+        for scenario in result.scenarios:
+            self.logger.record(f"{prefix}/{scenario.scenario}/tokens_per_dollar", scenario.tokens_per_usd)
+            self.logger.record(f"{prefix}/{scenario.scenario}/slo_shortfall", scenario.shortfall(result.confidence))

@@ -101,14 +101,16 @@ class RunConfig:
     """Training mix: each episode draws one (names in configs/scenario/)."""
     validation_scenarios: list[str] = field(default_factory=lambda: ["steady"])
     """Scenarios of the periodic validation against the SLA planner."""
-    validation_seeds: list[int] = field(default_factory=lambda: [1000])
-    """Episode seeds of validation (kept apart from training seeds and from ``agent.seeds.EVALUATION_SEEDS``)."""
+    validation_seeds: list[int] = field(default_factory=lambda: [1000, 1001, 1002, 1003, 1004])
+    """Episode seeds of validation, per scenario (kept apart from training seeds and from
+    ``agent.seeds.EVALUATION_SEEDS``); each tenant's judged requests are pooled over them."""
     validation_horizon_s: float | None = 3600.0
     """Validation episode length (seconds); None for the scenario's."""
-    validation_attainment_margin: float = 0.0
-    """Attainment above each tenant's target that validation asks for (fraction of requests, e.g. 0.01): the
-    shortfall that picks the best checkpoint counts from target + margin, because a checkpoint that only just
-    holds a target on the validation episodes tends to miss it on others."""
+    validation_confidence: float = 0.9
+    """Confidence of the one-sided Wilson lower bound on each tenant's pooled attainment that must clear its
+    target for the tenant to hold (agent/training/validation.py)."""
+    validation_attainment_margin: float | None = None
+    """Replaced by ``validation_confidence``: any value but null (or 0, the old default) is refused."""
     eval_every_steps: int = 20_000
     """Validate every this many environment steps (0 disables)."""
     early_stop_patience: int = 6
@@ -128,8 +130,13 @@ class RunConfig:
         _require(self.n_envs >= 1, "run.n_envs", self.n_envs, "use >= 1")
         _require(self.vec_env in VEC_ENVS, "run.vec_env", self.vec_env, f"use one of {VEC_ENVS}")
         _require(len(self.scenarios) >= 1, "run.scenarios", self.scenarios, "name at least one scenario")
-        _require(0 <= self.validation_attainment_margin < 1, "run.validation_attainment_margin",
-                 self.validation_attainment_margin, "use a fraction in [0, 1)")
+        _require(self.validation_attainment_margin in (None, 0, 0.0), "run.validation_attainment_margin",
+                 self.validation_attainment_margin, "it was replaced by run.validation_confidence (a Wilson lower "
+                 "bound on each tenant's attainment pooled over run.validation_seeds must clear its target); "
+                 "remove the key")
+        _require(0.5 <= self.validation_confidence < 1, "run.validation_confidence", self.validation_confidence,
+                 "use a probability in [0.5, 1), e.g. 0.9")
+        _require(len(self.validation_seeds) >= 1, "run.validation_seeds", self.validation_seeds, "give at least one")
         for key in ("eval_every_steps", "early_stop_patience", "checkpoint_every_steps"):
             _require(getattr(self, key) >= 0, f"run.{key}", getattr(self, key), "use >= 0")
         require_held_out({"run.seed": training_reset_seeds(self.seed, self.n_envs),

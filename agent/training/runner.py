@@ -114,10 +114,10 @@ def sla_planner_reference(scenarios: list[ScenarioConfig], run: RunConfig, env_c
     if "sla_planner" not in BASELINES:
         log.warning("the SLA planner baseline is unavailable: validation runs without a reference")
         return None
-    summaries = [run_policy_episode(make_baseline("sla_planner"), scenario, seed, env_config, reward,
-                                    run.validation_horizon_s)
-                 for scenario in scenarios for seed in run.validation_seeds]
-    return aggregate(summaries, run.validation_attainment_margin)
+    episodes = [run_policy_episode(make_baseline("sla_planner"), scenario, seed, env_config, reward,
+                                   run.validation_horizon_s)
+                for scenario in scenarios for seed in run.validation_seeds]
+    return aggregate(episodes, run.validation_confidence)
 
 
 def train(run: RunConfig, ppo: PpoConfig, env_config: EnvConfig, reward: RewardConfig, run_dir: Path,
@@ -136,13 +136,13 @@ def train(run: RunConfig, ppo: PpoConfig, env_config: EnvConfig, reward: RewardC
         return aggregate([run_model_episode(predict, scenario, seed, env_config, reward, run.validation_horizon_s,
                                             ppo.headroom_settings)
                           for scenario in validation for seed in run.validation_seeds],
-                         run.validation_attainment_margin)
+                         run.validation_confidence)
 
     reference = sla_planner_reference(validation, run, env_config, reward) if run.eval_every_steps else None
     # a warm-started model is judged before it learns, so the bundle is never worse than its prior
     at_start = ppo.prior_action is not None and not run.resume_from
     validator = ValidationCallback(validate, reference, run_dir, run.eval_every_steps, run.early_stop_patience,
-                                   reward.slo_penalty, at_start=at_start)
+                                   at_start=at_start)
     callbacks = CallbackList([InfoLoggerCallback(), ActorRestartCallback(),
                               CheckpointEveryCallback(run_dir / "checkpoints", run.checkpoint_every_steps), validator])
     model.learn(total_timesteps=run.total_timesteps, callback=callbacks, progress_bar=run.progress_bar,
@@ -171,7 +171,9 @@ def write_bundle(checkpoint: Path, run: RunConfig, env_config: EnvConfig, scenar
     spec = HeadroomEnv(environment, headroom).spec_dict() if headroom else environment.spec_dict()
     target = Path(run.bundle_dir) if Path(run.bundle_dir).is_absolute() else run_dir / run.bundle_dir
     validations = [{"steps": steps, "tokens_per_usd": result.tokens_per_usd, "shortfall": result.shortfall,
-                    "min_attainment": result.min_attainment} for steps, result in validator.history]
+                    "min_attainment": result.min_attainment, "holds": result.holds,
+                    "tokens_per_usd_by_scenario": {s.scenario: s.tokens_per_usd for s in result.scenarios}}
+                   for steps, result in validator.history]
     metadata = {"trained_steps": validator.num_timesteps, "scenarios": list(run.scenarios),
                 "best_validation_score": float(validator.best_score), "validations": validations}
     return save_bundle(target, checkpoint / "model.zip", normalization, spec, config_yaml, metadata)

@@ -83,7 +83,7 @@ def test_info_carries_every_reward_term_and_tenant_attainment() -> None:
     environment = short_env(three_tenant_scenario())
     environment.reset(seed=1)
     _, reward, _, _, info = environment.step(environment.codec.neutral(environment.snapshot))
-    terms = info["reward/goodput_per_usd"] + info["reward/slo_penalty"] + info["reward/switching_cost"]
+    terms = info["reward/econ"] + info["reward/slo_penalty"] + info["reward/switching_cost"]
     assert reward == pytest.approx(terms)
     assert {"slo/chat/attainment", "slo/summarise/attainment", "slo/batch/attainment"} <= set(info)
     assert info["econ/cost_usd"] > 0

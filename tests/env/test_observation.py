@@ -114,3 +114,30 @@ def test_the_cold_start_feature_is_opt_in_and_shows_the_randomised_cold_start() 
     assert values == pytest.approx([60.0 / 300.0, 180.0 / 300.0])  # steady's 60 s, then three times it
     with pytest.raises(ConfigError, match="reference_cold_start_s"):
         ObservationConfig(reference_cold_start_s=0.0)
+
+
+def test_the_budget_features_are_opt_in_appended_and_count_the_episode() -> None:
+    plain, with_budget = feature_names(ObservationConfig()), feature_names(ObservationConfig(budget_features=True))
+    assert "cluster/time_left" not in plain
+    assert with_budget[:len(plain)] == plain  # appended: the old layout is a prefix
+    assert with_budget[len(plain):] == [*(f"tenant{i}/miss_budget_left" for i in range(4)), "cluster/time_left"]
+    script = [SnapshotSpec(), SnapshotSpec(tenants={"chat": TenantSpecimen(met=90)}),
+              SnapshotSpec(tenants={"chat": TenantSpecimen(met=99, missed=1)}),
+              SnapshotSpec(tenants={"chat": TenantSpecimen(met=0, missed=5)})]
+    environment, _ = scripted_env(script, budget_features=True)
+    first, _ = environment.reset(seed=0)
+    assert features(environment, first)["tenant0/miss_budget_left"] == 1.0
+    assert features(environment, first)["cluster/time_left"] == 1.0
+    seen = []
+    for _ in range(3):
+        observation, *_ = environment.step(environment.codec.neutral(environment.snapshot))
+        seen.append(features(environment, observation))
+    assert seen[0]["tenant0/miss_budget_left"] == 1.0 and seen[0]["cluster/time_left"] == pytest.approx(0.9)
+    # 189 met, 1 missed: a 0.99 target allows 1.9 misses for 190 judged requests
+    assert seen[1]["tenant0/miss_budget_left"] == pytest.approx(1 - 1 / 1.9)
+    assert seen[2]["tenant0/miss_budget_left"] == pytest.approx(1 - 6 / 1.95)  # overspent: negative
+    assert seen[2]["cluster/time_left"] == pytest.approx(0.7)  # 90 s of the 300 s episode
+    assert seen[2]["tenant1/miss_budget_left"] == 1.0  # summarise: nothing judged, nothing spent
+    assert seen[2]["tenant2/miss_budget_left"] == 0.0  # an empty slot
+    environment.reset(seed=1)
+    assert environment.builder.size == len(with_budget)
