@@ -15,7 +15,7 @@ from tests.env.sim.conftest import small_scenario
 SETTINGS: dict[str, dict[str, object]] = {
     "static_oracle": {"search_duration_s": 120.0},
     "sla_planner": {"adjustment_interval_s": 60.0, "predictor": "holt"},
-    "clairvoyant": {"adjustment_interval_s": 60.0},
+    "dynamic_oracle": {"max_simulations": 2, "cache_dir": None},
 }
 
 
