@@ -34,8 +34,8 @@ class PolicyContext:
         scenario: the episode's scenario (after domain randomisation): tenants and their SLOs, the cluster's
             pools, bounds and GPU budget, the model and hardware.
         interval_s: the control interval (seconds).
-        requests: the episode's true requests, for clairvoyant references only; None for every policy that
-            does not see the future (and always None on a live cluster).
+        requests: the episode's true requests, for references that see the future only; None for every
+            policy that does not see the future (and always None on a live cluster).
         feature_names: the observation's feature names, in order.
     """
 
@@ -58,6 +58,13 @@ class Policy(Protocol):
     def act(self, observation: np.ndarray, history: Sequence[MetricsSnapshot]) -> ClusterAction:
         """Targets for the next interval. ``history[-1]`` is the interval that just ended."""
         ...
+
+
+def sees_future(policy: object) -> bool:
+    """Whether ``policy`` reads the episode it is judged on (a hindsight reference such as ``static_oracle`` or
+    ``dynamic_oracle``, whose class sets ``sees_future = True``); False for every controller. Not a member of
+    :class:`Policy`, so policies that never see the future need not declare it."""
+    return bool(getattr(policy, "sees_future", False))
 
 
 def environment_for(policy: Policy, configured: EnvConfig) -> EnvConfig:

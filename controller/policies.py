@@ -57,7 +57,7 @@ def make_fallback(config: ControllerConfig) -> Policy:
     """The fallback planner (the fixed-headroom planner by default); an SLA planner adjusts every interval
     unless configured otherwise."""
     settings = dict(config.fallback.planner_settings)
-    if config.fallback.planner in ("sla_planner", "clairvoyant"):
+    if config.fallback.planner == "sla_planner":
         settings.setdefault("adjustment_interval_s", config.interval_s)
     return make_baseline(config.fallback.planner, **settings)
 

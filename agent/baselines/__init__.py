@@ -7,11 +7,11 @@ config section), validated at construction by its settings dataclass::
     policy.reset(PolicyContext(scenario=env.world, interval_s=env.config.interval_s))
     action = policy.act(observation, env.history)
 
-Two need more from the harness: ``clairvoyant`` needs ``PolicyContext.requests`` (the episode's true
-requests, ``env.backend.requests`` on the simulator), and ``static_oracle`` must search the episode before
-``reset``: ``policy.search(scenario, seed, env.config)`` (see :class:`StaticOraclePolicy`). ``static_tuned`` is
-calibrated on its own seeds through the harness's ``prepare`` hook, which never gives it the evaluated episode
-(see :class:`StaticTunedPolicy`).
+Three need more from the harness. Two see the future and must search the episode they are judged on
+before ``reset``: ``policy.search(scenario, seed, env.config)`` (``static_oracle``, ``dynamic_oracle``; see
+:class:`StaticOraclePolicy`); they say so with the class attribute ``sees_future = True``
+(:func:`agent.policy.sees_future`). ``static_tuned`` is calibrated on its own seeds through the harness's
+``prepare`` hook, which never gives it the evaluated episode (see :class:`StaticTunedPolicy`).
 
 Names, classes and settings dataclasses (every field documented with its unit):
 
@@ -23,18 +23,19 @@ Names, classes and settings dataclasses (every field documented with its unit):
 - ``dynamo_planner``: :class:`DynamoPlannerPolicy`, :class:`DynamoPlannerSettings` (today's Dynamo planner)
 - ``saturation``: :class:`SaturationPolicy`, :class:`SaturationSettings`
 - ``headroom_planner``: :class:`HeadroomPlannerPolicy`, :class:`HeadroomPlannerSettings`
-- ``clairvoyant``: :class:`ClairvoyantPlannerPolicy`, :class:`SlaPlannerSettings`
+- ``dynamic_oracle``: :class:`DynamicOraclePolicy`, :class:`DynamicOracleSettings`
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from agent.baselines.clairvoyant import ClairvoyantPlannerPolicy
 from agent.baselines.common import BaselineError
+from agent.baselines.dynamic_oracle import DynamicOraclePolicy
 from agent.baselines.dynamo_planner import DynamoPlannerPolicy, DynamoPlannerSettings
 from agent.baselines.headroom_planner import HeadroomPlannerPolicy, HeadroomPlannerSettings
 from agent.baselines.saturation import SaturationPolicy, SaturationSettings
+from agent.baselines.schedule import DynamicOracleSettings
 from agent.baselines.sla_planner import SlaPlannerPolicy, SlaPlannerSettings
 from agent.baselines.static import StaticPolicy, StaticSettings
 from agent.baselines.static_oracle import StaticOraclePolicy, StaticOracleSettings
@@ -52,7 +53,7 @@ BASELINES: dict[str, type] = {
     "dynamo_planner": DynamoPlannerPolicy,
     "saturation": SaturationPolicy,
     "headroom_planner": HeadroomPlannerPolicy,
-    "clairvoyant": ClairvoyantPlannerPolicy,
+    "dynamic_oracle": DynamicOraclePolicy,
 }
 """Registry name → policy class; each class takes its settings as keyword arguments."""
 
@@ -74,8 +75,9 @@ def make_baseline(kind: str, **params: Any) -> Policy:
 
 
 __all__ = [
-    "BASELINES", "BaselineError", "ClairvoyantPlannerPolicy", "DynamoPlannerPolicy", "DynamoPlannerSettings",
-    "HeadroomPlannerPolicy", "HeadroomPlannerSettings", "SaturationPolicy", "SaturationSettings",
+    "BASELINES", "BaselineError", "DynamicOraclePolicy", "DynamicOracleSettings", "DynamoPlannerPolicy",
+    "DynamoPlannerSettings", "HeadroomPlannerPolicy", "HeadroomPlannerSettings", "SaturationPolicy",
+    "SaturationSettings",
     "SlaPlannerPolicy", "SlaPlannerSettings", "StaticOraclePolicy", "StaticOracleSettings", "StaticPolicy",
     "StaticSettings", "StaticTunedPolicy", "StaticTunedSettings", "ThresholdPolicy", "ThresholdSettings",
     "make_baseline",

@@ -18,6 +18,7 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -27,8 +28,21 @@ from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.scenario import ScenarioConfig
 from env.summary import summarize
 
-_CACHE: dict[tuple[object, ...], Evaluation] = {}
+_CACHE: dict[tuple[object, ...], Evaluation[Any]] = {}
 _CACHE_LIMIT = 4096
+
+
+class Replayable(Protocol):
+    """A plan a trial replays: targets for every control interval (hashable, so trials can be cached)."""
+
+    def action_at(self, step: int) -> ClusterAction:
+        """The targets of control interval ``step`` (0-based)."""
+        ...
+
+    def __hash__(self) -> int: ...
+
+
+PlanT = TypeVar("PlanT", bound=Replayable)
 
 
 @dataclass(frozen=True)
@@ -49,17 +63,21 @@ class Candidate:
         """The targets of this configuration."""
         return make_action(dict(self.replicas), self.budget, self.cap)
 
+    def action_at(self, step: int) -> ClusterAction:
+        """The same targets every interval."""
+        return self.action()
+
     def gpus(self, tp: dict[str, int]) -> int:
         """GPUs the configuration bills (``tp`` per role)."""
         return sum(count * tp[role] for role, count in self.replicas)
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class Evaluation(Generic[PlanT]):
     """One trial's outcome. Attainments are fractions; a tenant with no judged request counts as 1.
 
     Attributes:
-        candidate: the configuration.
+        candidate: the configuration (or schedule) replayed.
         attainment: per tenant, met / judged over the trial.
         meets_targets: every tenant reached its ``attainment_target``.
         min_attainment: the lowest tenant attainment.
@@ -68,7 +86,7 @@ class Evaluation:
         tokens_per_usd: goodput tokens per dollar.
     """
 
-    candidate: Candidate
+    candidate: PlanT
     attainment: dict[str, float]
     meets_targets: bool
     min_attainment: float
@@ -88,8 +106,8 @@ class SearchResult:
         seed: the episode seed searched.
     """
 
-    best: Evaluation
-    evaluations: list[Evaluation] = field(default_factory=list)
+    best: Evaluation[Candidate]
+    evaluations: list[Evaluation[Candidate]] = field(default_factory=list)
     world_digest: str = ""
     seed: int = 0
 
@@ -100,7 +118,7 @@ def scenario_digest(scenario: ScenarioConfig) -> str:
 
 
 class Trials:
-    """Runs fixed configurations on one episode and keeps their evaluations.
+    """Runs fixed configurations (or any :class:`Replayable` plan) on one episode and keeps their evaluations.
 
     Args:
         scenario: the scenario given to the evaluated environment.
@@ -116,31 +134,34 @@ class Trials:
         interval = env_config.interval_s
         self.steps = max(1, math.ceil(min(duration_s or self.env.horizon_s, self.env.horizon_s) / interval - 1e-9))
         self.key = (scenario.name, scenario_digest(scenario), seed, repr(env_config), self.steps)
-        self.log: list[Evaluation] = []
+        self.log: list[Evaluation[Any]] = []
+        self.runs = 0
+        """Simulations this object ran (cached trials excluded)."""
         self.offered = self._offered_tokens(self.steps * interval)
         self.price = self.env.history[0].usd_per_gpu_hour
 
-    def evaluate(self, candidate: Candidate) -> Evaluation:
+    def evaluate(self, candidate: PlanT) -> Evaluation[PlanT]:
         """Run (or recall) ``candidate`` on the episode."""
         key = (*self.key, candidate)
         if key not in _CACHE:
             if len(_CACHE) >= _CACHE_LIMIT:
                 _CACHE.clear()
             _CACHE[key] = self._run(candidate)
+            self.runs += 1
         if all(e.candidate != candidate for e in self.log):
             self.log.append(_CACHE[key])
-        return _CACHE[key]
+        found: Evaluation[PlanT] = _CACHE[key]
+        return found
 
     def upper_bound(self, gpus: int) -> float:
         """Goodput per dollar no configuration of ``gpus`` GPUs can beat (inf when unknown)."""
         cost = gpus * self.steps * self.env.config.interval_s * self.price / 3600.0
         return self.offered / cost if cost > 0 and math.isfinite(self.offered) else math.inf
 
-    def _run(self, candidate: Candidate) -> Evaluation:
+    def _run(self, candidate: PlanT) -> Evaluation[PlanT]:
         self.env.reset(seed=self.seed)
-        action = candidate.action()
-        for _ in range(self.steps):
-            self.env.step_targets(action)
+        for step in range(self.steps):
+            self.env.step_targets(candidate.action_at(step))
         summary = summarize(self.env.history, self.world.tenants)
         attainment = {r.tenant: 1.0 if math.isnan(r.attainment) else r.attainment for r in summary.tenants}
         meets = all(attainment[t.name] >= t.attainment_target for t in self.world.tenants)
@@ -164,7 +185,7 @@ class Trials:
         return total
 
 
-def smallest_meeting(evaluate: Callable[[int], Evaluation], low: int, high: int) -> int | None:
+def smallest_meeting(evaluate: Callable[[int], Evaluation[Any]], low: int, high: int) -> int | None:
     """The smallest count in ``low..high`` whose trial meets targets, or None when ``high`` fails.
 
     Assumes meeting targets is monotone in the count. Tries ``high`` first (is anything feasible?), then
@@ -182,7 +203,7 @@ def smallest_meeting(evaluate: Callable[[int], Evaluation], low: int, high: int)
     return probe
 
 
-def best_of(evaluations: Sequence[Evaluation]) -> Evaluation:
+def best_of(evaluations: Sequence[Evaluation[PlanT]]) -> Evaluation[PlanT]:
     """Most goodput per dollar among trials meeting targets; else the highest minimum attainment."""
     feasible = [e for e in evaluations if e.meets_targets]
     if feasible:
@@ -191,7 +212,8 @@ def best_of(evaluations: Sequence[Evaluation]) -> Evaluation:
 
 
 def run_search(scenario: ScenarioConfig, seed: int, env_config: EnvConfig, duration_s: float | None,
-               budgets: Sequence[int] | None, caps: Sequence[int] | None, prune: bool) -> SearchResult:
+               budgets: Sequence[int] | None, caps: Sequence[int] | None, prune: bool,
+               trials: Trials | None = None) -> SearchResult:
     """Search fixed configurations of the episode (module docstring) and pick the best.
 
     Args:
@@ -202,8 +224,9 @@ def run_search(scenario: ScenarioConfig, seed: int, env_config: EnvConfig, durat
         budgets: prefill token budgets to try (tokens); None: the scenario's.
         caps: decode batch caps to try (sequences); None: the scenario's.
         prune: stop a sweep once its GPUs cannot beat the best found.
+        trials: the episode's trials to run them in (its log gathers them); None: new ones.
     """
-    trials = Trials(scenario, seed, env_config, duration_s)
+    trials = trials or Trials(scenario, seed, env_config, duration_s)
     cluster = trials.world.cluster
     prompt_pool = cluster.prefill if cluster.prefill.enabled else cluster.aggregated
     batch_pool = cluster.decode if cluster.decode.enabled else cluster.aggregated
@@ -212,7 +235,8 @@ def run_search(scenario: ScenarioConfig, seed: int, env_config: EnvConfig, durat
     for budget, cap in itertools.product(budgets or [prompt_pool.max_num_batched_tokens],
                                          caps or [batch_pool.max_num_seqs]):
         _sweep(trials, initial, int(budget), int(cap), prune)
-    return SearchResult(best_of(trials.log), list(trials.log), scenario_digest(trials.world), seed)
+    configurations = [e for e in trials.log if isinstance(e.candidate, Candidate)]
+    return SearchResult(best_of(configurations), configurations, scenario_digest(trials.world), seed)
 
 
 def _sweep(trials: Trials, initial: dict[str, int], budget: int, cap: int, prune: bool) -> None:
@@ -245,7 +269,7 @@ class _Layout:
         counts = {**self.base, self.inner: count}
         return Candidate(tuple((role, counts[role]) for role in self.initial), self.budget, self.cap)
 
-    def evaluate(self, count: int) -> Evaluation:
+    def evaluate(self, count: int) -> Evaluation[Candidate]:
         """The trial of :meth:`candidate` ``(count)``."""
         return self.trials.evaluate(self.candidate(count))
 

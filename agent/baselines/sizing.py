@@ -26,6 +26,7 @@ from agent.baselines.common import bounded, current_replicas
 from agent.baselines.profile import PerfProfile
 from agent.baselines.signals import observed_load
 from env.backend import ClusterAction, PoolTarget
+from env.cluster_config import ClusterConfig
 from env.errors import require
 from env.metrics import MetricsSnapshot
 from env.scenario import ScenarioConfig
@@ -124,12 +125,17 @@ class HeadroomSizer:
         return self._fitted(max(1, prefill), max(1, decode))
 
     def _fitted(self, prefill: int, decode: int) -> ClusterAction:
-        """Within each pool's bounds; over the GPU budget, both pools shrink in proportion."""
-        cluster = self.scenario.cluster
-        prefill, decode = bounded(cluster, "prefill", prefill), bounded(cluster, "decode", decode)
-        tp_p, tp_d = cluster.prefill.tp, cluster.decode.tp
-        if prefill * tp_p + decode * tp_d > cluster.gpu_budget:
-            scale = cluster.gpu_budget / (prefill * tp_p + decode * tp_d)
-            prefill = bounded(cluster, "prefill", math.floor(prefill * scale))
-            decode = bounded(cluster, "decode", (cluster.gpu_budget - prefill * tp_p) // tp_d)
+        """Within each pool's bounds and the GPU budget (:func:`fit_to_budget`)."""
+        prefill, decode = fit_to_budget(self.scenario.cluster, prefill, decode)
         return ClusterAction({"prefill": PoolTarget(replicas=prefill), "decode": PoolTarget(replicas=decode)})
+
+
+def fit_to_budget(cluster: ClusterConfig, prefill: int, decode: int) -> tuple[int, int]:
+    """Prefill and decode counts within each pool's bounds; over the GPU budget, both pools shrink in proportion."""
+    prefill, decode = bounded(cluster, "prefill", prefill), bounded(cluster, "decode", decode)
+    tp_p, tp_d = cluster.prefill.tp, cluster.decode.tp
+    if prefill * tp_p + decode * tp_d > cluster.gpu_budget:
+        scale = cluster.gpu_budget / (prefill * tp_p + decode * tp_d)
+        prefill = bounded(cluster, "prefill", math.floor(prefill * scale))
+        decode = bounded(cluster, "decode", (cluster.gpu_budget - prefill * tp_p) // tp_d)
+    return prefill, decode

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class StaticOracleSettings:
 
 
 class StaticOraclePolicy:
-    """Hold the configuration the hindsight search found best for this episode.
+    """Hold the configuration the hindsight search found best for this episode. **Sees the future.**
 
     The harness must let it search the same episode it is evaluated on::
 
@@ -75,6 +75,8 @@ class StaticOraclePolicy:
     """
 
     name = "static_oracle"
+    sees_future: ClassVar[bool] = True
+    """It searches the episode it is judged on: tables mark it as a reference no controller can reach."""
 
     def __init__(self, **params: Any) -> None:
         self.settings = build_settings(StaticOracleSettings, params, self.name)

@@ -147,6 +147,8 @@ def play(policy: Policy, task: EpisodeTask, on_step: StepObserver | None = None)
             trace.steps.append(StepRecord(reward=reward, scaled=int(info["action/replicas_changed"]) > 0))
             done = terminated or truncated
         trace.wall_s = time.perf_counter() - started
+        notes = getattr(policy, "episode_notes", None)
+        trace.notes = dict(notes()) if callable(notes) else {}
         return trace
     finally:
         env.close()

@@ -3,7 +3,7 @@
 A policy's config (``configs/policy/<name>.yaml``) holds ``kind`` plus the policy's own settings, and two
 keys the harness reads itself:
 
-- ``sees_future`` (default false): the policy is a clairvoyant reference and is given the episode's true
+- ``sees_future`` (default false): the policy is a reference that sees the future and is given the episode's true
   requests in ``PolicyContext.requests``. Every other policy gets ``None`` there.
 - ``kind``: a baseline registered in ``agent.baselines.BASELINES``, or ``ppo`` (a trained bundle, issue 5:
   ``bundle: <directory>`` plus ``agent.ppo_policy.PpoPolicy``'s settings).

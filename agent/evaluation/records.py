@@ -37,6 +37,8 @@ class EpisodeTrace:
         steps: one per control interval, aligned with ``snapshots``.
         wall_s: wall-clock seconds of the episode loop (seconds).
         prepare_wall_s: wall-clock seconds of the policy's ``prepare`` hook, 0 without one (seconds).
+        notes: extra results columns the policy reported through its optional ``episode_notes()`` hook
+            (e.g. ``dynamic_oracle``'s ``oracle_holds``).
     """
 
     world: ScenarioConfig
@@ -45,6 +47,7 @@ class EpisodeTrace:
     steps: list[StepRecord] = field(default_factory=list)
     wall_s: float = 0.0
     prepare_wall_s: float = 0.0
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 def results_row(policy: str, kind: str, scenario: str, seed: int, trace: EpisodeTrace) -> dict[str, Any]:
@@ -70,6 +73,7 @@ def results_row(policy: str, kind: str, scenario: str, seed: int, trace: Episode
         row[f"mean_replicas/{role}"] = sum(billed) / len(billed) if billed else math.nan
     row.update({"total_reward": sum(step.reward for step in trace.steps), "intervals": len(trace.steps),
                 "duration_s": summary.duration_s, "wall_s": trace.wall_s, "prepare_wall_s": trace.prepare_wall_s})
+    row.update(trace.notes)
     return row
 
 

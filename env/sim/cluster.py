@@ -66,7 +66,8 @@ class SimBackend:
         self._check_open()
         batch = self.fixed_requests or generate_requests(self.scenario.tenants, self.scenario.duration_s, seed or 0)
         self.requests = batch
-        """The episode's requests (hindsight for clairvoyant references; a controller never reads it)."""
+        """The episode's requests (for references that see the future, such as dynamic_oracle; a controller
+        never reads them)."""
         self._load_requests(batch)
         self.now, self.interval_start = 0.0, 0.0
         self.events = []

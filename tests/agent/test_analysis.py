@@ -71,9 +71,9 @@ def test_paths_resolve_here_first_then_under_the_repository(tmp_path: Path, monk
 
 
 def test_policy_set_reads_configs_and_adds_bundles() -> None:
-    policies = policy_set(["static", "clairvoyant"], {"mine": SHIPPED_BUNDLE})
-    assert list(policies) == ["static", "clairvoyant", "mine"]
-    assert policies["clairvoyant"]["sees_future"] is True
+    policies = policy_set(["static", "dynamic_oracle"], {"mine": SHIPPED_BUNDLE})
+    assert list(policies) == ["static", "dynamic_oracle", "mine"]
+    assert policies["dynamic_oracle"]["sees_future"] is True
     assert policies["mine"]["kind"] == "ppo" and Path(policies["mine"]["bundle"]) == shipped_bundle()
     with pytest.raises(AnalysisError, match=r"use one of .*'threshold'"):
         policy_config("thresold")

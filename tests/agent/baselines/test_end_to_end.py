@@ -16,7 +16,7 @@ SETTINGS: dict[str, dict[str, object]] = {
     "static_oracle": {"search_duration_s": 120.0},
     "static_tuned": {"search_duration_s": 120.0, "cache_dir": None},
     "sla_planner": {"adjustment_interval_s": 60.0, "predictor": "holt"},
-    "clairvoyant": {"adjustment_interval_s": 60.0},
+    "dynamic_oracle": {"max_simulations": 2, "cache_dir": None},
 }
 
 

@@ -10,7 +10,7 @@ from env.errors import ConfigError
 from tests.agent.baselines.helpers import context, history, spec
 
 NAMES = ["static", "static_tuned", "static_oracle", "threshold", "sla_planner", "dynamo_planner", "saturation",
-         "headroom_planner", "clairvoyant"]
+         "headroom_planner", "dynamic_oracle"]
 
 
 def test_registry_holds_every_baseline_and_each_is_a_policy() -> None:
@@ -36,7 +36,7 @@ def test_unknown_kind_and_unknown_setting_name_the_problem() -> None:
     ("headroom_planner", {"demand_window_intervals": 0}, "agent.headroom_planner.demand_window_intervals"),
     ("sla_planner", {"predictor": "arima"}, "agent.sla_planner.predictor"),
     ("sla_planner", {"predictor": "holt", "holt_alpha": 0.0}, "holt_alpha"),
-    ("clairvoyant", {"adjustment_interval_s": -5}, "agent.sla_planner.adjustment_interval_s"),
+    ("dynamic_oracle", {"max_simulations": -1}, "agent.dynamic_oracle.max_simulations"),
     ("static_oracle", {"search_duration_s": 0}, "agent.static_oracle.search_duration_s"),
 ])
 def test_settings_are_validated_at_construction(kind: str, params: dict[str, object], key: str) -> None:
@@ -45,7 +45,7 @@ def test_settings_are_validated_at_construction(kind: str, params: dict[str, obj
 
 
 @pytest.mark.parametrize("name", ["static", "threshold", "sla_planner", "saturation", "headroom_planner",
-                                  "clairvoyant"])
+                                  "static_oracle", "dynamic_oracle"])
 def test_act_before_reset_says_what_to_do(name: str) -> None:
     with pytest.raises(BaselineError, match="reset"):
         make_baseline(name).act(None, history([spec()]))  # type: ignore[arg-type]

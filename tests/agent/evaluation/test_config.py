@@ -29,9 +29,9 @@ def compose_evaluate(*overrides: str) -> DictConfig:
 def test_the_default_config_composes_every_group() -> None:
     cfg = compose_evaluate()
     assert list(cfg.policies) == ["static", "static_tuned", "static_oracle", "threshold", "sla_planner",
-                                 "dynamo_planner", "saturation", "headroom_planner", "clairvoyant"]
+                                 "dynamo_planner", "saturation", "headroom_planner", "dynamic_oracle"]
     assert all(cfg.policies[name].kind == name for name in cfg.policies)
-    assert cfg.policies.clairvoyant.sees_future is True
+    assert cfg.policies.dynamic_oracle.sees_future is True and cfg.policies.static_oracle.sees_future is True
     assert list(cfg.scenarios) == ["steady", "diurnal", "flash_crowd", "long_context", "noisy_neighbor"]
     assert tuple(cfg.seeds) == EVALUATION_SEEDS and cfg.jobs == 2 and cfg.duration_s is None and cfg.trace.path is None
     assert cfg.env.interval_s == 30.0 and cfg.reward.slo_penalty == 10.0
@@ -114,11 +114,12 @@ def test_a_trace_replaces_the_first_or_a_named_tenant(scenario_file: Path, tmp_p
 
 
 def test_every_default_policy_runs_an_episode(scenario_file: Path) -> None:
-    """The baselines, as configured, on the tiny scenario: the oracle and static_tuned search first, the
-    clairvoyant planner is given the requests (it refuses to start without them)."""
+    """The default baselines, as configured, on the tiny scenario: the two oracles search the episode first and
+    static_tuned its calibration seeds."""
     plan = plan_from_config(compose_evaluate(f"scenarios=[{scenario_file}]", "seeds=[0]", "jobs=1",
-                                             "policies.static_tuned.cache_dir=null"))
-    assert plan.preparing == {"static_oracle", "static_tuned"}
+                                             "policies.static_tuned.cache_dir=null",
+                                             "policies.dynamic_oracle.cache_dir=null"))
+    assert plan.preparing == {"static_oracle", "static_tuned", "dynamic_oracle"}
     results = evaluate(plan)
     assert {r.policy: r.error for r in results} == dict.fromkeys(plan.policies)
     rows = {r.policy: r.row for r in results}

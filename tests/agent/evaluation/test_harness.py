@@ -126,7 +126,7 @@ def recording_kind(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     return RecordingPolicy.calls
 
 
-def test_prepare_runs_before_reset_and_only_a_clairvoyant_policy_sees_the_requests(
+def test_prepare_runs_before_reset_and_only_a_sees_future_policy_sees_the_requests(
         recording_kind: list[tuple[str, Any]]) -> None:
     policies = {"blind": {"kind": "recording"}, "seer": {"kind": "recording", "sees_future": True}}
     outcome = evaluate(make_plan(policies=policies, seeds=[3]))
