@@ -23,6 +23,7 @@ from agent.evaluation import evaluate, plan_from_config, write_outputs
 from agent.ray_cluster import RayConfig, RayUnavailableError
 from env import errors as env_errors
 from env.catalog import configs_dir
+from env.runlog import log_resolved_config
 
 log = logging.getLogger("disaggpilot.evaluate")
 
@@ -42,7 +43,7 @@ def ray_settings(cfg: DictConfig) -> RayConfig | None:
 @hydra.main(version_base=None, config_path=str(configs_dir()), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     """Entry point of ``disaggpilot evaluate``."""
-    log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    log_resolved_config("evaluate", cfg)
     # ----- plan: policies are built and scenarios loaded here, so config errors stop us before any episode
     try:
         plan = plan_from_config(cfg)
