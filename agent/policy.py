@@ -60,6 +60,15 @@ class Policy(Protocol):
         ...
 
 
+def sees_future(policy: object) -> bool:
+    """Whether ``policy`` knows the episode in advance: an oracle reference, not a controller one could deploy.
+
+    A policy class says so with the class attribute ``sees_future = True`` (``static_oracle`` searches the
+    evaluated episode in hindsight; ``clairvoyant`` reads its true requests). Reports mark such policies.
+    """
+    return bool(getattr(policy, "sees_future", False))
+
+
 def environment_for(policy: Policy, configured: EnvConfig) -> EnvConfig:
     """The environment settings to run ``policy`` under: ``configured``, except that a trained policy (one with a
     ``trained_observation``, e.g. a bundle's) gets the observation settings it learned on.

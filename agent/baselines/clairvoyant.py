@@ -37,6 +37,7 @@ class ClairvoyantPlannerPolicy(SlaPlannerPolicy):
     """The SLA planner with perfect knowledge of the next interval's load (settings as the SLA planner's)."""
 
     name = "clairvoyant"
+    sees_future = True  # it reads the episode's true requests (agent.policy.sees_future)
 
     def reset(self, context: PolicyContext) -> None:
         """As the SLA planner; requires the episode's true requests in ``context.requests``."""

@@ -75,6 +75,7 @@ class StaticOraclePolicy:
     """
 
     name = "static_oracle"
+    sees_future = True  # it searches the very episode it is judged on (agent.policy.sees_future)
 
     def __init__(self, **params: Any) -> None:
         self.settings = build_settings(StaticOracleSettings, params, self.name)
