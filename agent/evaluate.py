@@ -55,12 +55,12 @@ def verdict_settings(cfg: DictConfig) -> VerdictSettings:
     if not isinstance(raw, dict):
         raise env_errors.ConfigError(f"verdict={raw!r} is not a mapping: give verdict.reference and verdict.upper")
     settings = VerdictSettings(**{str(key): value for key, value in raw.items()})
-    configured = sorted(cfg.get("policies") or {})
+    configured = cfg.get("policies") or {}
     for key in ("reference", "upper"):
         name = getattr(settings, key)
         if name and name not in configured:
-            log.warning("verdict.%s=%r is not a configured policy (%s): its ratio columns say n/a; name one of "
-                        "them, or set verdict.%s=null", key, name, ", ".join(configured), key)
+            log.warning("verdict.%s=%s is not a configured policy: its ratios say n/a (name one of `policies`, or "
+                        "null)", key, name)
     return settings
 
 
