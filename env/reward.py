@@ -1,4 +1,4 @@
-"""The reward (DESIGN §2): goodput tokens per dollar under per-tenant SLO penalties, minus switching costs.
+"""The reward (docs/metrics.md): goodput tokens per dollar under per-tenant SLO penalties, minus switching costs.
 
 ``r = goodput_per_usd / reference_tokens_per_usd
       - sum_t lambda_t * max(0, target_t - attainment_t)

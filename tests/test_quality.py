@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,20 @@ def test_layering_contracts_hold() -> None:
     """controller -> agent -> env, and the simulator and live backend never import each other."""
     result = run_tool(str(BIN / "lint-imports"))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cited_documents_are_in_the_repository() -> None:
+    """Docstrings, configs and READMEs cite ``docs/*.md`` files that exist, never a design note outside the tree."""
+    cited: set[str] = set()
+    outside = []
+    for path in ROOT.rglob("*"):
+        parts = path.relative_to(ROOT).parts
+        if path.suffix not in {".py", ".md", ".yaml", ".json", ".ipynb"} or parts[0].startswith((".", "outputs")):
+            continue
+        text = path.read_text(errors="replace")
+        cited |= set(re.findall(r"docs/[a-z_]+\.md", text))
+        if re.search(r"DESIGN (§|\\u00a7)", text):
+            outside.append(str(path.relative_to(ROOT)))
+    assert not outside, f"cite docs/*.md, not a design note outside the repository: {outside}"
+    assert {"docs/metrics.md", "docs/architecture.md"} <= cited
+    assert all((ROOT / name).is_file() for name in cited), sorted(name for name in cited if not (ROOT / name).is_file())
