@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 RUNLOG = "disaggpilot.runlog"
 """Parent of the loggers whose records go to the run's log file only."""
@@ -27,8 +28,10 @@ def runlog(name: str) -> logging.Logger:
 
 
 def resolved_config(cfg: DictConfig, secrets: Iterable[str] = ()) -> dict[str, Any]:
-    """``cfg`` resolved to plain data, with the values under each top-level key in ``secrets`` redacted."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    """``cfg`` as plain data, resolved, with the values under each top-level key in ``secrets`` redacted first
+    (so a secret's interpolation, e.g. ``${oc.env:KEY}``, is never even read). A config that does not resolve
+    (a missing environment variable) is returned unresolved: the app reports that error itself, by name."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
     assert isinstance(plain, dict)
     for key in secrets:
         value = plain.get(key)
@@ -36,7 +39,12 @@ def resolved_config(cfg: DictConfig, secrets: Iterable[str] = ()) -> dict[str, A
             plain[key] = {name: REDACTED for name in value}
         elif value is not None:
             plain[key] = REDACTED
-    return {str(key): value for key, value in plain.items()}
+    try:
+        resolved = OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
+    except OmegaConfBaseException:
+        resolved = plain
+    assert isinstance(resolved, dict)
+    return {str(key): value for key, value in resolved.items()}
 
 
 def log_resolved_config(app: str, cfg: DictConfig, secrets: Iterable[str] = ()) -> None:

@@ -9,6 +9,7 @@ the data.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
@@ -116,7 +117,7 @@ def plot_replicas(scenario: ScenarioConfig, episodes: Sequence[EpisodeResult], p
     axes = figure.subplots(len(roles) + 1, 1, sharex=True, squeeze=False)[:, 0]
     load = next(iter(groups.values()))  # every policy faces the same requests for a seed
     for i, tenant in enumerate(scenario.tenants):
-        data = band(load, lambda t, name=tenant.name: _series(t, f"arrival_rps/{name}"))
+        data = band(load, functools.partial(_series, column=f"arrival_rps/{tenant.name}"))
         _draw_band(axes[0], data, "black", linestyle=TENANT_LINES[i % len(TENANT_LINES)], label=tenant.name)
     axes[0].set_ylabel("arrivals (req/s)")
     axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False, title="tenant")

@@ -49,3 +49,7 @@ def test_secrets_are_redacted_from_the_logged_config() -> None:
     plain = resolved_config(cfg, secrets=("api_keys", "token", "absent"))
     assert plain == {"api_keys": {"chat": REDACTED}, "url": "http://gateway", "token": REDACTED}
     assert "sk-secret" not in str(plain)
+    unset = OmegaConf.create({"api_keys": {"chat": "${oc.env:DISAGGPILOT_TEST_UNSET_KEY}"}, "url": "${host}",
+                              "host": "http://gateway", "port": "${oc.env:DISAGGPILOT_TEST_UNSET_PORT}"})
+    assert resolved_config(unset, secrets=("api_keys",))["api_keys"] == {"chat": REDACTED}  # never read
+    assert resolved_config(unset)["port"] == "${oc.env:DISAGGPILOT_TEST_UNSET_PORT}"  # unresolvable: as written
