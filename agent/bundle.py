@@ -1,4 +1,4 @@
-"""Policy bundles (DESIGN §7): one directory holding everything needed to run a trained policy.
+"""Policy bundles (docs/architecture.md): one directory holding everything needed to run a trained policy.
 
 Layout::
 

@@ -17,14 +17,51 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from agent import errors as agent_errors
-from agent.evaluation import evaluate, plan_from_config, write_outputs
+from agent.evaluation import EpisodeResult, evaluate, plan_from_config, write_outputs
+from agent.evaluation.runner import progress_line
+from agent.evaluation.verdict import VerdictSettings
 from agent.ray_cluster import RayConfig, RayUnavailableError
 from env import errors as env_errors
 from env.catalog import configs_dir
+from env.runlog import log_resolved_config, runlog
 
 log = logging.getLogger("disaggpilot.evaluate")
+
+
+class EpisodeProgress:
+    """A progress bar on the terminal (none when stderr is not one) and a line per episode in the run's log."""
+
+    def __init__(self, total: int) -> None:
+        self.bar = tqdm(total=total, unit="episode", desc="evaluate", disable=None, dynamic_ncols=True)
+
+    def __call__(self, result: EpisodeResult, done: int, total: int) -> None:
+        """Report one finished episode."""
+        runlog("evaluate").info("%s", progress_line(result, done, total))
+        self.bar.set_postfix_str(f"{result.policy} on {result.scenario} seed {result.seed}", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        """Take the bar off the terminal."""
+        self.bar.close()
+
+
+def verdict_settings(cfg: DictConfig) -> VerdictSettings:
+    """``verdict:`` of the config; a reference that names no configured policy is warned about (a typo would
+    otherwise only show as n/a columns)."""
+    raw = OmegaConf.to_container(cfg.verdict, resolve=True) if "verdict" in cfg else {}
+    if not isinstance(raw, dict):
+        raise env_errors.ConfigError(f"verdict={raw!r} is not a mapping: give verdict.reference and verdict.upper")
+    settings = VerdictSettings(**{str(key): value for key, value in raw.items()})
+    configured = cfg.get("policies") or {}
+    for key in ("reference", "upper"):
+        name = getattr(settings, key)
+        if name and name not in configured:
+            log.warning("verdict.%s=%s is not a configured policy: its ratios say n/a (name one of `policies`, or "
+                        "null)", key, name)
+    return settings
 
 
 def ray_settings(cfg: DictConfig) -> RayConfig | None:
@@ -42,11 +79,12 @@ def ray_settings(cfg: DictConfig) -> RayConfig | None:
 @hydra.main(version_base=None, config_path=str(configs_dir()), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     """Entry point of ``disaggpilot evaluate``."""
-    log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    log_resolved_config("evaluate", cfg)
     # ----- plan: policies are built and scenarios loaded here, so config errors stop us before any episode
     try:
         plan = plan_from_config(cfg)
         ray = ray_settings(cfg)
+        verdict = verdict_settings(cfg)
     except (env_errors.PermanentError, agent_errors.PermanentError, TypeError) as error:
         raise SystemExit(f"disaggpilot evaluate: {error}") from None
     tasks = len(plan.tasks())
@@ -54,14 +92,19 @@ def main(cfg: DictConfig) -> None:
              len(plan.scenarios), len(plan.seeds), f"jobs={plan.jobs}" if ray is None else "as Ray tasks")
 
     # ----- run
+    progress = EpisodeProgress(tasks)
     try:
-        results = evaluate(plan, ray=ray)
+        results = evaluate(plan, progress, ray=ray)
     except RayUnavailableError as error:  # Ray missing, or no cluster at ray.address
         raise SystemExit(f"disaggpilot evaluate: {error}") from None
+    finally:
+        progress.close()
 
     # ----- write and report
-    outputs = write_outputs(results, plan.scenarios, Path(str(cfg.output_dir)), plan.describe(), bool(cfg.plots))
-    print(outputs.summary)
+    outputs = write_outputs(results, plan.scenarios, Path(str(cfg.output_dir)), plan.describe(), bool(cfg.plots),
+                            verdict)
+    print(outputs.verdict)
+    print(f"summary: {outputs.summary_md}")
     print(f"results: {outputs.results_csv}")
     print(f"timelines: {outputs.directory / 'timeline'}")
     if outputs.plots:

@@ -29,6 +29,7 @@ from env.catalog import configs_dir
 from env.cluster_env import EnvConfig
 from env.errors import PermanentError as EnvPermanentError
 from env.reward import RewardConfig
+from env.runlog import log_resolved_config
 
 log = logging.getLogger("disaggpilot.train")
 FEASIBLE_SHORTFALL = 1e-9
@@ -62,7 +63,7 @@ def main(cfg: DictConfig) -> float:
     from agent.training.runner import train  # deferred: imports torch
 
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    log.info("resolved config:\n%s", config_yaml)
+    log_resolved_config("train", cfg)
     try:
         run, ppo = RunConfig(**_container(cfg.run)), PpoConfig(**_container(cfg.agent))
         env_config, reward = EnvConfig(**_container(cfg.env)), RewardConfig(**_container(cfg.reward))

@@ -1,4 +1,4 @@
-"""Fidelity of the performance model against measured iteration times (DESIGN §6).
+"""Fidelity of the performance model against measured iteration times (docs/architecture.md).
 
 For every configuration in a CSV in the format of Splitwise's ``perf_model.csv`` (columns model, hardware,
 prompt_size, batch_size, token_size, prompt_time, token_time, tensor_parallel; times in ms), print the

@@ -1,4 +1,4 @@
-"""Fit the performance model's calibration per GPU type to measured iteration times (DESIGN §6).
+"""Fit the performance model's calibration per GPU type to measured iteration times (docs/architecture.md).
 
 Reads a CSV in the format of Splitwise's ``perf_model.csv`` (default: the repository's
 ``data/calibration/splitwise_perf_model.csv``, Llama-2-70B on A100-80GB at TP 2/4/8 and H100 at TP 2/4),

@@ -1,4 +1,4 @@
-"""The controller daemon (DESIGN §8): loop, shield, fallback, its own metrics and health endpoints.
+"""The controller daemon (docs/architecture.md): loop, shield, fallback, its own metrics and health endpoints.
 
 Kept import-light on purpose: ``controller.cli`` lives here and must start without torch. Modules:
 

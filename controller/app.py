@@ -52,6 +52,7 @@ from env.live.kubernetes import KubernetesActuator
 from env.live.launcher import Launcher
 from env.live.local_actuator import LocalProcessActuator
 from env.live.rig import start_initial_replicas, wait_for_targets
+from env.runlog import log_resolved_config, resolved_config, runlog
 from env.scenario import ScenarioConfig, load_scenario
 
 log = logging.getLogger("disaggpilot.controller")
@@ -297,7 +298,11 @@ def main(cfg: DictConfig) -> None:
     """Entry point of ``disaggpilot controller``."""
     if cfg.controller.log_format == "json":
         use_json_logs()
-    log.info("resolved config", extra={"fields": {"event": "config", "config": _container(cfg)}})
+    if cfg.controller.log_format == "json":
+        fields = {"event": "config", "config": resolved_config(cfg)}
+        runlog("controller").info("resolved config", extra={"fields": fields})
+    else:
+        log_resolved_config("controller", cfg)
     # ----- settings: any error here is the operator's to fix; say which key, no traceback
     try:
         settings = settings_from_config(cfg)

@@ -1,4 +1,4 @@
-"""The controller loop (DESIGN §8): scrape → validate → observe → policy → shield → actuate → export.
+"""The controller loop (docs/architecture.md): scrape → validate → observe → policy → shield → actuate → export.
 
 Time, the metrics source, the actuator and both deciders are injected, so tests run hours of decisions in
 virtual time. A decision never raises: an invalid snapshot, a failing policy, a mismatched bundle or an

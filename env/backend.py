@@ -1,4 +1,4 @@
-"""The one interface every cluster backend implements (DESIGN §5), and the action it takes."""
+"""The one interface every cluster backend implements (docs/architecture.md), and the action it takes."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ BYTES_PER_DTYPE: dict[str, float] = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp32
 
 @dataclass
 class PerfCalibration:
-    """Efficiency factors and overheads of the roofline model, fitted to measurements (DESIGN §6).
+    """Efficiency factors and overheads of the roofline model, fitted to measurements (docs/architecture.md).
 
     Defaults are the H100 figures of ``configs/hardware/h100-sxm.yaml``, fitted by ``benchmarks/fit_perf.py``
     on ``splitwise_perf_model.csv`` (``decode_memory_efficiency`` and ``link_efficiency`` are held at

@@ -13,6 +13,7 @@ from env.catalog import configs_dir
 from env.config_store import register_configs
 from env.errors import PermanentError
 from env.live.loadgen import main as replay
+from env.runlog import log_resolved_config
 
 register_configs()
 
@@ -20,6 +21,7 @@ register_configs()
 @hydra.main(version_base=None, config_path=str(configs_dir()), config_name="loadgen")
 def main(cfg: DictConfig) -> None:
     """Replay the configured scenario against ``cfg.url`` and print the per-tenant table."""
+    log_resolved_config("loadgen", cfg, secrets=("api_keys",))  # keys never reach a file
     try:
         report = replay(cfg)
     except PermanentError as error:

@@ -1,4 +1,4 @@
-"""The metrics contract (DESIGN §3): what every backend reports once per control interval.
+"""The metrics contract (docs/metrics.md): what every backend reports once per control interval.
 
 A :class:`MetricsSnapshot` holds, per pool and per tenant, counter increments over the interval, gauges at
 its end and histogram bucket counts, under the names a real cluster exposes (vLLM's own metric names for
@@ -33,7 +33,7 @@ PROMPT_TOKENS = "vllm:prompt_tokens_total"
 GENERATION_TOKENS = "vllm:generation_tokens_total"
 PREEMPTIONS = "vllm:num_preemptions_total"
 REQUEST_SUCCESS = "vllm:request_success_total"
-# Names used by older vLLM releases; readers accept both (DESIGN §3). The old per-token
+# Names used by older vLLM releases; readers accept both (docs/metrics.md). The old per-token
 # ``time_per_output_token_seconds`` histogram is what vLLM now calls ``inter_token_latency_seconds``.
 LEGACY_NAMES: Mapping[str, str] = {
     "vllm:time_per_output_token_seconds": ITL,

@@ -1,4 +1,4 @@
-"""The performance model (DESIGN §6): roofline times with fitted efficiency factors and overheads.
+"""The performance model (docs/architecture.md): roofline times with fitted efficiency factors and overheads.
 
 One replica runs a model on ``tp`` GPUs of one type. Every time below is at least the roofline bound
 (work / peak rate), because each efficiency factor is a fraction in (0, 1] and overheads are added, never

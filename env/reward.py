@@ -1,4 +1,4 @@
-"""The reward (DESIGN §2): goodput against cost under per-tenant SLO constraints, minus switching costs.
+"""The reward (docs/metrics.md): goodput against cost under per-tenant SLO constraints, minus switching costs.
 
 Two forms, chosen by ``RewardConfig.form``:
 

@@ -20,6 +20,7 @@ from env.catalog import configs_dir
 from env.config_store import register_configs
 from env.errors import ConfigError, PermanentError
 from env.metrics import KV_USAGE, RUNNING, WAITING, MetricsSnapshot
+from env.runlog import log_resolved_config
 from env.scenario import ScenarioConfig
 from env.sim.cluster import SimBackend
 from env.summary import RunSummary, summarize
@@ -81,7 +82,7 @@ register_configs()
 @hydra.main(version_base=None, config_path=str(configs_dir()), config_name="simulate")
 def main(cfg: DictConfig) -> None:
     """Entry point of ``disaggpilot simulate``."""
-    log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    log_resolved_config("simulate", cfg)
     try:
         scenario = scenario_from_config(cfg.scenario)
         duration = float(cfg.duration_s) if cfg.duration_s is not None else scenario.duration_s

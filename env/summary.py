@@ -1,4 +1,4 @@
-"""Whole-run figures from a sequence of snapshots: the per-tenant table every run prints (DESIGN §2)."""
+"""Whole-run figures from a sequence of snapshots: the per-tenant table every run prints (docs/metrics.md)."""
 
 from __future__ import annotations
 

@@ -86,3 +86,20 @@ def test_the_beside_repository_check_catches_each_form(tmp_path: Path, line: str
     (tmp_path / "env" / "planted.py").write_text(f"ok = 1\n{line}\n")
     (tmp_path / "env" / "planted.md").write_text(f"{line}\n")  # prose is not a code path
     assert lines_beside_repository(tmp_path) == [f"env/planted.py:2: {line}"]
+
+
+def test_cited_documents_are_in_the_repository() -> None:
+    """Docstrings, configs and READMEs cite ``docs/*.md`` files that exist, never a design note outside the tree."""
+    cited: set[str] = set()
+    outside = []
+    for path in ROOT.rglob("*"):
+        parts = path.relative_to(ROOT).parts
+        if path.suffix not in {".py", ".md", ".yaml", ".json", ".ipynb"} or parts[0].startswith((".", "outputs")):
+            continue
+        text = path.read_text(errors="replace")
+        cited |= set(re.findall(r"docs/[a-z_]+\.md", text))
+        if re.search(r"DESIGN (§|\\u00a7)", text):
+            outside.append(str(path.relative_to(ROOT)))
+    assert not outside, f"cite docs/*.md, not a design note outside the repository: {outside}"
+    assert {"docs/metrics.md", "docs/architecture.md"} <= cited
+    assert all((ROOT / name).is_file() for name in cited), sorted(name for name in cited if not (ROOT / name).is_file())

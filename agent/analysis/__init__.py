@@ -10,7 +10,7 @@ Plain rows (lists of dicts) and series (lists of floats), no data-frame library;
     rows = summary_rows(results)
 
 - :mod:`agent.analysis.sources`: paths, the shipped bundle, policy configs;
-- :mod:`agent.analysis.tables`: summary and per-tenant rows, Markdown tables;
+- :mod:`agent.analysis.tables`: the verdict, summary and per-tenant rows, Markdown tables;
 - :mod:`agent.analysis.spend`: where one policy spends less than another, and where more;
 - :mod:`agent.analysis.whatif`: scenario variants (price, GPU type, cold start, load, tenant mix, serving
   mode) and sweeps over them;
@@ -32,7 +32,7 @@ from agent.analysis.sources import (
     shipped_bundle,
 )
 from agent.analysis.spend import cost_gap, spend_by_load, spend_rows
-from agent.analysis.tables import Column, episode, markdown_table, summary_rows, tenant_rows
+from agent.analysis.tables import Column, episode, markdown_table, summary_rows, tenant_rows, verdict_rows
 from agent.analysis.whatif import SERVING_MODES, SweepResult, WhatIf, aggregated, price_of, sweep
 
 __all__ = [
@@ -60,4 +60,5 @@ __all__ = [
     "summary_rows",
     "sweep",
     "tenant_rows",
+    "verdict_rows",
 ]

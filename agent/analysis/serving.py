@@ -52,7 +52,7 @@ def serving_verdicts(rows: Sequence[Row]) -> list[Row]:
     """Per scenario: each mode's best policy and figures, ``worth_it`` (disaggregation wins) and why.
 
     Disaggregation is worth it when only it meets every target, or both do and it earns more tokens per
-    USD, or neither does and its lowest attainment is higher (DESIGN §2: economics only at equal SLOs).
+    USD, or neither does and its lowest attainment is higher (docs/metrics.md: economics only at equal SLOs).
     """
     verdicts = []
     for scenario in dict.fromkeys(row["scenario"] for row in rows):

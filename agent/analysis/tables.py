@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.analysis.sources import AnalysisError
 from agent.evaluation import EpisodeResult
-from agent.evaluation.report import aggregate
+from agent.evaluation.verdict import VerdictSettings, aggregate, verdicts_by_scenario
 
 Row = dict[str, Any]
 
@@ -61,8 +61,30 @@ def summary_rows(results: Sequence[EpisodeResult]) -> list[Row]:
         row: Row = {"scenario": item.scenario, "policy": item.policy, "seeds": item.seeds}
         for key in ("tokens_per_usd", "usd_per_million_tokens", "min_attainment", "cost_usd"):
             row[key], row[f"{key}_std"] = fields[key]
-        row.update(scale_actions=item.scale_actions, meets_slo=item.meets_slo)
+        row.update(scale_actions=item.scale_actions, meets_slo=item.meets_slo, sees_future=item.sees_future)
         rows.append(row)
+    return rows
+
+
+def verdict_rows(results: Sequence[EpisodeResult], settings: VerdictSettings | None = None) -> list[Row]:
+    """The verdict of ``summary.md`` as rows, in its order per scenario: holders by tokens/$ first, then the
+    policies that missed, with the worst miss (``miss_*``, None for a holder) and the ratios to
+    ``settings.reference`` and ``settings.upper`` (NaN where a reference did not run)."""
+    rows = []
+    verdicts = verdicts_by_scenario([result.row for result in done(results)], settings or VerdictSettings())
+    for scenario, scenario_verdicts in verdicts.items():
+        for verdict in scenario_verdicts:
+            item, miss = verdict.aggregate, verdict.miss
+            rows.append({"scenario": scenario, "policy": item.policy, "holds": verdict.holds,
+                         "sees_future": item.sees_future, "seeds": item.seeds,
+                         "tokens_per_usd": item.tokens_per_usd[0], "cost_usd": item.cost_usd[0],
+                         "tokens_vs_reference": verdict.tokens_vs_reference,
+                         "cost_vs_reference": verdict.cost_vs_reference, "tokens_vs_upper": verdict.tokens_vs_upper,
+                         "min_attainment": item.worst_attainment, "scale_actions": item.scale_actions,
+                         "missed_episodes": verdict.missed_episodes,
+                         "miss_tenant": miss.tenant if miss else None,
+                         "miss_attainment": miss.attainment if miss else None,
+                         "miss_target": miss.target if miss else None, "miss_seed": miss.seed if miss else None})
     return rows
 
 

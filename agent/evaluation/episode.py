@@ -19,7 +19,7 @@ import numpy as np
 from agent.errors import PolicyConfigError
 from agent.evaluation.policies import PolicySpec, build_policy
 from agent.evaluation.records import EpisodeTrace, StepRecord, results_row, timeline
-from agent.policy import Policy, PolicyContext, environment_for
+from agent.policy import Policy, PolicyContext, environment_for, sees_future
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.reward import RewardConfig
 from env.scenario import ScenarioConfig
@@ -158,7 +158,8 @@ def run_episode(task: EpisodeTask) -> EpisodeResult:
     """Build the task's policy, play the episode and summarise it; raises what the policy or env raise."""
     policy = build_policy(task.policy.name, task.policy)
     trace = play(policy, task)
-    row = results_row(task.policy.name, task.policy.kind, task.scenario.name, task.seed, trace)
+    row = results_row(task.policy.name, task.policy.kind, task.scenario.name, task.seed, trace,
+                      sees_future=sees_future(policy) or task.policy.sees_future)
     return EpisodeResult(task.index, task.policy.name, task.scenario.name, task.seed, row, timeline(trace))
 
 

@@ -3,7 +3,7 @@
 - ``results.csv``: one row per (policy, scenario, seed); per-tenant and per-pool columns are the union over
   scenarios (empty where a scenario has no such tenant or pool).
 - ``timeline/<policy>__<scenario>__<seed>.csv``: one row per control interval.
-- ``summary.md``: the per-scenario tables (``agent.evaluation.report``).
+- ``summary.md``: the verdict, overview and per-scenario tables (``agent.evaluation.report``).
 - ``plots/*.png`` (``agent.evaluation.plots``).
 """
 
@@ -16,19 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from agent.evaluation.episode import EpisodeResult
-from agent.evaluation.report import summary_markdown
+from agent.evaluation.report import summary_markdown, verdict_markdown
 from agent.evaluation.scenarios import file_label
+from agent.evaluation.verdict import VerdictSettings
 from env.scenario import ScenarioConfig
 
 
 @dataclass
 class EvaluationOutputs:
-    """Where an evaluation's files went, and the summary text."""
+    """Where an evaluation's files went, the summary text and the verdict (the part a terminal shows)."""
 
     directory: Path
     results_csv: Path
     summary_md: Path
     summary: str
+    verdict: str = ""
     timelines: list[Path] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
     failures: list[EpisodeResult] = field(default_factory=list)
@@ -52,7 +54,8 @@ def timeline_path(directory: Path, result: EpisodeResult) -> Path:
 
 
 def write_outputs(results: Sequence[EpisodeResult], scenarios: Sequence[ScenarioConfig], directory: Path,
-                  header: Sequence[str] = (), plots: bool = True) -> EvaluationOutputs:
+                  header: Sequence[str] = (), plots: bool = True,
+                  verdict: VerdictSettings | None = None) -> EvaluationOutputs:
     """Write every file of the evaluation into ``directory``.
 
     Args:
@@ -61,6 +64,7 @@ def write_outputs(results: Sequence[EpisodeResult], scenarios: Sequence[Scenario
         directory: the run directory.
         header: lines of context written at the top of ``summary.md`` (settings, seeds).
         plots: whether to draw the PNGs.
+        verdict: the references of the verdict's ratio columns (default: ``VerdictSettings()``).
     """
     directory.mkdir(parents=True, exist_ok=True)
     done = [result for result in results if result.error is None]
@@ -71,8 +75,9 @@ def write_outputs(results: Sequence[EpisodeResult], scenarios: Sequence[Scenario
         from agent.evaluation.plots import plot_all  # matplotlib is imported only when plots are drawn
 
         drawn = plot_all(done, scenarios, directory / "plots")
-    summary = summary_markdown(results, drawn, header)
+    summary = summary_markdown(results, drawn, header, verdict)
     summary_md = directory / "summary.md"
     summary_md.write_text(summary)
     return EvaluationOutputs(directory=directory, results_csv=results_csv, summary_md=summary_md, summary=summary,
+                             verdict=verdict_markdown([result.row for result in done], verdict),
                              timelines=timelines, plots=drawn, failures=[r for r in results if r.error is not None])

@@ -50,11 +50,15 @@ class EpisodeTrace:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-def results_row(policy: str, kind: str, scenario: str, seed: int, trace: EpisodeTrace) -> dict[str, Any]:
-    """The episode's ``results.csv`` row: economics, SLOs, scaling activity, reward and wall time."""
+def results_row(policy: str, kind: str, scenario: str, seed: int, trace: EpisodeTrace,
+                sees_future: bool = False) -> dict[str, Any]:
+    """The episode's ``results.csv`` row: economics, SLOs, scaling activity, reward and wall time.
+
+    ``sees_future`` marks a policy that knew the episode in advance (``agent.policy.sees_future``).
+    """
     summary = summarize(trace.snapshots, trace.world.tenants)
     row: dict[str, Any] = {
-        "policy": policy, "kind": kind, "scenario": scenario, "seed": seed,
+        "policy": policy, "kind": kind, "sees_future": sees_future, "scenario": scenario, "seed": seed,
         "goodput_tokens_per_usd": summary.goodput_tokens_per_usd,
         "usd_per_million_goodput_tokens": summary.usd_per_million_goodput_tokens,
         "cost_usd": summary.cost_usd, "gpu_hours": summary.gpu_hours, "goodput_tokens": summary.goodput_tokens,

@@ -92,10 +92,15 @@ def _collect(future: Future[EpisodeResult], task: EpisodeTask) -> EpisodeResult:
         return lost_episode(task, error)
 
 
+def progress_line(result: EpisodeResult, done: int, total: int) -> str:
+    """``[3/27] static on steady seed 0: 410740 tok/$`` (or ``FAILED``)."""
+    status = "FAILED" if result.error else f"{result.row['goodput_tokens_per_usd']:.0f} tok/$"
+    return f"[{done}/{total}] {result.policy} on {result.scenario} seed {result.seed}: {status}"
+
+
 def log_progress(result: EpisodeResult, done: int, total: int) -> None:
     """The default progress report: one log line per finished episode."""
-    status = "FAILED" if result.error else f"{result.row['goodput_tokens_per_usd']:.0f} tok/$"
-    log.info("[%d/%d] %s on %s seed %d: %s", done, total, result.policy, result.scenario, result.seed, status)
+    log.info("%s", progress_line(result, done, total))
 
 
 def evaluate(plan: EvaluationPlan, progress: Progress | None = None, ray: RayConfig | None = None

@@ -1,4 +1,4 @@
-"""``LiveBackend``: a real cluster behind the ``ClusterBackend`` interface (DESIGN §5).
+"""``LiveBackend``: a real cluster behind the ``ClusterBackend`` interface (docs/architecture.md).
 
 It observes through a :class:`~env.live.source.PrometheusSource` and acts through any ``env.backend.Actuator``
 (Kubernetes, local processes, a dry run). ``advance(seconds)`` waits until ``seconds`` have passed since the

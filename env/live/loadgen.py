@@ -6,7 +6,7 @@ prompt of N words (the emulator counts one token per word; a real tokenizer coun
 ``max_tokens`` = its output length and ``ignore_eos``, streamed, sent with its tenant's API key at its
 arrival time (open loop: a late send counts in its latency). TTFT (first streamed token) and TPOT are
 measured here, on the client, from the scheduled arrival, and judged against each tenant's SLO the way
-DESIGN §2 defines it; the per-tenant table is :mod:`env.summary`'s, the one the simulator prints (cost
+docs/metrics.md defines it; the per-tenant table is :mod:`env.summary`'s, the one the simulator prints (cost
 columns are empty: a client does not see what the cluster costs).
 
 Outcomes: *finished* (every token and ``[DONE]`` arrived), *rejected* (the endpoint answered 429 or 503)
@@ -210,7 +210,7 @@ def _has_text(event: dict[str, Any]) -> bool:
 
 
 def tenant_metrics(results: list[RequestResult], spec: TenantSpec) -> TenantMetrics:
-    """One tenant's results as the gateway's per-tenant series would count them (DESIGN §2)."""
+    """One tenant's results as the gateway's per-tenant series would count them (docs/metrics.md)."""
     metrics = TenantMetrics()
     counters, histograms = metrics.counters, metrics.histograms
     for result in (r for r in results if r.tenant == spec.name):

@@ -1,4 +1,4 @@
-"""``PrometheusSource``: the metrics contract (DESIGN §3) read from Prometheus for one control interval.
+"""``PrometheusSource``: the metrics contract (docs/metrics.md) read from Prometheus for one control interval.
 
 For each configured pool (a label selector over its vLLM replicas) and for the gateway's per-tenant series it
 evaluates, at the interval's end:

@@ -1,9 +1,9 @@
-"""``SimBackend``: the discrete-event simulator of a multi-tenant disaggregated cluster (DESIGN §5).
+"""``SimBackend``: the discrete-event simulator of a multi-tenant disaggregated cluster (docs/architecture.md).
 
 The event loop merges the episode's pre-generated arrivals (sorted arrays) with a heap of engine events.
 A gateway in front of the pools admits each request, routes its prompt to a prefill (or aggregated)
 replica, ships the KV cache to the least-loaded decode replica, and judges every request against its
-tenant's SLO exactly once, as DESIGN §2 defines.
+tenant's SLO exactly once, as docs/metrics.md defines.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ class SimBackend:
             for request in pending_prompts:
                 self._dispatch_prompt(request)
 
-    # ----- judging requests (DESIGN §2) -------------------------------------------------------------------
+    # ----- judging requests (docs/metrics.md) -------------------------------------------------------------------
     def first_token(self, request: Request, time: float) -> None:
         """The client receives the first output token at ``time``."""
         request.first_token = time

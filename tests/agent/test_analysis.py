@@ -33,11 +33,13 @@ from agent.analysis import (
     summary_rows,
     sweep,
     tenant_rows,
+    verdict_rows,
 )
 from agent.analysis.behaviour import REWARD_TERMS, action_surface, record_episode, reward_terms
 from agent.analysis.tensorboard import attainment_targets, find_runs, load_scalars, smooth
 from agent.bundle import load_bundle
 from agent.evaluation import EpisodeResult, EvaluationPlan, build_policy, evaluate
+from agent.evaluation.verdict import VerdictSettings
 from agent.ppo_policy import PpoPolicy
 from env.errors import CatalogError, ConfigError
 from env.scenario import ScenarioConfig
@@ -104,6 +106,21 @@ def test_summary_and_tenant_rows_average_over_seeds(results: list[EpisodeResult]
     assert chat["attainment"] == pytest.approx(sum(r["attainment/chat"] for r in static) / 2)
     assert chat["target"] == static[0]["target/chat"]
     assert chat["meets_target"] == all(r["attainment/chat"] >= r["target/chat"] for r in static)
+
+
+def test_verdict_rows_put_holders_first_with_ratios_to_the_reference(results: list[EpisodeResult]) -> None:
+    rows = verdict_rows(results, VerdictSettings(reference="static", upper=None))
+    assert sorted(row["policy"] for row in rows) == sorted(POLICIES)
+    order = [(not row["holds"], -row["tokens_per_usd"] if row["holds"] else 0.0) for row in rows]
+    assert order == sorted(order)  # holders first, best tokens/$ first
+    by_policy = {row["policy"]: row for row in rows}
+    assert by_policy["static"]["tokens_vs_reference"] == pytest.approx(1.0)
+    large = by_policy["static_large"]
+    assert large["cost_vs_reference"] == pytest.approx(1.25)  # 5 replicas billed instead of 4
+    assert math.isnan(large["tokens_vs_upper"]) and large["sees_future"] is False
+    assert (large["miss_tenant"] is None) == large["holds"]
+    absent = verdict_rows(results, VerdictSettings(reference="nobody", upper="nobody"))
+    assert all(math.isnan(row["tokens_vs_reference"]) for row in absent)
 
 
 def test_a_missing_episode_names_the_ones_there_are(results: list[EpisodeResult]) -> None:

@@ -33,12 +33,17 @@ def test_evaluate_writes_results_summary_timelines_and_plots(tmp_path: Path) -> 
     assert sorted(p.name for p in (run_dir / "timeline").iterdir()) == ["static__small__0.csv",
                                                                          "static_large__small__0.csv"]
     summary = (run_dir / "summary.md").read_text()
-    assert "## small (1 seed)" in summary and "| static_large |" in summary
+    assert "## small (1 seed)" in summary and "| static_large " in summary
+    assert summary.index("## Verdict") < summary.index("## small") and "DESIGN" not in summary
     plots = sorted(p.name for p in (run_dir / "plots").iterdir())
     assert plots == ["cost_vs_attainment.png", "latency__small.png", "replicas__small.png"]
     assert all((run_dir / "plots" / name).stat().st_size > 10_000 for name in plots)
-    assert "| policy | goodput tok/$" in result.stdout and f"plots: {run_dir / 'plots'}" in result.stdout
-    assert "resolved config" in (run_dir / "evaluate.log").read_text()
+    assert "## Verdict" in result.stdout and f"plots: {run_dir / 'plots'}" in result.stdout
+    assert "| policy " in result.stdout and "goodput tok/$" in result.stdout
+    # the resolved config and the per-episode lines go to the run's log, not the terminal
+    log = (run_dir / "evaluate.log").read_text()
+    assert "resolved config" in log and "[2/2]" in log
+    assert "resolved config" not in result.stdout + result.stderr and "[2/2]" not in result.stdout
 
 
 def test_an_unknown_policy_kind_or_scenario_stops_with_a_message_naming_it(tmp_path: Path) -> None:

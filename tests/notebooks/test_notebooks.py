@@ -89,6 +89,11 @@ def test_compare_policies_evaluates_the_shipped_bundle_against_baselines(kernel_
     for row in summary.values():
         assert row["tokens_per_usd"] > 0 and 0 <= row["min_attainment"] <= 1 and row["cost_usd"] > 0
     assert results["bundles"][0]["sha256"] and results["bundles"][0]["trained_steps"] > 0
+    verdict = [row for row in results["verdict"] if row["scenario"] == "steady"]
+    assert {row["policy"] for row in verdict} == {"static", "threshold", "ppo"}
+    order = [(not row["holds"], -row["tokens_per_usd"] if row["holds"] else 0.0) for row in verdict]
+    assert order == sorted(order)  # holders first, best tokens/$ first
+    assert all((row["miss_tenant"] is None) == row["holds"] for row in verdict)
     tenants = by(results["tenants"], "scenario", "policy", "tenant")
     assert {("steady", "ppo", "code"), ("steady", "ppo", "conv"), ("diurnal", "static", "chat")} <= set(tenants)
     spend = by(results["spend"], "scenario", "reference")

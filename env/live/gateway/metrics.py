@@ -1,7 +1,7 @@
-"""The gateway's per-tenant series (DESIGN §3), under the names and bucket edges of :mod:`env.metrics`.
+"""The gateway's per-tenant series (docs/metrics.md), under the names and bucket edges of :mod:`env.metrics`.
 
 Requests are judged the way the simulator judges them (``env.sim`` cannot be imported here; the rules are
-DESIGN §2): TTFT is observed at the first token, TPOT = (e2e − TTFT) / (output − 1) for outputs longer
+docs/metrics.md): TTFT is observed at the first token, TPOT = (e2e − TTFT) / (output − 1) for outputs longer
 than one token, and each request is judged once: *met* when it finishes within both objectives, *missed*
 when it does not, is refused (429, no replica, lost after every retry), or has waited past its TTFT
 objective without a first token (judged then, so an overload shows at once). Only the tenant's name is a
