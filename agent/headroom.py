@@ -4,14 +4,14 @@ In the default ``delta`` mode the policy moves replica counts by -max_step..+max
 to learn from scratch how many replicas a load needs. In ``headroom`` mode that arithmetic is done for it,
 the way a capacity planner does it, and the policy learns only what a planner cannot know: how much spare
 capacity the current mix, burstiness and cold starts call for. Each interval the sizer
-(:mod:`agent.baselines.sizing`) plans each pool for the peak of the recent measured demand at the utilisation
-level the policy chose; the window's peak is the hysteresis a delta policy must otherwise learn.
+(:mod:`agent.baselines.sizing`) plans each pool for the recent measured demand (the window's peak, or a
+request-weighted quantile of it) at the utilisation level the policy chose, above the replica floor it chose;
+the window is the hysteresis a delta policy must otherwise learn, and where configured the policy picks it too.
 The batch knobs keep their configured values in this mode.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import gymnasium
@@ -28,11 +28,12 @@ __all__ = ["ACTION_MODES", "HeadroomEnv", "HeadroomSettings", "HeadroomSizer", "
 
 
 class HeadroomEnv(gymnasium.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
-    """A :class:`DisaggClusterEnv` whose action is (prefill level, decode level); everything else unchanged.
+    """A :class:`DisaggClusterEnv` whose action is (prefill level, decode level), followed by a demand window
+    and per-pool replica floors where the settings offer a choice of them; everything else unchanged.
 
     Args:
         env: the environment (a disaggregated cluster).
-        settings: the levels and the demand window.
+        settings: the levels, windows, floors and demand statistic.
     """
 
     def __init__(self, env: DisaggClusterEnv, settings: HeadroomSettings) -> None:
@@ -62,8 +63,8 @@ class HeadroomEnv(gymnasium.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     def spec_dict(self) -> dict[str, Any]:
         """The environment's spec with this mode's action space and levels."""
         spec = self.cluster_env.spec_dict()
-        spec.update({"action_mode": "headroom", "headroom": asdict(self.settings),
-                     "action_dimensions": ["prefill_utilization_level", "decode_utilization_level"],
+        spec.update({"action_mode": "headroom", "headroom": self.settings.spec(),
+                     "action_dimensions": [name for name, _ in self.settings.dimensions],
                      "action_nvec": [int(n) for n in self.settings.nvec]})
         return spec
 

@@ -1,7 +1,8 @@
-"""``headroom_planner``: plan each pool for its recent peak demand at one fixed utilisation.
+"""``headroom_planner``: plan each pool for its recent demand at one fixed utilisation, above a fixed floor.
 
 The non-learned twin of the learned ``headroom`` action mode: the same sizer (:mod:`agent.baselines.sizing`),
-with one utilisation per pool held for the whole episode instead of a level the policy picks each interval.
+with one utilisation per pool (and one window, floor per pool and demand statistic) held for the whole episode
+instead of the choices a policy makes each interval: the non-learned fixed points of the learned family.
 Its window peak plays the part of the Kubernetes HPA's scale-down stabilisation window (the HPA keeps the
 highest recommendation of the last 5 minutes by default, ``--horizontal-pod-autoscaler-downscale-
 stabilization``; here 40 intervals of 30 s, 20 min: a longer window lets bursty tenants run at a higher
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from agent.baselines.common import BaselineError, build_settings
+from agent.baselines.demand import validate_statistic
 from agent.baselines.sizing import HeadroomSettings, HeadroomSizer
 from agent.policy import PolicyContext
 from env.backend import ClusterAction
@@ -45,7 +47,15 @@ class HeadroomPlannerSettings:
     decode_utilization: float = 0.6
     """Fraction of one decode replica's token rate at the TPOT target to plan for (fraction, in (0, 1.5])."""
     demand_window_intervals: int = 40
-    """Control intervals whose peak demand is planned for (intervals; 40 x 30 s = 20 min)."""
+    """Control intervals whose demand is planned for (intervals; 40 x 30 s = 20 min)."""
+    prefill_floor: int = 0
+    """Fewest prefill replicas to run (replicas; 0: the pool's own minimum; the GPU budget wins over it)."""
+    decode_floor: int = 0
+    """Fewest decode replicas to run (replicas; 0: the pool's own minimum; the GPU budget wins over it)."""
+    demand_statistic: str = "peak"
+    """How the window's demand becomes one plan: ``peak`` or ``quantile`` (:mod:`agent.baselines.demand`)."""
+    demand_quantile: float = 0.9
+    """With ``quantile``: the fraction of the window's requests whose intervals the plan covers (in (0, 1])."""
 
     def __post_init__(self) -> None:
         for key in ("prefill_utilization", "decode_utilization"):
@@ -53,16 +63,23 @@ class HeadroomPlannerSettings:
             require(0 < value <= 1.5, f"agent.headroom_planner.{key}", value, "use a utilisation in (0, 1.5]")
         require(self.demand_window_intervals >= 1, "agent.headroom_planner.demand_window_intervals",
                 self.demand_window_intervals, "use >= 1 interval")
+        for key in ("prefill_floor", "decode_floor"):
+            require(int(getattr(self, key)) == getattr(self, key) and getattr(self, key) >= 0,
+                    f"agent.headroom_planner.{key}", getattr(self, key), "use a whole number of replicas >= 0")
+        validate_statistic(self.demand_statistic, self.demand_quantile, "agent.headroom_planner")
 
     def sizer_settings(self) -> HeadroomSettings:
-        """The sizer's settings: one level per pool."""
+        """The sizer's settings: one choice of each."""
         return HeadroomSettings(prefill_utilization_levels=[self.prefill_utilization],
                                 decode_utilization_levels=[self.decode_utilization],
-                                demand_window_intervals=self.demand_window_intervals)
+                                demand_window_intervals=self.demand_window_intervals,
+                                prefill_floor_choices=[int(self.prefill_floor)],
+                                decode_floor_choices=[int(self.decode_floor)],
+                                demand_statistic=self.demand_statistic, demand_quantile=self.demand_quantile)
 
 
 class HeadroomPlannerPolicy:
-    """Size both pools for the window's peak demand at fixed utilisations.
+    """Size both pools for the window's demand at fixed utilisations, above fixed floors.
 
     Args:
         **params: fields of :class:`HeadroomPlannerSettings`.

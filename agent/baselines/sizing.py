@@ -1,16 +1,27 @@
 """Capacity sizing for a utilisation target: measured demand in, replica counts out.
 
 Shared by the learned ``headroom`` action mode (:mod:`agent.headroom`, where the policy picks the level each
-interval) and the non-learned ``headroom_planner`` baseline (one fixed level per pool). Each interval:
+interval) and the non-learned ``headroom_planner`` baseline (one fixed choice). Each interval:
 
-    demand(pool)   = the largest of the last ``demand_window_intervals`` intervals' measured token rates
-                     (prefill: arrivals x mean prompt length; decode: arrivals x mean output length)
-    capacity(pool) = one replica's token rate from the scenario's performance model (prefill at the mean
-                     prompt length; decode at the strictest tenant's TPOT target), as Dynamo's planner profiles it
-    replicas(pool) = ceil(demand / (capacity x utilisation level))
+    need(pool, i)  = interval i's measured token rate / one replica's token rate at interval i's lengths
+                     (prefill: arrivals x mean prompt length; decode: arrivals x mean output length; a replica's
+                     rate from the scenario's performance model, prefill at the mean prompt length, decode at
+                     the strictest tenant's TPOT target, as Dynamo's planner profiles it)
+    plan(pool)     = the window's peak demand at its longest mean lengths (``peak``), or the request-weighted
+                     quantile of need(pool, i) over the window (``quantile``; :mod:`agent.baselines.demand`)
+    replicas(pool) = max(floor(pool), ceil(plan / utilisation level))
 
-then bounded to the pool's limits and the GPU budget. Taking the window's peak makes scale-down wait until
-the demand has stayed low for the whole window, like the Kubernetes HPA's scale-down stabilisation window.
+then bounded to the pool's limits and the GPU budget (which wins over a floor). Planning for the window makes
+scale-down wait until the demand has stayed low for the whole window, like the Kubernetes HPA's scale-down
+stabilisation window.
+
+What a policy chooses each interval, and why this shape: a utilisation level per pool, and where configured
+(:class:`HeadroomSettings`) a demand window and a replica floor per pool, each an index into a short list,
+so the action stays a small ``MultiDiscrete`` (e.g. 8 x 6 x 3 x 3 x 3 = 1,296 joint choices as five heads of
+at most 8 logits) that a warm start can pin to a planner's setting. A bounded residual of replicas on top of a
+short-window sizer would reach the same schedules, but it needs a head per pool wide enough to undo the
+sizer's errors (a dozen replicas either way) and forgets the window between intervals, while a floor and a
+window are what the fixed points that beat the static configuration actually use.
 """
 
 from __future__ import annotations
@@ -18,11 +29,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
 from agent.baselines.common import bounded, current_replicas
+from agent.baselines.demand import validate_statistic, weighted_quantile
 from agent.baselines.profile import PerfProfile
 from agent.baselines.signals import observed_load
 from env.backend import ClusterAction, PoolTarget
@@ -37,16 +50,59 @@ def _levels_ok(levels: Sequence[float]) -> bool:
     return len(values) >= 1 and all(0 < v <= 1.5 for v in values) and values == sorted(set(values))
 
 
+def _counts_ok(counts: Sequence[int], least: int) -> bool:
+    values = [int(v) for v in counts]
+    return len(values) >= 1 and all(v >= least for v in values) and values == sorted(set(values))
+
+
+@dataclass(frozen=True)
+class SizerChoice:
+    """One interval's sizing decision, decoded from an action.
+
+    Attributes:
+        prefill_utilization: fraction of one prefill replica's token rate to plan for.
+        decode_utilization: fraction of one decode replica's token rate to plan for.
+        window_intervals: the last intervals whose demand is planned for (intervals).
+        prefill_floor: fewest prefill replicas to run (replicas; 0 for the pool's own minimum).
+        decode_floor: fewest decode replicas to run (replicas; 0 for the pool's own minimum).
+    """
+
+    prefill_utilization: float
+    decode_utilization: float
+    window_intervals: int
+    prefill_floor: int = 0
+    decode_floor: int = 0
+
+
 @dataclass
 class HeadroomSettings:
-    """The utilisation levels a ``headroom`` policy chooses from (``agent.headroom`` in configs)."""
+    """The choices a ``headroom`` policy has (``agent.headroom`` in configs).
 
-    prefill_utilization_levels: list[float] = field(default_factory=lambda: [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85])
+    The action has one dimension per pool's utilisation level and one more for each of the demand window and
+    the two floors that offers more than one choice; with one choice each (the defaults) it is the original
+    (prefill level, decode level), so bundles trained before the window and floors existed act as they did.
+    """
+
+    prefill_utilization_levels: list[float] = field(
+        default_factory=lambda: [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0])
     """Fractions of one prefill replica's token rate to plan for (increasing, each in (0, 1.5])."""
-    decode_utilization_levels: list[float] = field(default_factory=lambda: [0.3, 0.45, 0.6, 0.75, 0.9])
+    decode_utilization_levels: list[float] = field(default_factory=lambda: [0.3, 0.45, 0.6, 0.75, 0.9, 1.0])
     """Fractions of one decode replica's token rate at the TPOT target to plan for (increasing, in (0, 1.5])."""
     demand_window_intervals: int = 4
-    """Control intervals whose peak demand is planned for (intervals; 4 x 30 s = 2 min of scale-down delay)."""
+    """Control intervals whose demand is planned for (intervals; 4 x 30 s = 2 min of scale-down delay). With
+    ``demand_window_choices`` it must be their largest: the history the sizer keeps."""
+    demand_window_choices: list[int] = field(default_factory=list)
+    """Windows the policy picks from each interval (intervals, increasing, each >= 1); empty: the one window
+    ``demand_window_intervals``, and no window dimension in the action."""
+    prefill_floor_choices: list[int] = field(default_factory=lambda: [0])
+    """Fewest prefill replicas the policy may ask to keep (replicas, increasing, >= 0; 0: the pool's minimum).
+    A dimension of the action when there is more than one."""
+    decode_floor_choices: list[int] = field(default_factory=lambda: [0])
+    """Fewest decode replicas the policy may ask to keep (replicas, increasing, >= 0; 0: the pool's minimum)."""
+    demand_statistic: str = "peak"
+    """How the window's demand becomes one plan: ``peak`` or ``quantile`` (:mod:`agent.baselines.demand`)."""
+    demand_quantile: float = 0.9
+    """With ``quantile``: the fraction of the window's requests whose intervals the plan covers (in (0, 1])."""
 
     def __post_init__(self) -> None:
         for key in ("prefill_utilization_levels", "decode_utilization_levels"):
@@ -56,11 +112,52 @@ class HeadroomSettings:
             setattr(self, key, [float(v) for v in levels])
         require(self.demand_window_intervals >= 1, "agent.headroom.demand_window_intervals",
                 self.demand_window_intervals, "use >= 1 interval")
+        for key, least in (("demand_window_choices", 1), ("prefill_floor_choices", 0), ("decode_floor_choices", 0)):
+            counts = [int(v) for v in getattr(self, key)]
+            require(_counts_ok(counts, least) or (key == "demand_window_choices" and not counts),
+                    f"agent.headroom.{key}", counts, f"give increasing, distinct whole numbers >= {least}")
+            setattr(self, key, counts)
+        require(not self.demand_window_choices or self.demand_window_intervals == self.demand_window_choices[-1],
+                "agent.headroom.demand_window_intervals", self.demand_window_intervals,
+                f"with demand_window_choices set it to their largest, {self.demand_window_choices[-1:]}")
+        validate_statistic(self.demand_statistic, self.demand_quantile, "agent.headroom")
+
+    @property
+    def windows(self) -> list[int]:
+        """The demand windows to choose from (intervals)."""
+        return self.demand_window_choices or [self.demand_window_intervals]
+
+    @property
+    def dimensions(self) -> list[tuple[str, int]]:
+        """(name, number of choices) of each action dimension, in order."""
+        extra = [("demand_window", len(self.windows)), ("prefill_floor", len(self.prefill_floor_choices)),
+                 ("decode_floor", len(self.decode_floor_choices))]
+        return [("prefill_utilization_level", len(self.prefill_utilization_levels)),
+                ("decode_utilization_level", len(self.decode_utilization_levels))] + [d for d in extra if d[1] > 1]
 
     @property
     def nvec(self) -> list[int]:
-        """The ``MultiDiscrete`` sizes: prefill level, decode level."""
-        return [len(self.prefill_utilization_levels), len(self.decode_utilization_levels)]
+        """The ``MultiDiscrete`` sizes, one per dimension of :attr:`dimensions`."""
+        return [size for _, size in self.dimensions]
+
+    def choice(self, action: np.ndarray) -> SizerChoice:
+        """Decode action indices (one per dimension of :attr:`dimensions`) into a :class:`SizerChoice`."""
+        index = {name: int(i) for (name, _), i in zip(self.dimensions, np.asarray(action).reshape(-1), strict=True)}
+        return SizerChoice(self.prefill_utilization_levels[index["prefill_utilization_level"]],
+                           self.decode_utilization_levels[index["decode_utilization_level"]],
+                           self.windows[index.get("demand_window", 0)],
+                           self.prefill_floor_choices[index.get("prefill_floor", 0)],
+                           self.decode_floor_choices[index.get("decode_floor", 0)])
+
+    def spec(self) -> dict[str, Any]:
+        """The settings as a bundle's spec records them: the fields added after the first headroom bundles only
+        where they differ from their defaults, so those bundles' specs still match."""
+        recorded, defaults = asdict(self), asdict(HeadroomSettings())
+        return {key: value for key, value in recorded.items()
+                if key in _ORIGINAL_FIELDS or value != defaults[key]}
+
+
+_ORIGINAL_FIELDS = ("prefill_utilization_levels", "decode_utilization_levels", "demand_window_intervals")
 
 
 @dataclass
@@ -69,18 +166,19 @@ class _Demand:
     decode_tokens_per_s: float
     prompt_tokens: float
     output_tokens: float
+    requests: float = 0.0
 
 
 class HeadroomSizer:
-    """Turns (prefill level, decode level) indices into replica targets from the measured demand.
+    """Turns action indices (:attr:`HeadroomSettings.dimensions`) into replica targets from the measured demand.
 
     Args:
-        settings: the levels and the demand window.
+        settings: the levels, windows, floors and demand statistic.
     """
 
     def __init__(self, settings: HeadroomSettings) -> None:
         self.settings = settings
-        self.window: deque[_Demand] = deque(maxlen=settings.demand_window_intervals)
+        self.window: deque[_Demand] = deque(maxlen=max(settings.windows))
 
     def reset(self, scenario: ScenarioConfig, interval_s: float) -> None:
         """Start an episode: profile one replica of each pool, forget the demand."""
@@ -97,32 +195,49 @@ class HeadroomSizer:
             self.lengths = (max(1.0, load.prompt_tokens), max(1.0, load.output_tokens))
         rate = load.requests / max(snapshot.interval_s, 1e-9)
         prompt, output = self.lengths
-        self.window.append(_Demand(rate * prompt, rate * output, prompt, output))
+        self.window.append(_Demand(rate * prompt, rate * output, prompt, output, load.requests))
 
     def observe_recent(self, history: Sequence[MetricsSnapshot]) -> None:
         """Refill the window from the last intervals of ``history`` (oldest first), skipping zero-length
         snapshots such as an episode's reset: the same window as observing every interval as it ended."""
         self.window.clear()
-        for snapshot in history[-self.settings.demand_window_intervals:]:
+        for snapshot in history[-max(self.settings.windows):]:
             if snapshot.interval_s > 0:
                 self.observe(snapshot)
 
     def targets(self, action: np.ndarray, snapshot: MetricsSnapshot) -> ClusterAction:
-        """Replica targets for level indices ``action`` = (prefill level, decode level)."""
+        """Replica targets for action indices ``action`` (one per dimension of the settings' ``dimensions``)."""
         if not self.window:
             return ClusterAction.replicas(prefill=current_replicas(snapshot, "prefill"),
                                           decode=current_replicas(snapshot, "decode"))
-        levels = self.settings
-        prefill_util = levels.prefill_utilization_levels[int(action[0])]
-        decode_util = levels.decode_utilization_levels[int(action[1])]
-        prompt = max(d.prompt_tokens for d in self.window)
-        context = prompt + max(d.output_tokens for d in self.window) / 2
-        prefill_rate = self.profile.prefill_throughput_per_gpu(prompt) * self.profile.prefill_gpus
-        decode_rate = (self.profile.best_decode_throughput_per_gpu(self.tpot_target_s, context)
-                       * self.profile.decode_gpus)
-        prefill = math.ceil(max(d.prefill_tokens_per_s for d in self.window) / (prefill_rate * prefill_util) - 1e-9)
-        decode = math.ceil(max(d.decode_tokens_per_s for d in self.window) / (decode_rate * decode_util) - 1e-9)
-        return self._fitted(max(1, prefill), max(1, decode))
+        choice = self.settings.choice(action)
+        recent = list(self.window)[-choice.window_intervals:]
+        prefill_need, decode_need = self._needs(recent)
+        prefill = math.ceil(prefill_need / choice.prefill_utilization - 1e-9)
+        decode = math.ceil(decode_need / choice.decode_utilization - 1e-9)
+        return self._fitted(max(1, prefill, choice.prefill_floor), max(1, decode, choice.decode_floor))
+
+    def _needs(self, recent: list[_Demand]) -> tuple[float, float]:
+        """Replicas each pool needs at full utilisation for ``recent``'s demand (the configured statistic)."""
+        if self.settings.demand_statistic == "peak":  # the window's peak demand at its longest lengths
+            prompt = max(d.prompt_tokens for d in recent)
+            prefill_rate, decode_rate = self._rates(prompt, max(d.output_tokens for d in recent))
+            return (max(d.prefill_tokens_per_s for d in recent) / prefill_rate,
+                    max(d.decode_tokens_per_s for d in recent) / decode_rate)
+        rates = [self._rates(d.prompt_tokens, d.output_tokens) for d in recent]
+        weights = [d.requests for d in recent]
+        quantile = self.settings.demand_quantile
+        return (weighted_quantile([d.prefill_tokens_per_s / r[0] for d, r in zip(recent, rates, strict=True)],
+                                  weights, quantile),
+                weighted_quantile([d.decode_tokens_per_s / r[1] for d, r in zip(recent, rates, strict=True)],
+                                  weights, quantile))
+
+    def _rates(self, prompt: float, output: float) -> tuple[float, float]:
+        """One replica's prefill and decode token rates at these mean lengths (tokens/s)."""
+        prefill = self.profile.prefill_throughput_per_gpu(prompt) * self.profile.prefill_gpus
+        decode = (self.profile.best_decode_throughput_per_gpu(self.tpot_target_s, prompt + output / 2)
+                  * self.profile.decode_gpus)
+        return prefill, decode
 
     def _fitted(self, prefill: int, decode: int) -> ClusterAction:
         """Within each pool's bounds and the GPU budget (:func:`fit_to_budget`)."""

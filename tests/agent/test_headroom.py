@@ -50,7 +50,7 @@ def test_bad_levels_name_the_field() -> None:
 def test_ppo_config_reads_headroom_from_a_mapping() -> None:
     config = PpoConfig(action_mode="headroom", headroom={"prefill_utilization_levels": [0.4, 0.8]})  # type: ignore[arg-type]
     assert config.headroom_settings is not None
-    assert config.headroom_settings.nvec == [2, 5]
+    assert config.headroom_settings.nvec == [2, 6]
     assert PpoConfig().headroom_settings is None
 
 
@@ -87,8 +87,8 @@ def test_wrapper_spec_and_masks() -> None:
     environment.reset(seed=0)
     spec = environment.spec_dict()
     assert spec["action_mode"] == "headroom"
-    assert spec["action_nvec"] == [7, 5]
-    assert environment.action_masks().shape == (12,)
+    assert spec["action_nvec"] == [8, 6]
+    assert environment.action_masks().shape == (14,)
     assert settings_from_spec(spec, "here") == HeadroomSettings()
     with pytest.raises(BundleError, match="action_mode"):
         settings_from_spec({"action_mode": "sideways"}, "here")
@@ -113,7 +113,7 @@ def test_a_model_policy_sizes_as_the_training_wrapper_does() -> None:
     assert billed(trace.snapshots, "prefill") == billed(wrapped, "prefill")
     assert billed(trace.snapshots, "decode") == billed(wrapped, "decode")
     assert len(set(billed(wrapped, "prefill"))) > 1  # the sizer followed the demand
-    assert all(m.shape == (12,) and m.all() for m in masks_seen)
+    assert all(m.shape == (14,) and m.all() for m in masks_seen)
 
 
 @pytest.mark.slow
@@ -134,3 +134,68 @@ def test_a_warm_started_headroom_bundle_trains_loads_and_plays(tmp_path: Path) -
     trace = play(policy, task)
     assert len(trace.steps) == 20
     assert all(s.pools["prefill"].replicas_billed >= 1 for s in trace.snapshots)
+
+
+RICH = HeadroomSettings(demand_window_choices=[4, 10, 40], demand_window_intervals=40,
+                        prefill_floor_choices=[0, 2, 4], decode_floor_choices=[0, 1, 2])
+
+
+def test_window_and_floor_dimensions_appear_only_with_a_choice_and_decode_to_their_values() -> None:
+    assert [name for name, _ in HeadroomSettings().dimensions] == ["prefill_utilization_level",
+                                                                   "decode_utilization_level"]
+    assert RICH.nvec == [8, 6, 3, 3, 3]
+    choice = RICH.choice(np.array([4, 3, 1, 2, 1]))
+    assert (choice.prefill_utilization, choice.decode_utilization) == (0.6, 0.75)
+    assert (choice.window_intervals, choice.prefill_floor, choice.decode_floor) == (10, 4, 1)
+    floors_only = HeadroomSettings(decode_floor_choices=[0, 3])
+    assert floors_only.nvec == [8, 6, 2]
+    assert floors_only.choice(np.array([0, 0, 1])).decode_floor == 3
+    assert floors_only.choice(np.array([0, 0, 1])).window_intervals == 4
+
+
+def test_bad_window_or_floor_choices_name_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"agent\.headroom\.prefill_floor_choices"):
+        HeadroomSettings(prefill_floor_choices=[2, 1])
+    with pytest.raises(ConfigError, match=r"agent\.headroom\.demand_window_choices"):
+        HeadroomSettings(demand_window_choices=[0, 4])
+    with pytest.raises(ConfigError, match=r"agent\.headroom\.demand_window_intervals.*largest"):
+        HeadroomSettings(demand_window_choices=[4, 10])
+    with pytest.raises(ConfigError, match=r"agent\.headroom\.demand_statistic"):
+        HeadroomSettings(demand_statistic="median")
+
+
+@pytest.mark.parametrize("version", ["v2", "v3", "v4"])
+def test_an_old_two_level_bundles_spec_round_trips_unchanged(version: str) -> None:
+    """Settings read from an old bundle's spec write the same spec back: the wrapper's spec still matches it."""
+    spec = load_bundle(ROOT / "policies" / f"disaggpilot-ppo-{version}").spec
+    settings = settings_from_spec(spec, version)
+    assert settings is not None and settings.nvec == spec["action_nvec"]
+    assert settings.spec() == spec["headroom"]
+    assert [name for name, _ in settings.dimensions] == spec["action_dimensions"]
+    assert (settings.demand_statistic, settings.prefill_floor_choices, settings.windows) == (
+        "peak", [0], [spec["headroom"]["demand_window_intervals"]])
+
+
+def test_the_chosen_window_and_floors_drive_the_targets() -> None:
+    """The same measured demand: a short window forgets an old burst; a floor above the plan sets the pool."""
+    environment = DisaggClusterEnv(load_scenario("diurnal"), config=SHORT)
+    environment.reset(seed=0)
+    for _ in range(6):
+        environment.step(environment.codec.neutral(environment.snapshot))
+    def targets(settings: HeadroomSettings, action: list[int], burst: bool = False) -> tuple[int, int]:
+        sizer = HeadroomSizer(settings)
+        sizer.reset(environment.world, 30.0)
+        sizer.observe_recent(environment.history)
+        if burst:  # an old burst: inside the 10-interval window, not the 4-interval one
+            sizer.window[0].prefill_tokens_per_s *= 50
+        action_taken = sizer.targets(np.array(action), environment.history[-1])
+        prefill, decode = action_taken.pools["prefill"].replicas, action_taken.pools["decode"].replicas
+        assert prefill is not None and decode is not None
+        return prefill, decode
+    short, longer = targets(RICH, [7, 5, 0, 0, 0], burst=True), targets(RICH, [7, 5, 1, 0, 0], burst=True)
+    assert longer[0] > short[0] and longer[1] == short[1]
+    assert short == targets(RICH, [7, 5, 0, 0, 0])  # the 4-interval window never saw the burst
+    floors = HeadroomSettings(prefill_floor_choices=[0, short[0] + 3], decode_floor_choices=[0, short[1] + 2])
+    assert targets(floors, [7, 5, 0, 0]) == short  # floor 0: the plan (with the one 4-interval window)
+    assert targets(floors, [7, 5, 1, 0]) == (short[0] + 3, short[1])
+    assert targets(floors, [7, 5, 0, 1]) == (short[0], short[1] + 2)

@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
 from agent.analysis import shipped_bundle
 from agent.baselines import HeadroomPlannerSettings
 from agent.bundle import load_bundle, validate_spec
 from agent.headroom import HeadroomEnv, settings_from_spec
 from agent.policy import PolicyContext
 from agent.ppo_policy import PpoPolicy
+from env.catalog import configs_dir
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
@@ -54,3 +58,15 @@ def test_the_delta_mode_v1_bundle_still_matches_the_environment_spec_and_acts() 
     bundle = load_bundle(path, expected_spec=environment.spec_dict())
     play_episode(PpoPolicy(path, expected_hash=bundle.content_hash), environment)
     assert environment.history[-1].pools["decode"].replicas_billed >= 1
+
+
+def test_new_runs_observe_the_cold_start_and_old_bundles_keep_their_layout() -> None:
+    """``configs/env/default.yaml`` turns the cold-start feature on; each shipped bundle brings its own (off)."""
+    with initialize_config_dir(version_base=None, config_dir=str(configs_dir()), job_name="test_cold_start"):
+        train = compose(config_name="train")
+    assert EnvConfig(**OmegaConf.to_container(train.env, resolve=True)).observation.cold_start_feature  # type: ignore[arg-type]
+    for version in ("v2", "v3", "v4"):
+        bundle = load_bundle(POLICIES / f"disaggpilot-ppo-{version}")
+        trained = bundle.trained_observation()
+        assert trained is not None and not trained.cold_start_feature
+        assert "cluster/cold_start" not in bundle.spec["observation_features"]

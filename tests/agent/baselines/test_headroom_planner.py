@@ -61,3 +61,56 @@ def test_it_reads_its_window_from_the_history_so_a_fallback_asked_late_plans_the
     snapshots = history([spec()] + [spec(chat=load(n)) for n in arrivals])
     assert late.act(None, snapshots).pools["prefill"].replicas == every_interval[-1]  # type: ignore[arg-type]
     assert late.act(None, snapshots[:3]).pools["prefill"].replicas == every_interval[1]  # type: ignore[arg-type]
+
+
+def heavy_tailed(prompt_tokens: int = PROMPT_TOKENS, arrived: int = 60) -> TenantSpecimen:
+    return TenantSpecimen(arrived=arrived, met=arrived, prompt_tokens=prompt_tokens, output_tokens=100)
+
+
+def targets_after(intervals: list[TenantSpecimen], **settings: object) -> tuple[int, int]:
+    """(prefill, decode) targets the planner sets after the last of ``intervals`` (chat only)."""
+    policy = make_baseline("headroom_planner", demand_window_intervals=len(intervals), **settings)
+    policy.reset(context())
+    action = policy.act(None, history([spec()] + [spec(chat=load) for load in intervals]))  # type: ignore[arg-type]
+    prefill, decode = action.pools["prefill"].replicas, action.pools["decode"].replicas
+    assert prefill is not None and decode is not None
+    return prefill, decode
+
+
+def test_one_interval_of_huge_prompts_sets_the_peak_plan_but_not_the_quantile_one() -> None:
+    """Ten intervals of 60 requests; in one, a few 30k-token prompts lift the mean prompt to 20k tokens."""
+    calm = [heavy_tailed()] * 10
+    tailed = [*calm[:4], heavy_tailed(prompt_tokens=20_000), *calm[5:]]
+    quantile = {"demand_statistic": "quantile", "demand_quantile": 0.9}
+    assert targets_after(tailed)[0] > 3 * targets_after(calm)[0]  # the peak plans for the one inflated interval
+    assert targets_after(tailed, **quantile) == targets_after(calm, **quantile)
+    assert targets_after(calm, **quantile) == targets_after(calm)  # on even demand the two statistics agree
+
+
+def test_the_quantile_plan_weighs_intervals_by_requests_so_a_burst_of_arrivals_still_counts() -> None:
+    """Two intervals of 120 requests among eight of 60 hold a third of the window's requests: above 1 - q."""
+    burst = [heavy_tailed()] * 4 + [heavy_tailed(arrived=120)] * 2 + [heavy_tailed()] * 4
+    quantile = {"demand_statistic": "quantile", "demand_quantile": 0.9}
+    assert targets_after(burst, **quantile) == targets_after(burst)
+    assert targets_after(burst, **quantile)[0] > targets_after([heavy_tailed()] * 10, **quantile)[0]
+
+
+def test_floors_hold_each_pool_up_and_a_fixed_point_is_expressible() -> None:
+    quiet = [heavy_tailed(arrived=2)] * 10
+    prefill, decode = targets_after(quiet)
+    assert (prefill, decode) == (1, 1)
+    assert targets_after(quiet, prefill_floor=4, decode_floor=2) == (4, 2)
+    busy = [heavy_tailed(arrived=400)] * 10
+    assert targets_after(busy, prefill_floor=1) == targets_after(busy)  # a floor below the plan changes nothing
+    fixed = make_baseline("headroom_planner", demand_window_intervals=10, prefill_utilization=0.6,
+                          decode_utilization=0.75, prefill_floor=4, decode_floor=2)
+    sizer = fixed.sizer.settings  # type: ignore[attr-defined]
+    assert (sizer.windows, sizer.prefill_floor_choices, sizer.decode_floor_choices) == ([10], [4], [2])
+    assert sizer.nvec == [1, 1]  # one choice of each: the original two-dimension layout
+
+
+@pytest.mark.parametrize(("key", "value"), [("prefill_floor", -1), ("decode_floor", 1.5),
+                                            ("demand_statistic", "mean"), ("demand_quantile", 0.0)])
+def test_bad_floor_or_statistic_names_the_key(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=rf"agent\.headroom_planner\.{key}"):
+        make_baseline("headroom_planner", **{key: value})
