@@ -42,13 +42,13 @@ def ray_settings(cfg: DictConfig) -> RayConfig | None:
 @hydra.main(version_base=None, config_path=str(configs_dir()), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     """Entry point of ``disaggpilot evaluate``."""
-    log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     # ----- plan: policies are built and scenarios loaded here, so config errors stop us before any episode
     try:
         plan = plan_from_config(cfg)
         ray = ray_settings(cfg)
     except (env_errors.PermanentError, agent_errors.PermanentError, TypeError) as error:
         raise SystemExit(f"disaggpilot evaluate: {error}") from None
+    log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     tasks = len(plan.tasks())
     log.info("%d episodes (%d policies x %d scenarios x %d seeds), %s", tasks, len(plan.specs),
              len(plan.scenarios), len(plan.seeds), f"jobs={plan.jobs}" if ray is None else "as Ray tasks")

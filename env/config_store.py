@@ -1,7 +1,7 @@
 """Hydra structured-config schemas: the settings dataclasses registered in Hydra's ``ConfigStore``.
 
 A config yaml opts into a schema through its defaults list, e.g. ``configs/scenario/steady.yaml`` starts with
-``defaults: [scenario_schema, _self_]``. OmegaConf then type-checks the yaml and every command-line override
+``defaults: [/schema/scenario@_here_, _self_]``. OmegaConf then type-checks the yaml and every command-line override
 against the dataclass (``scenario.cluster.decode.replicas=abc`` fails, naming the key) and rejects unknown
 keys. Ranges and cross-field rules stay with the dataclasses' own validation, which runs when
 ``env.simulate.scenario_from_config`` builds them from the composed config.
@@ -17,13 +17,14 @@ from hydra.core.config_store import ConfigStore
 
 from env.scenario import ScenarioConfig
 
-SCENARIO_GROUP = "scenario"
-"""Config group of scenarios (``configs/scenario/``)."""
-SCENARIO_SCHEMA = "scenario_schema"
-"""Name of the ``ScenarioConfig`` schema in the ``scenario`` group, used in scenario yamls' defaults lists."""
+SCHEMA_GROUP = "schema"
+"""Config group of the schemas. No app selects from it, so a schema is never offered (or selectable) as an
+option of the group it describes: ``scenario=<name>`` lists only the scenarios of ``configs/scenario/``."""
+SCENARIO_SCHEMA = f"/{SCHEMA_GROUP}/scenario@_here_"
+"""The defaults-list entry a scenario yaml starts with: the ``ScenarioConfig`` schema, merged at its own package."""
 
 
 def register_configs() -> None:
     """Store every schema in Hydra's ``ConfigStore``; call before composing (idempotent)."""
     store = ConfigStore.instance()
-    store.store(group=SCENARIO_GROUP, name=SCENARIO_SCHEMA, node=ScenarioConfig)
+    store.store(group=SCHEMA_GROUP, name="scenario", node=ScenarioConfig)

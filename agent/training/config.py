@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from agent.errors import PolicyConfigError
 from agent.headroom import ACTION_MODES, HeadroomSettings
+from env.errors import require_seconds, require_seed, require_seeds
 
 VEC_ENVS = ("subproc", "dummy", "ray")
 
@@ -122,6 +123,9 @@ class RunConfig:
     """Show a progress bar while training."""
 
     def __post_init__(self) -> None:
+        self.seed = require_seed("run.seed", self.seed)
+        self.validation_seeds = require_seeds("run.validation_seeds", self.validation_seeds)
+        require_seconds("run.validation_horizon_s", self.validation_horizon_s, optional=True)
         _require(self.total_timesteps >= 1, "run.total_timesteps", self.total_timesteps, "use >= 1")
         _require(self.n_envs >= 1, "run.n_envs", self.n_envs, "use >= 1")
         _require(self.vec_env in VEC_ENVS, "run.vec_env", self.vec_env, f"use one of {VEC_ENVS}")
