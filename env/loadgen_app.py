@@ -14,6 +14,7 @@ from env.config_store import register_configs
 from env.errors import PermanentError
 from env.live.loadgen import main as replay
 
+# configs/loadgen.yaml names its schema, and the scenarios theirs: store them before Hydra composes.
 register_configs()
 
 
