@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from pathlib import Path
 
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig
@@ -29,7 +30,16 @@ MERGING = re.compile(r"Error merging override (?P<key>[^=\s]+)=(?P<value>.*)")
 
 def is_user_error(error: BaseException) -> bool:
     """Whether ``error`` comes from the command line or the config, not from the code."""
-    return isinstance(error, USER_ERRORS)
+    return isinstance(error, USER_ERRORS) or (isinstance(error, ValueError) and raised_by_hydra(error))
+
+
+def raised_by_hydra(error: BaseException) -> bool:
+    """Whether Hydra itself raised ``error``: it refuses some command lines with a bare ``ValueError``
+    (``-m`` with ``--cfg``, say) before any job or config code runs."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and Path(frame.tb_frame.f_code.co_filename).parts[-3:-1] == ("hydra", "_internal")
 
 
 def one_line(error: BaseException) -> str:

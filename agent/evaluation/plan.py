@@ -60,7 +60,8 @@ class EvaluationPlan:
         names = [scenario.name for scenario in self.scenarios]
         require(len(names) > 0, "scenarios", names, "list at least one scenario")
         require(len(set(names)) == len(names), "scenarios", names, "give scenarios unique names")
-        require(self.jobs >= 0, "jobs", self.jobs, "use worker processes >= 1 (1 runs in-process; 0: every CPU)")
+        require(isinstance(self.jobs, int) and self.jobs >= 0, "jobs", self.jobs,
+                "use worker processes >= 1 (1 runs in-process; 0: every CPU)")
         methods = multiprocessing.get_all_start_methods()
         require(self.start_method in methods, "start_method", self.start_method, f"use one of {methods}")
         require(len(self.policies) > 0, "policies", dict(self.policies), "configure at least one policy")
@@ -123,5 +124,5 @@ def plan_from_config(cfg: DictConfig) -> EvaluationPlan:
         scenarios=resolve_scenarios(entries, duration, trace),
         seeds=require_seeds("seeds", _plain(cfg.seeds)),
         env=EnvConfig(**env_settings), reward=RewardConfig(**_plain(cfg.reward)),
-        jobs=int(cfg.jobs), start_method=str(cfg.get("start_method", "spawn")),
+        jobs=cfg.jobs, start_method=str(cfg.get("start_method", "spawn")),
     )
