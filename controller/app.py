@@ -26,6 +26,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -91,6 +92,10 @@ def settings_from_config(cfg: DictConfig) -> Settings:
                               "max_decisions", max_decisions, "use a count >= 0, or null to run until SIGTERM")
     seed = env_errors.require_seed("seed", cfg.seed)
     config = ControllerConfig.from_dict(_container(cfg.controller))
+    # checked here, where the daemon starts, not in ControllerConfig: a site's settings validate anywhere
+    controller_errors.require(config.bundle is None or Path(config.bundle).is_dir(), "controller.bundle",
+                              config.bundle, "no such directory: give a policy bundle directory, e.g. "
+                              "policies/disaggpilot-ppo-v4")
     controller_errors.require(config.actuator != "local" or cfg.backend == "live", "controller.actuator",
                               config.actuator, "local replicas are read through Prometheus: add backend=live env=live")
     env_raw = _container(cfg.env)

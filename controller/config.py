@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -193,8 +192,9 @@ class ControllerConfig:
     interval_s: float = 30.0
     """Control interval: time between decisions (seconds); must equal the bundle's training interval."""
     bundle: str | None = None
-    """Policy bundle directory, from a trusted location only (its model is a pickle); it must exist. Null runs
-    the fallback planner alone, which active mode allows only with ``fallback_only``."""
+    """Policy bundle directory, from a trusted location only (its model is a pickle); the daemon refuses to start
+    when it does not exist. Null runs the fallback planner alone, which active mode allows only with
+    ``fallback_only``."""
     fallback_only: bool = False
     """Run the fallback planner alone, without a bundle, and say so: required to act (``mode=active``) with no
     bundle, so that a forgotten ``controller.bundle`` never silently leaves the cluster to the fallback."""
@@ -265,8 +265,6 @@ class ControllerConfig:
                 f"retries wait {waits} s in all: keep it under interval_s={self.interval_s}")
 
     def _check_bundle(self) -> None:
-        require(self.bundle is None or Path(self.bundle).is_dir(), "controller.bundle", self.bundle,
-                "no such directory: give a policy bundle directory, e.g. policies/disaggpilot-ppo-v4")
         require(not (self.fallback_only and self.bundle is not None), "controller.fallback_only", self.fallback_only,
                 "drop it to run the bundle, or drop controller.bundle to run the fallback planner alone")
         require(self.bundle is not None or self.fallback_only or self.mode != "active", "controller.bundle",
