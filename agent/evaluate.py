@@ -79,7 +79,6 @@ def ray_settings(cfg: DictConfig) -> RayConfig | None:
 @hydra.main(version_base=None, config_path=str(configs_dir()), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     """Entry point of ``disaggpilot evaluate``."""
-    log_resolved_config("evaluate", cfg)
     # ----- plan: policies are built and scenarios loaded here, so config errors stop us before any episode
     try:
         plan = plan_from_config(cfg)
@@ -87,6 +86,7 @@ def main(cfg: DictConfig) -> None:
         verdict = verdict_settings(cfg)
     except (env_errors.PermanentError, agent_errors.PermanentError, TypeError) as error:
         raise SystemExit(f"disaggpilot evaluate: {error}") from None
+    log_resolved_config("evaluate", cfg)
     tasks = len(plan.tasks())
     log.info("%d episodes (%d policies x %d scenarios x %d seeds), %s", tasks, len(plan.specs),
              len(plan.scenarios), len(plan.seeds), f"jobs={plan.jobs}" if ray is None else "as Ray tasks")

@@ -62,14 +62,14 @@ def main(cfg: DictConfig) -> float:
     """Entry point of ``disaggpilot train``; returns :func:`sweep_objective` for Hydra sweepers."""
     from agent.training.runner import train  # deferred: imports torch
 
-    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    log_resolved_config("train", cfg)
-    try:
+    try:  # settings first: a bad input is named before anything else is printed
         run, ppo = RunConfig(**_container(cfg.run)), PpoConfig(**_container(cfg.agent))
         env_config, reward = EnvConfig(**_container(cfg.env)), RewardConfig(**_container(cfg.reward))
         ray = RayConfig(**_container(cfg.ray)) if "ray" in cfg else None
     except (AgentPermanentError, EnvPermanentError, TypeError) as error:
         raise SystemExit(f"disaggpilot train: {error}") from None
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    log_resolved_config("train", cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         bundle = train(run, ppo, env_config, reward, run_dir, config_yaml, ray)

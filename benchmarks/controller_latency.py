@@ -3,7 +3,7 @@
 Latency is the loop's own ``Decision.latency_s``: snapshot in hand → shielded action chosen (validation,
 observation, policy, shield), excluding the scrape and the actuation. It is measured over ~2,000 decisions
 of a PPO bundle on scripted snapshots of the steady scenario (load varying from interval to interval), after
-a short warm-up, and again for the fallback path (no bundle: Dynamo's SLA planner). Memory is the measuring
+a short warm-up, and again for the fallback path (no bundle: ``controller.fallback.planner``). Memory is the measuring
 process's maximum resident set size (torch, stable-baselines3, the policy and the controller loaded).
 
 Without ``--bundle``, a bundle with the production architecture (``configs/agent/ppo.yaml``'s ``net_arch``,
@@ -79,7 +79,7 @@ def script(step: int) -> SnapshotSpec:
 def latencies(bundle: str | None, decisions: int) -> np.ndarray:
     """Decision latencies (seconds) of the loop over scripted snapshots, warm-up excluded."""
     shield = ShieldConfig(pools={"prefill": PoolBounds(1, 12), "decode": PoolBounds(1, 12)}, gpu_budget=64)
-    config = ControllerConfig(mode="active", bundle=bundle, shield=shield)
+    config = ControllerConfig(mode="active", bundle=bundle, fallback_only=bundle is None, shield=shield)
     scenario, env_config = load_scenario("steady"), EnvConfig(interval_s=config.interval_s)
     policy: Policy | None
     policy, problem = load_policy(config, scenario, env_config)
@@ -115,7 +115,7 @@ def reference_s(repeats: int = 200) -> float:
 def report(label: str, times: np.ndarray, reference: float) -> float:
     """Print p50/p99 of ``times`` in ms and as multiples of the reference; returns p99 (s)."""
     p50, p99 = np.percentile(times, 50), np.percentile(times, 99)
-    print(f"{label:<22} p50 {p50 * 1e3:7.3f} ms ({p50 / reference:6.1f}x ref)   "
+    print(f"{label:<28} p50 {p50 * 1e3:7.3f} ms ({p50 / reference:6.1f}x ref)   "
           f"p99 {p99 * 1e3:7.3f} ms ({p99 / reference:6.1f}x ref)   max {times.max() * 1e3:7.3f} ms   n={len(times)}")
     return float(p99)
 
@@ -126,7 +126,7 @@ def measure(bundle: str, decisions: int) -> int:
     reference = reference_s()
     print(f"reference: one 128x128 float64 matmul, fastest of 200: {reference * 1e3:.3f} ms")
     p99 = report("policy (PPO bundle)", latencies(bundle, decisions), reference)
-    report("fallback (SLA planner)", latencies(None, max(decisions // 4, 100)), reference)
+    report(f"fallback ({ControllerConfig().fallback.planner})", latencies(None, max(decisions // 4, 100)), reference)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(f"max RSS {rss_mb:.0f} MB ({rss_mb / RSS_FLOOR_MB:.2f} of the {RSS_FLOOR_MB:.0f} MB floor)")
     ok = p99 < P99_FLOOR_S and rss_mb < RSS_FLOOR_MB

@@ -9,10 +9,10 @@ the scenario's initial replicas through ``env.live.launcher`` and stops them on 
 with ``controller.leader_election.enabled`` only the holder of a Lease acts (``controller.leader``). For example::
 
     disaggpilot controller controller.bundle=outputs/train/<run>/bundle                 # shadow mode
-    disaggpilot controller controller.bundle=<dir> controller.mode=active controller.metrics_port=9400
+    disaggpilot controller controller.bundle=<dir> controller.mode=active   # acts; /metrics on port 9400
     disaggpilot controller max_decisions=5 clock=virtual                                # a quick check
     disaggpilot controller backend=live env=live env.live.prometheus.url=http://prometheus:9090 \
-        controller=kubernetes controller.kubernetes.namespace=llm                       # production
+        controller=kubernetes controller.kubernetes.namespace=llm controller.bundle=<dir>  # production
 
 SIGTERM (or Ctrl-C) finishes the decision in progress, stops the HTTP server and exits 0.
 """
@@ -26,6 +26,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -38,7 +39,7 @@ from controller.actuators import Actuator, BackendActuator, DryRunActuator
 from controller.clock import Clock, VirtualClock, WallClock
 from controller.config import ControllerConfig, register_configs
 from controller.leader import LeaderElector
-from controller.logs import use_json_logs
+from controller.logs import use_logs
 from controller.loop import ControllerLoop
 from controller.policies import describe, load_policy, make_fallback
 from controller.telemetry import ControllerMetrics, MetricsServer
@@ -85,18 +86,23 @@ def settings_from_config(cfg: DictConfig) -> Settings:
     """Validate the composed config: controller, environment layout, scenario, backend and clock."""
     controller_errors.require(cfg.backend in BACKENDS, "backend", cfg.backend, f"use one of {BACKENDS}")
     controller_errors.require(cfg.clock in CLOCKS, "clock", cfg.clock, f"use one of {CLOCKS}")
-    controller_errors.require(float(cfg.clock_speedup) > 0, "clock_speedup", cfg.clock_speedup, "use a factor > 0")
-    max_decisions = None if cfg.max_decisions is None else int(cfg.max_decisions)
-    controller_errors.require(max_decisions is None or max_decisions >= 0, "max_decisions", max_decisions,
-                              "use a count >= 0, or null to run until SIGTERM")
+    controller_errors.require(env_errors.is_number(cfg.clock_speedup) and cfg.clock_speedup > 0, "clock_speedup",
+                              cfg.clock_speedup, "use a factor > 0")
+    max_decisions = cfg.max_decisions
+    controller_errors.require(max_decisions is None or (isinstance(max_decisions, int) and max_decisions >= 0),
+                              "max_decisions", max_decisions, "use a count >= 0, or null to run until SIGTERM")
+    seed = env_errors.require_seed("seed", cfg.seed)
     config = ControllerConfig.from_dict(_container(cfg.controller))
+    # checked here, where the daemon starts, not in ControllerConfig: a site's settings validate anywhere
+    controller_errors.require(config.bundle is None or Path(config.bundle).is_dir(), "controller.bundle",
+                              config.bundle, "no such directory: give a policy bundle directory, e.g. "
+                              "policies/disaggpilot-ppo-v4")
     controller_errors.require(config.actuator != "local" or cfg.backend == "live", "controller.actuator",
                               config.actuator, "local replicas are read through Prometheus: add backend=live env=live")
     env_raw = _container(cfg.env)
     live = live_settings(cfg.backend, env_raw.pop("live", None), config, cfg.clock)
     clock: Clock = VirtualClock() if cfg.clock == "virtual" else WallClock(clock_speedup(cfg, live))
-    return Settings(config, EnvConfig(**env_raw), load_scenario(config.scenario), live, int(cfg.seed),
-                    max_decisions, clock)
+    return Settings(config, EnvConfig(**env_raw), load_scenario(config.scenario), live, seed, max_decisions, clock)
 
 
 def live_settings(backend: str, raw: dict[str, Any] | None, config: ControllerConfig, clock: str) -> LiveConfig | None:
@@ -224,7 +230,9 @@ def build_loop(settings: Settings, backend: ClusterBackend, metrics: ControllerM
     """The loop over ``backend`` with the configured policy, fallback, actuator and leader election."""
     config = settings.controller
     policy, problem = load_policy(config, settings.scenario, settings.env)
-    if problem is not None:
+    if problem is not None and config.fallback_only:
+        log.info("fallback only: %s", config.fallback.planner, extra={"fields": {"event": "startup"}})
+    elif problem is not None:
         log.error("no learned policy: %s", problem.detail, extra={"fields": {"event": "startup",
                                                                            "reason": problem.reason}})
     actuator = build_actuator(config, backend, api_client)
@@ -296,14 +304,7 @@ register_configs()
 @hydra.main(version_base=None, config_path=str(configs_dir()), config_name="controller")
 def main(cfg: DictConfig) -> None:
     """Entry point of ``disaggpilot controller``."""
-    if cfg.controller.log_format == "json":
-        use_json_logs()
-    if cfg.controller.log_format == "json":
-        fields = {"event": "config", "config": resolved_config(cfg)}
-        runlog("controller").info("resolved config", extra={"fields": fields})
-    else:
-        log_resolved_config("controller", cfg)
-    # ----- settings: any error here is the operator's to fix; say which key, no traceback
+    # ----- settings: any error here is the operator's to fix; say which key, no traceback, before anything else
     try:
         settings = settings_from_config(cfg)
         metrics = ControllerMetrics(settings.scenario.cluster.enabled_roles(),
@@ -311,6 +312,13 @@ def main(cfg: DictConfig) -> None:
         api_client = _api_client_if_needed(settings.controller)
     except PERMANENT as error:
         raise SystemExit(f"disaggpilot controller: {error}") from None
+    if settings.controller.log_format != "text":
+        use_logs(settings.controller.log_format)
+    if settings.controller.log_format == "text":
+        log_resolved_config("controller", cfg)
+    else:
+        fields = {"event": "config", "config": resolved_config(cfg)}
+        runlog("controller").info("resolved config", extra={"fields": fields})
     with local_replicas(settings) as launcher:
         try:
             backend = build_backend(settings, api_client, launcher)

@@ -1,7 +1,7 @@
 """Settings of the controller daemon: grouped dataclasses, one docstring (with its unit) under every field.
 
 They double as Hydra structured-config schemas (``configs/controller/default.yaml`` names
-``controller_schema`` in its defaults list, so OmegaConf type-checks every override), and each validates
+``/schema/controller@_here_`` in its defaults list, so OmegaConf type-checks every override), and each validates
 itself at construction, naming the key, the bad value and the fix.
 """
 
@@ -15,18 +15,20 @@ from hydra.core.config_store import ConfigStore
 
 from agent.baselines.headroom_planner import HeadroomPlannerSettings
 from controller.errors import require
+from env.config_store import SCHEMA_GROUP
 from env.live.kubernetes import KubernetesActuatorConfig
 from env.live.launcher_config import LauncherConfig
 
 DEFAULT_DEMAND_WINDOW = HeadroomPlannerSettings().demand_window_intervals
 
 MODES = ("shadow", "active")
-LOG_FORMATS = ("json", "text")
+DEFAULT_METRICS_PORT = 9400
+"""The daemon's metrics port by default: the one ``deploy/controller/`` exposes and Prometheus scrapes."""
+LOG_FORMATS = ("auto", "human", "json", "text")
 ACTUATORS = ("backend", "dry_run", "kubernetes", "local")
-CONFIG_GROUP = "controller"
-"""Config group of controller settings (``configs/controller/``)."""
-CONFIG_SCHEMA = "controller_schema"
-"""Name of the :class:`ControllerConfig` schema in the ``controller`` group."""
+CONFIG_SCHEMA = f"/{SCHEMA_GROUP}/controller@_here_"
+"""The defaults-list entry of ``configs/controller/*.yaml``: the :class:`ControllerConfig` schema, in the group
+of schemas (``env.config_store.SCHEMA_GROUP``) so that ``controller=`` never offers it."""
 
 
 @dataclass
@@ -190,7 +192,12 @@ class ControllerConfig:
     interval_s: float = 30.0
     """Control interval: time between decisions (seconds); must equal the bundle's training interval."""
     bundle: str | None = None
-    """Policy bundle directory, from a trusted location only (its model is a pickle); null runs the fallback."""
+    """Policy bundle directory, from a trusted location only (its model is a pickle); the daemon refuses to start
+    when it does not exist. Null runs the fallback planner alone, which active mode allows only with
+    ``fallback_only``."""
+    fallback_only: bool = False
+    """Run the fallback planner alone, without a bundle, and say so: required to act (``mode=active``) with no
+    bundle, so that a forgotten ``controller.bundle`` never silently leaves the cluster to the fallback."""
     expected_hash: str | None = None
     """Refuse the bundle unless its SHA-256 content hash equals this (64 hex digits); null skips the pin."""
     scenario: str = "steady"
@@ -211,12 +218,15 @@ class ControllerConfig:
     """Safety rules."""
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
     """Fallback, recovery and retry settings."""
-    metrics_port: int = 0
-    """Port of ``/metrics``, ``/healthz`` and ``/readyz``; 0 serves nothing."""
+    metrics_port: int = DEFAULT_METRICS_PORT
+    """Port of ``/metrics``, ``/healthz`` and ``/readyz`` (the port ``deploy/controller/`` scrapes); 0 serves
+    nothing."""
     metrics_host: str = "127.0.0.1"
     """Address the HTTP server binds (loopback by default; ``0.0.0.0`` inside a pod for Prometheus)."""
-    log_format: str = "json"
-    """``json``: one JSON object per log line (one line per decision); ``text``: Hydra's plain format."""
+    log_format: str = "auto"
+    """``auto``: ``human`` on a terminal, ``json`` otherwise (and always in the run's log file); ``human``: one
+    short line per decision (time, replicas before→after, decider, fallback reason, attainment) on the console;
+    ``json``: one JSON object per log line, one line per decision, for log shipping; ``text``: Hydra's format."""
     history_intervals: int = 240
     """Snapshots kept for the policies (intervals); must cover the fallback planner's adjustment interval."""
 
@@ -232,6 +242,7 @@ class ControllerConfig:
         if isinstance(self.launcher, dict):
             self.launcher = LauncherConfig(**self.launcher)
         self._check_choices()
+        self._check_bundle()
         self._check_kubernetes()
         require(self.actuator != "local" or self.launcher is not None, "controller.launcher", self.launcher,
                 "describe the local replicas (kind, discovery_path) to use actuator=local, e.g. controller=local")
@@ -252,6 +263,13 @@ class ControllerConfig:
         waits = sum(self.fallback.backoff.delays())
         require(waits < self.interval_s, "controller.fallback.backoff", waits,
                 f"retries wait {waits} s in all: keep it under interval_s={self.interval_s}")
+
+    def _check_bundle(self) -> None:
+        require(not (self.fallback_only and self.bundle is not None), "controller.fallback_only", self.fallback_only,
+                "drop it to run the bundle, or drop controller.bundle to run the fallback planner alone")
+        require(self.bundle is not None or self.fallback_only or self.mode != "active", "controller.bundle",
+                self.bundle, "active mode needs a policy bundle (e.g. controller.bundle=policies/disaggpilot-ppo-v4);"
+                " set controller.fallback_only=true to act with the fallback planner alone")
 
     def _check_kubernetes(self) -> None:
         require(self.actuator != "kubernetes" or self.kubernetes is not None, "controller.kubernetes",
@@ -279,4 +297,4 @@ class ControllerConfig:
 
 def register_configs() -> None:
     """Store the :class:`ControllerConfig` schema in Hydra's ``ConfigStore`` (idempotent)."""
-    ConfigStore.instance().store(group=CONFIG_GROUP, name=CONFIG_SCHEMA, node=ControllerConfig)
+    ConfigStore.instance().store(group=SCHEMA_GROUP, name="controller", node=ControllerConfig)

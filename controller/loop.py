@@ -330,7 +330,13 @@ class ControllerLoop:
         if self.metrics is not None:
             self.metrics.record(decision)
             self.metrics.set_leader(self.leader)
-        log.info("decision", extra={"fields": {"event": "decision", **decision.record(), "leader": self.leader}})
+        fields = {"event": "decision", **decision.record(), "decider": self._decider(decision), "leader": self.leader}
+        log.info("decision", extra={"fields": fields})
+
+    def _decider(self, decision: Decision) -> str | None:
+        """Name of what chose the action: the policy (``ppo``) or the fallback planner; None for a hold."""
+        chosen = {POLICY: self.policy, FALLBACK: self.fallback}.get(decision.source)
+        return getattr(chosen, "name", None)
 
     def _retrying(self, call: Callable[[], T]) -> T:
         """``call()``, retried on temporary errors after the backoff schedule's waits."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from env.backend import ClusterAction, PoolTarget
 from env.cluster_config import ClusterConfig
-from env.errors import require
+from env.errors import check_types, require
 from env.metrics import MetricsSnapshot
 
 SCALED_ROLES = ("prefill", "decode", "aggregated")
@@ -32,6 +32,7 @@ class ActionConfig:
     """Decode batch caps to choose from (sequences per replica; vLLM ``--max-num-seqs``)."""
 
     def __post_init__(self) -> None:
+        check_types(self, "env.action")
         require(1 <= self.max_step <= 16, "env.action.max_step", self.max_step, "use 1..16 replicas")
         for key in ("token_budget_levels", "batch_cap_levels"):
             levels = list(getattr(self, key))

@@ -18,7 +18,7 @@ from gymnasium import spaces
 from env.action import ActionCodec, ActionConfig
 from env.backend import ClusterAction, ClusterBackend
 from env.catalog import load_gpu
-from env.errors import ConfigError, require
+from env.errors import ConfigError, check_types, require
 from env.metrics import MetricsSnapshot
 from env.observation import CLIP, OBSERVATION_VERSION, ObservationBuilder, ObservationConfig
 from env.randomization import RandomizationConfig, randomize
@@ -48,6 +48,7 @@ class EnvConfig:
                           ("randomization", RandomizationConfig)):
             if isinstance(getattr(self, key), dict):
                 setattr(self, key, kind(**getattr(self, key)))
+        check_types(self, "env")
         require(self.interval_s > 0, "env.interval_s", self.interval_s, "use a positive interval in seconds")
         require(self.horizon_s is None or self.horizon_s >= self.interval_s, "env.horizon_s", self.horizon_s,
                 f"use at least one interval ({self.interval_s} s), or null for the scenario's duration")

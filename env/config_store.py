@@ -1,7 +1,7 @@
 """Hydra structured-config schemas: the settings dataclasses registered in Hydra's ``ConfigStore``.
 
 A config yaml opts into a schema through its defaults list, e.g. ``configs/scenario/steady.yaml`` starts with
-``defaults: [scenario_schema, _self_]``. OmegaConf then type-checks the yaml and every command-line override
+``defaults: [/schema/scenario@_here_, _self_]``. OmegaConf then type-checks the yaml and every command-line override
 against the dataclass (``scenario.cluster.decode.replicas=abc`` fails, naming the key) and rejects unknown
 keys. Ranges and cross-field rules stay with the dataclasses' own validation, which runs when
 ``env.simulate.scenario_from_config`` builds them from the composed config.
@@ -13,17 +13,45 @@ and is checked by ``TenantSpec`` itself; set it with ``scenario.tenants.0.trace=
 
 from __future__ import annotations
 
-from hydra.core.config_store import ConfigStore
+from dataclasses import dataclass
+from typing import Any
 
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from env.live.loadgen_config import LoadgenConfig
 from env.scenario import ScenarioConfig
 
-SCENARIO_GROUP = "scenario"
-"""Config group of scenarios (``configs/scenario/``)."""
-SCENARIO_SCHEMA = "scenario_schema"
-"""Name of the ``ScenarioConfig`` schema in the ``scenario`` group, used in scenario yamls' defaults lists."""
+SCHEMA_GROUP = "schema"
+"""Config group of the schemas. No app selects from it, so a schema is never offered (or selectable) as an
+option of the group it describes: ``scenario=<name>`` lists only the scenarios of ``configs/scenario/``."""
+SCENARIO_SCHEMA = f"/{SCHEMA_GROUP}/scenario@_here_"
+"""The defaults-list entry a scenario yaml starts with: the ``ScenarioConfig`` schema, merged at its own package."""
+
+
+@dataclass
+class LoadgenAppConfig(LoadgenConfig):
+    """The schema of ``configs/loadgen.yaml``: :class:`LoadgenConfig`'s fields, typed (so ``api_keys.<tenant>=``
+    adds a key to the typed mapping and ``seed=abc`` is refused naming the key), plus the scenario."""
+
+    scenario: Any = None
+    """The scenario node (``scenario=<name>``), checked by the scenario schema."""
+
+
+LOADGEN_SCHEMA = f"/{SCHEMA_GROUP}/loadgen@_here_"
+"""The defaults-list entry of ``configs/loadgen.yaml``."""
+
+
+def loadgen_schema() -> DictConfig:
+    """:class:`LoadgenAppConfig` as a config whose ``api_keys`` takes new tenants' keys: Hydra puts the whole
+    config in struct mode (no new keys), and tenant names are the user's, so that one mapping opts out."""
+    schema = OmegaConf.structured(LoadgenAppConfig)
+    OmegaConf.set_struct(schema.api_keys, False)
+    return schema
 
 
 def register_configs() -> None:
     """Store every schema in Hydra's ``ConfigStore``; call before composing (idempotent)."""
     store = ConfigStore.instance()
-    store.store(group=SCENARIO_GROUP, name=SCENARIO_SCHEMA, node=ScenarioConfig)
+    store.store(group=SCHEMA_GROUP, name="scenario", node=ScenarioConfig)
+    store.store(group=SCHEMA_GROUP, name="loadgen", node=loadgen_schema())

@@ -15,6 +15,7 @@ from env.errors import PermanentError
 from env.live.loadgen import main as replay
 from env.runlog import log_resolved_config
 
+# configs/loadgen.yaml names its schema, and the scenarios theirs: store them before Hydra composes.
 register_configs()
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from env.cluster_config import ClusterConfig
-from env.errors import require
+from env.errors import check_types, require
 from env.metrics import (
     GW_ARRIVED,
     GW_FINISHED,
@@ -114,6 +114,7 @@ class ObservationConfig:
     bundles trained without it expect; ``configs/train.yaml`` turns it on for new runs."""
 
     def __post_init__(self) -> None:
+        check_types(self, "env.observation")
         require(1 <= self.max_tenants <= 64, "env.observation.max_tenants", self.max_tenants, "use 1..64")
         require(self.time_period_s > 0, "env.observation.time_period_s", self.time_period_s, "use > 0 s")
         require(self.trend_halflife_intervals > 0, "env.observation.trend_halflife_intervals",

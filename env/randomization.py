@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from env.errors import require
+from env.errors import check_types, require
 from env.scenario import ScenarioConfig
 
 
@@ -35,6 +35,7 @@ class RandomizationConfig:
     """Independent factor on each tenant's arrival rate (changes who dominates the load)."""
 
     def __post_init__(self) -> None:
+        check_types(self, "env.randomization")
         for key in ("load_multiplier", "length_scale", "cold_start_multiplier", "price_multiplier",
                     "kv_bandwidth_multiplier", "tenant_mix"):
             bounds = [float(v) for v in getattr(self, key)]

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from env.errors import require
+from env.errors import check_types, require
 from env.metrics import GW_MET, GW_MISSED, MetricsSnapshot
 from env.summary import weighted_goodput
 from env.workload import TenantSpec
@@ -58,6 +58,7 @@ class LagrangianConfig:
     """Upper bound on every lambda_t."""
 
     def __post_init__(self) -> None:
+        check_types(self, "reward.lagrangian")
         for key in ("kp", "ki", "kd"):
             require(getattr(self, key) >= 0, f"reward.lagrangian.{key}", getattr(self, key), "use a gain >= 0")
         require(self.lambda_max > 0, "reward.lagrangian.lambda_max", self.lambda_max, "use > 0")
@@ -95,6 +96,7 @@ class RewardConfig:
     def __post_init__(self) -> None:
         if isinstance(self.lagrangian, dict):
             self.lagrangian = LagrangianConfig(**self.lagrangian)
+        check_types(self, "reward")
         require(self.form in REWARD_FORMS, "reward.form", self.form, f"use one of {REWARD_FORMS}")
         require(self.reference_tokens_per_usd > 0, "reward.reference_tokens_per_usd",
                 self.reference_tokens_per_usd, "use a positive number of tokens per USD")

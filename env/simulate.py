@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from env.catalog import configs_dir
 from env.config_store import register_configs
-from env.errors import ConfigError, PermanentError
+from env.errors import ConfigError, PermanentError, require_seconds, require_seed
 from env.metrics import KV_USAGE, RUNNING, WAITING, MetricsSnapshot
 from env.runlog import log_resolved_config
 from env.scenario import ScenarioConfig
@@ -26,6 +27,36 @@ from env.sim.cluster import SimBackend
 from env.summary import RunSummary, summarize
 
 log = logging.getLogger("disaggpilot.simulate")
+
+
+@dataclass
+class SimulateSettings:
+    """The run settings of ``configs/simulate.yaml`` besides the scenario, validated at construction."""
+
+    scenario: ScenarioConfig
+    """What is simulated (``scenario=<name>`` and ``scenario.*`` overrides)."""
+    seed: int = 0
+    """Seed of the episode's requests (an integer >= 0)."""
+    duration_s: float | None = None
+    """Simulated time to run (seconds); None runs the scenario's ``duration_s``."""
+    interval_s: float = 30.0
+    """Time between snapshots (seconds)."""
+
+    def __post_init__(self) -> None:
+        self.seed = require_seed("seed", self.seed)
+        self.duration_s = require_seconds("duration_s", self.duration_s, optional=True,
+                                          fix="use a positive number of seconds, or null for scenario.duration_s")
+        self.interval_s = float(require_seconds("interval_s", self.interval_s) or 0.0)
+
+    @property
+    def run_s(self) -> float:
+        """Simulated seconds to run: ``duration_s``, else the scenario's."""
+        return self.duration_s if self.duration_s is not None else self.scenario.duration_s
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> SimulateSettings:
+        """The settings of a composed ``configs/simulate.yaml``."""
+        return cls(scenario_from_config(cfg.scenario), cfg.seed, cfg.duration_s, cfg.interval_s)
 
 
 def scenario_from_config(node: Any) -> ScenarioConfig:
@@ -82,11 +113,11 @@ register_configs()
 @hydra.main(version_base=None, config_path=str(configs_dir()), config_name="simulate")
 def main(cfg: DictConfig) -> None:
     """Entry point of ``disaggpilot simulate``."""
-    log_resolved_config("simulate", cfg)
-    try:
-        scenario = scenario_from_config(cfg.scenario)
-        duration = float(cfg.duration_s) if cfg.duration_s is not None else scenario.duration_s
-        snapshots, wall = run_simulation(scenario, int(cfg.seed), duration, float(cfg.interval_s))
+    try:  # settings first: a bad input is named before anything else is printed
+        settings = SimulateSettings.from_config(cfg)
+        log_resolved_config("simulate", cfg)
+        scenario, duration = settings.scenario, settings.run_s
+        snapshots, wall = run_simulation(scenario, settings.seed, duration, settings.interval_s)
     except PermanentError as error:  # bad settings or a bad trace: say which, without a traceback
         raise SystemExit(f"disaggpilot simulate: {error}") from None
     summary = summarize(snapshots, scenario.tenants)

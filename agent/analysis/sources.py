@@ -14,11 +14,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from agent.errors import PermanentError
-from env.catalog import configs_dir
+from env.catalog import SHIPPED_BUNDLE, configs_dir
 from env.trace import repo_root
-
-SHIPPED_BUNDLE = "policies/disaggpilot-ppo-v4"
-"""The shipped policy bundle, relative to the repository root."""
 
 
 class AnalysisError(PermanentError, ValueError):

@@ -18,7 +18,7 @@ from agent.evaluation.episode import EpisodeTask, has_prepare_hook
 from agent.evaluation.policies import PolicySpec, build_policy
 from agent.evaluation.scenarios import ScenarioEntry, TraceOverride, resolve_scenarios
 from env.cluster_env import EnvConfig
-from env.errors import ConfigError, require
+from env.errors import ConfigError, require, require_seconds, require_seeds
 from env.reward import RewardConfig
 from env.scenario import ScenarioConfig
 
@@ -60,7 +60,8 @@ class EvaluationPlan:
         names = [scenario.name for scenario in self.scenarios]
         require(len(names) > 0, "scenarios", names, "list at least one scenario")
         require(len(set(names)) == len(names), "scenarios", names, "give scenarios unique names")
-        require(self.jobs >= 0, "jobs", self.jobs, "use worker processes >= 1 (1 runs in-process; 0: every CPU)")
+        require(isinstance(self.jobs, int) and self.jobs >= 0, "jobs", self.jobs,
+                "use worker processes >= 1 (1 runs in-process; 0: every CPU)")
         methods = multiprocessing.get_all_start_methods()
         require(self.start_method in methods, "start_method", self.start_method, f"use one of {methods}")
         require(len(self.policies) > 0, "policies", dict(self.policies), "configure at least one policy")
@@ -113,14 +114,15 @@ def plan_from_config(cfg: DictConfig) -> EvaluationPlan:
     only = _plain(cfg.get("only"))
     entries: list[ScenarioEntry] = list(_plain(cfg.scenarios) or [])
     trace = TraceOverride(**(_plain(cfg.get("trace")) or {}))
-    duration = cfg.get("duration_s")
+    duration = require_seconds("duration_s", cfg.get("duration_s"), optional=True,
+                               fix="use a positive episode length in seconds, or null for each scenario's duration_s")
     env_settings = dict(_plain(cfg.env))
     if duration is not None:
         env_settings["horizon_s"] = None  # duration_s sets the episode length, whatever the env's horizon says
     return EvaluationPlan(
         policies=select_policies(policies, only),
-        scenarios=resolve_scenarios(entries, None if duration is None else float(duration), trace),
-        seeds=[int(seed) for seed in _plain(cfg.seeds)],
+        scenarios=resolve_scenarios(entries, duration, trace),
+        seeds=require_seeds("seeds", _plain(cfg.seeds)),
         env=EnvConfig(**env_settings), reward=RewardConfig(**_plain(cfg.reward)),
-        jobs=int(cfg.jobs), start_method=str(cfg.get("start_method", "spawn")),
+        jobs=cfg.jobs, start_method=str(cfg.get("start_method", "spawn")),
     )

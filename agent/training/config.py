@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from agent.errors import PolicyConfigError
 from agent.headroom import ACTION_MODES, HeadroomSettings
 from agent.seeds import require_held_out, training_reset_seeds
+from env.errors import check_types, require_seconds, require_seed, require_seeds
 
 VEC_ENVS = ("subproc", "dummy", "ray")
 
@@ -61,6 +62,7 @@ class PpoConfig:
     """Probability of each ``prior_action`` index in the untrained policy (in (0, 1))."""
 
     def __post_init__(self) -> None:
+        check_types(self, "agent")
         _require(self.learning_rate > 0, "agent.learning_rate", self.learning_rate, "use > 0")
         _require(self.n_steps >= 2, "agent.n_steps", self.n_steps, "use >= 2")
         _require(self.batch_size >= 2, "agent.batch_size", self.batch_size, "use >= 2")
@@ -126,6 +128,10 @@ class RunConfig:
     """Show a progress bar while training."""
 
     def __post_init__(self) -> None:
+        self.seed = require_seed("run.seed", self.seed)
+        self.validation_seeds = require_seeds("run.validation_seeds", self.validation_seeds)
+        require_seconds("run.validation_horizon_s", self.validation_horizon_s, optional=True)
+        check_types(self, "run")
         _require(self.total_timesteps >= 1, "run.total_timesteps", self.total_timesteps, "use >= 1")
         _require(self.n_envs >= 1, "run.n_envs", self.n_envs, "use >= 1")
         _require(self.vec_env in VEC_ENVS, "run.vec_env", self.vec_env, f"use one of {VEC_ENVS}")

@@ -43,6 +43,7 @@ from typing import Any
 
 import yaml
 
+from env.catalog import SHIPPED_BUNDLE
 from env.errors import PermanentError, require
 from env.live.config import LiveConfig, PrometheusSourceConfig
 from env.live.errors import SelectorMatchesNothingError
@@ -54,6 +55,7 @@ from env.live.prometheus_server import PrometheusServer, ScrapeJob, ScrapeTarget
 from env.live.rig_config import RigConfig, scenario_mapping, write_wall_clock_view
 from env.live.source import PrometheusSource
 from env.scenario import ScenarioConfig, load_scenario
+from env.trace import repo_root
 
 log = logging.getLogger("disaggpilot.rig")
 GATEWAY_JOB = "disaggpilot-gateway"
@@ -444,6 +446,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "with controller=local (the printed command)")
     parser.add_argument("--workdir", default="", help="folder for discovery file, configs, logs (default: temp)")
     parser.add_argument("--vllm-model-dir", default="", help="kind vllm: the local model folder")
+    parser.add_argument("--bundle", default=str(repo_root() / SHIPPED_BUNDLE),
+                        help="policy bundle the printed controller command runs (default: the shipped one); "
+                             "'none' prints a fallback-only controller")
     return parser.parse_args(argv)
 
 
@@ -456,19 +461,35 @@ def config_from_args(args: argparse.Namespace) -> RigConfig:
                      own_replicas=args.replicas_by == "rig", workdir=args.workdir, launcher=launcher)
 
 
-def usage(cluster: LocalCluster, keys_file: Path) -> str:
-    """What to run against ``cluster``: URLs, then the load generator and controller commands."""
-    scenario = cluster.config.scenario
+def disaggpilot_command() -> str:
+    """How to run ``disaggpilot`` from any shell: the script beside this interpreter (the virtual environment's
+    ``bin/``, which need not be on ``PATH``), else this interpreter running the command's module."""
+    script = Path(sys.executable).parent / "disaggpilot"
+    return str(script) if script.is_file() else f"{sys.executable} -m controller.cli"
+
+
+def loadgen_command(cluster: LocalCluster, keys_file: Path) -> str:
+    """The load generator's command line for ``cluster``; the keys come from ``keys_file``'s variables."""
     keys = " ".join(f"api_keys.{name}='${{oc.env:DISAGGPILOT_RIG_KEY_{i}}}'"
                     for i, name in enumerate(cluster.api_keys))
-    controller = " ".join(cluster.controller_overrides())
+    return (f"source {keys_file} && {disaggpilot_command()} loadgen scenario={cluster.config.scenario} "
+            f"url={cluster.gateway_url} time_scale={cluster.config.time_scale:g} {keys}")
+
+
+def controller_command(cluster: LocalCluster, bundle: str) -> str:
+    """The controller's command line for ``cluster``, running ``bundle`` (``none``: the fallback alone)."""
+    policy = "controller.fallback_only=true" if bundle == "none" else f"controller.bundle={bundle}"
+    return f"{disaggpilot_command()} controller {' '.join(cluster.controller_overrides())} {policy}"
+
+
+def usage(cluster: LocalCluster, keys_file: Path, bundle: str = str(repo_root() / SHIPPED_BUNDLE)) -> str:
+    """What to run against ``cluster``: URLs, then the load generator and controller commands."""
     return "\n".join([
         f"gateway     {cluster.gateway_url}", f"prometheus  {cluster.prometheus_url}",
         f"discovery   {cluster.discovery_path}", f"scenario    {cluster.scenario_path} (in wall time, for the gateway)",
         f"API keys    {keys_file} (source it; keys are never printed)", "",
-        f"load:       source {keys_file} && disaggpilot loadgen scenario={scenario} url={cluster.gateway_url} "
-        f"time_scale={cluster.config.time_scale:g} {keys}",
-        f"controller: disaggpilot controller {controller} controller.metrics_port=9400"])
+        f"load:       {loadgen_command(cluster, keys_file)}",
+        f"controller: {controller_command(cluster, bundle)}"])
 
 
 def write_keys(cluster: LocalCluster) -> Path:
@@ -484,7 +505,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m env.live.rig`` (and ``disaggpilot rig``): serve until SIGTERM/SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        config = config_from_args(parse_args(argv))
+        args = parse_args(argv)
+        config = config_from_args(args)
+        require(args.bundle == "none" or Path(args.bundle).is_dir(), "--bundle", args.bundle,
+                "give a policy bundle directory, or 'none' for a fallback-only controller")
     except PermanentError as error:
         print(f"rig: {error}", file=sys.stderr)
         return 2
@@ -492,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     with LocalCluster(config) as cluster:
-        print(usage(cluster, write_keys(cluster)), flush=True)
+        print(usage(cluster, write_keys(cluster), args.bundle), flush=True)
         stop.wait()
     return 0
 

@@ -60,6 +60,7 @@ def config(**overrides: Any) -> ControllerConfig:
             raw[key] = {**raw[key], **value}
         else:
             raw[key] = value
+    raw.setdefault("fallback_only", raw.get("bundle") is None)  # active mode without a bundle must say so
     return ControllerConfig.from_dict(raw)
 
 

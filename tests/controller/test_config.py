@@ -48,8 +48,8 @@ def compose_controller(*overrides: str) -> DictConfig:
 
 
 def test_the_composed_config_builds_validated_settings() -> None:
-    cfg = compose_controller("controller.mode=active", "controller.shield.max_step=1", "clock=virtual",
-                             "controller.interval_s=60", "controller.fallback.backoff.attempts=2")
+    cfg = compose_controller("controller.mode=active", "controller.fallback_only=true", "controller.shield.max_step=1",
+                             "clock=virtual", "controller.interval_s=60", "controller.fallback.backoff.attempts=2")
     settings = settings_from_config(cfg)
     assert settings.controller.mode == "active" and settings.controller.shield.max_step == 1
     assert settings.controller.shield.pools["decode"].max_replicas == 12

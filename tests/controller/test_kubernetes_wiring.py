@@ -133,7 +133,7 @@ def test_a_kubeconfig_file_is_honoured_and_a_bad_one_named(served: ServedEmulato
 def test_the_kubernetes_controller_config_composes_and_validates() -> None:
     register_configs()
     with initialize_config_dir(str(configs_dir()), version_base=None):
-        cfg = compose("controller", overrides=["controller=kubernetes"])
+        cfg = compose("controller", overrides=["controller=kubernetes", "controller.fallback_only=true"])
     settings = ControllerConfig.from_dict(OmegaConf.to_container(cfg.controller, resolve=True))  # type: ignore[arg-type]
     assert (settings.mode, settings.actuator, settings.leader_election.enabled) == ("active", "kubernetes", True)
     assert settings.kubernetes is not None and settings.kubernetes.pools["prefill"].name == "vllm-prefill"

@@ -21,7 +21,7 @@ from env.live.backend import LiveBackend
 from env.live.launcher import Launcher
 from env.live.local_actuator import LocalProcessActuator
 
-LIVE = ["backend=live", "env=live", "env.live.prometheus.url=http://127.0.0.1:9"]
+LIVE = ["backend=live", "env=live", "env.live.prometheus.url=http://127.0.0.1:9", "controller.fallback_only=true"]
 
 
 def compose_controller(*overrides: str) -> DictConfig:
@@ -77,7 +77,8 @@ def test_local_replicas_start_nothing_for_other_actuators() -> None:
 def test_the_local_actuator_needs_launcher_settings_and_a_live_backend(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"controller\.launcher="):
         ControllerConfig(actuator="local")
-    local = [f"controller.launcher.discovery_path={tmp_path}/d.json", "controller=local"]
+    local = [f"controller.launcher.discovery_path={tmp_path}/d.json", "controller=local",
+             "controller.fallback_only=true"]
     with pytest.raises(ConfigError, match="backend=live"):
         settings_from_config(compose_controller(*local))
     with pytest.raises(ConfigError, match="kubernetes or local"):

@@ -41,7 +41,8 @@ def decisions(text: str) -> list[dict[str, Any]]:
 @pytest.mark.slow
 def test_the_controller_decides_on_a_live_cluster_read_through_prometheus(rig: Rig, tmp_path: Path) -> None:
     rig.wait_for_history(6.0)
-    result = controller(rig, tmp_path, "controller.mode=active", "max_decisions=2")
+    result = controller(rig, tmp_path, "controller.mode=active", "controller.fallback_only=true",
+                        "max_decisions=2")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     made = decisions(result.stdout)
     assert [d["decision"] for d in made] == [1, 2]

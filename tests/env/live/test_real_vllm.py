@@ -310,7 +310,7 @@ def controller(step_cluster: LocalCluster, tiny_model: Path,
     port = free_port()
     rig = step_cluster.controller_overrides(interval_s=INTERVAL_S)
     overrides = merge_overrides(rig, launcher_overrides(tiny_model), [
-        "controller.fallback.planner=saturation", "controller.shield.up_cooldown_s=0",
+        "controller.fallback_only=true", "controller.fallback.planner=saturation", "controller.shield.up_cooldown_s=0",
         f"controller.shield.down_cooldown_s={2 * INTERVAL_S:g}", "controller.shield.down_hysteresis_intervals=2",
         "controller.shield.pools.prefill.max_replicas=1", "controller.shield.pools.decode.max_replicas=2",
         f"controller.metrics_port={port}", "controller.log_format=json", f"hydra.run.dir={tmp_path}/ctl"])
