@@ -63,8 +63,9 @@ class Bundle:
         return _read_json(candidate, "normalization") if candidate.is_file() else None
 
     def trained_observation(self) -> ObservationConfig | None:
-        """The observation settings the model was trained with: ``env.observation`` in its config.yaml, or None
-        when the config does not record them (then the spec check alone guards the layout).
+        """The observation settings the model was trained with: ``env.observation`` in its config.yaml, or the
+        settings' defaults when the config does not record them (a bundle built by hand, or one older than the
+        settings: both observed with the defaults, whatever the evaluation or controller config now turns on).
 
         The feature layout and every scale (``reference_usd_per_hour``...) follow from them, so a policy runs
         on exactly the observation it learned on, whatever the evaluation or controller config says.
@@ -77,7 +78,7 @@ class Bundle:
         env = config.get("env") if isinstance(config, dict) else None
         values = env.get("observation") if isinstance(env, dict) else None
         if values is None:
-            return None
+            return ObservationConfig()
         if not isinstance(values, dict):
             raise BundleError(f"{where} must be a mapping of observation settings, not {values!r}")
         known = {item.name for item in dataclasses.fields(ObservationConfig)}
