@@ -10,7 +10,12 @@ Layout::
     manifest.json      content hashes (SHA-256) of the files above, and the bundle hash over them
 
 ``load_bundle`` verifies every hash before unpickling anything and refuses a bundle whose spec differs
-from the environment's, naming the first mismatch.
+from the environment's, naming the first mismatch. Every file in the directory (the manifest aside) must be
+listed in the manifest, and the files a policy reads (model, spec, config; normalisation when present) must
+be: a file slipped in beside the listed ones is refused, never read. The manifest only proves the files
+agree with each other: someone able to write the bundle can recompute it. Only a pinned content hash
+(``expected_hash``, computed on a trusted copy with ``python -m agent.bundle <dir>``) proves it is the
+bundle you meant.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from env.observation import ObservationConfig
 MODEL_FILE, NORMALIZE_FILE, SPEC_FILE, CONFIG_FILE, MANIFEST_FILE = (
     "model.zip", "normalization.json", "spec.json", "config.yaml", "manifest.json")
 BUNDLE_FORMAT = 1
+READ_FILES = (MODEL_FILE, SPEC_FILE, CONFIG_FILE)
+"""Files every policy load reads; each must be listed in the manifest (normalisation too, when present)."""
 
 
 @dataclass
@@ -59,8 +66,9 @@ class Bundle:
 
     def normalization(self) -> dict[str, Any] | None:
         """Observation statistics (``mean``, ``var`` lists; ``clip_obs``, ``epsilon``), or None."""
-        candidate = self.path / NORMALIZE_FILE
-        return _read_json(candidate, "normalization") if candidate.is_file() else None
+        if NORMALIZE_FILE not in self.manifest["files"]:  # only a hashed file is ever read
+            return None
+        return _read_json(self.path / NORMALIZE_FILE, "normalization")
 
     def trained_observation(self) -> ObservationConfig | None:
         """The observation settings the model was trained with: ``env.observation`` in its config.yaml, or the
@@ -133,6 +141,7 @@ def load_bundle(directory: str | Path, expected_spec: dict[str, Any] | None = No
     files = manifest.get("files")
     if manifest.get("format") != BUNDLE_FORMAT or not isinstance(files, dict) or MODEL_FILE not in files:
         raise BundleError(f"{path}: {MANIFEST_FILE} is not a disaggpilot bundle manifest (format {BUNDLE_FORMAT})")
+    _check_listing(path, files)
     for name, digest in files.items():
         if not (path / name).is_file():
             raise BundleError(f"{path}: {name} is listed in the manifest but missing")
@@ -147,6 +156,35 @@ def load_bundle(directory: str | Path, expected_spec: dict[str, Any] | None = No
     if expected_spec is not None:
         validate_spec(bundle.spec, expected_spec, path)
     return bundle
+
+
+def _check_listing(path: Path, files: dict[str, Any]) -> None:
+    """Refuse a manifest entry that is not a plain file name, and any file the manifest does not list."""
+    for name in files:
+        if Path(name).name != name or name in (".", ".."):
+            raise BundleError(f"{path}: {MANIFEST_FILE} lists {name!r}: bundle files are plain names in the "
+                              "bundle directory; the manifest was altered")
+    for name in READ_FILES:
+        if name not in files:
+            raise BundleError(f"{path}: {name} is not listed in {MANIFEST_FILE}, so its content is not verified; "
+                              "re-export the bundle with save_bundle")
+    unlisted = sorted(item.name for item in path.iterdir() if item.name != MANIFEST_FILE and item.name not in files)
+    if unlisted:
+        raise BundleError(f"{path}: {unlisted[0]} is in the bundle but not listed in {MANIFEST_FILE} (unlisted: "
+                          f"{unlisted}); a file that is not hashed is never read: remove it, or re-export the "
+                          "bundle with save_bundle")
+
+
+def content_hash(directory: str | Path) -> str:
+    """The content hash (``bundle_sha256``) of a verified bundle: the value to pin in ``expected_hash``.
+
+    Run it on a copy you trust (the one you trained or reviewed), not on the deployed one: it verifies the
+    files against the manifest, which whoever can write the bundle can recompute. Nothing is unpickled.
+
+    Raises:
+        BundleError: the bundle does not verify.
+    """
+    return load_bundle(directory).content_hash
 
 
 def validate_spec(found: dict[str, Any], expected: dict[str, Any], where: Path | str = "bundle") -> None:
@@ -187,3 +225,14 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BundleError(f"{path}: the {what} must be a JSON object")
     return value
+
+
+if __name__ == "__main__":  # python -m agent.bundle <dir>: print the hash to pin (controller.expected_hash)
+    import sys
+
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m agent.bundle <bundle directory>")
+    try:
+        print(content_hash(sys.argv[1]))
+    except BundleError as failure:
+        raise SystemExit(f"not a valid bundle: {failure}") from None

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from agent.bundle import content_hash
 from agent.policy import Policy
 from controller.actuators import BackendActuator
 from controller.clock import VirtualClock
@@ -79,7 +80,9 @@ def script(step: int) -> SnapshotSpec:
 def latencies(bundle: str | None, decisions: int) -> np.ndarray:
     """Decision latencies (seconds) of the loop over scripted snapshots, warm-up excluded."""
     shield = ShieldConfig(pools={"prefill": PoolBounds(1, 12), "decode": PoolBounds(1, 12)}, gpu_budget=64)
-    config = ControllerConfig(mode="active", bundle=bundle, fallback_only=bundle is None, shield=shield)
+    pin = None if bundle is None else content_hash(bundle)  # the benchmark built or was given this bundle
+    config = ControllerConfig(mode="active", bundle=bundle, fallback_only=bundle is None, expected_hash=pin,
+                              shield=shield)
     scenario, env_config = load_scenario("steady"), EnvConfig(interval_s=config.interval_s)
     policy: Policy | None
     policy, problem = load_policy(config, scenario, env_config)

@@ -199,7 +199,12 @@ class ControllerConfig:
     """Run the fallback planner alone, without a bundle, and say so: required to act (``mode=active``) with no
     bundle, so that a forgotten ``controller.bundle`` never silently leaves the cluster to the fallback."""
     expected_hash: str | None = None
-    """Refuse the bundle unless its SHA-256 content hash equals this (64 hex digits); null skips the pin."""
+    """Refuse the bundle unless its SHA-256 content hash equals this (64 hex digits); null skips the pin, which
+    active mode refuses unless ``allow_unpinned``. Get it from a trusted copy: ``python -m agent.bundle <dir>``."""
+    allow_unpinned: bool = False
+    """Let active mode run a bundle without ``expected_hash``. Dangerous: a bundle's model is a pickle, and its
+    manifest proves nothing against whoever can write the bundle (they recompute it), so an unpinned bundle
+    runs whatever code was slipped into it, with the controller's credentials. For experiments only."""
     scenario: str = "steady"
     """Scenario (name in ``configs/scenario/`` or YAML path) describing the tenants (SLOs, targets) and pools."""
     actuator: str = "backend"
@@ -249,6 +254,10 @@ class ControllerConfig:
         require(self.interval_s > 0, "controller.interval_s", self.interval_s, "use a positive interval in seconds")
         require(self.expected_hash is None or re.fullmatch(r"[0-9a-f]{64}", self.expected_hash) is not None,
                 "controller.expected_hash", self.expected_hash, "use the bundle's 64-hex-digit bundle_sha256")
+        require(self.mode != "active" or self.bundle is None or self.expected_hash is not None or self.allow_unpinned,
+                "controller.expected_hash", self.expected_hash, f"active mode runs only a pinned bundle: set it to "
+                f"the content hash of a trusted copy of {self.bundle} (print it with `python -m agent.bundle "
+                "<dir>`), or set controller.allow_unpinned=true to run unverified code (experiments only)")
         require(0 <= self.metrics_port <= 65535, "controller.metrics_port", self.metrics_port,
                 "use a TCP port, or 0 to serve no metrics")
         require(self.history_intervals >= 2, "controller.history_intervals", self.history_intervals,

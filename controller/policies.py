@@ -1,6 +1,7 @@
 """The controller's two deciders: the learned policy (a verified bundle) and the fallback planner.
 
-A bundle is loaded only from the configured path; its content hash is pinned when ``expected_hash`` is set,
+A bundle is loaded only from the configured path; its content hash is pinned when ``expected_hash`` is set
+(active mode requires it unless ``allow_unpinned``; an unpinned bundle is loaded with a warning),
 and its observation/action spec must equal the one this controller builds: same features, pools, knob levels
 and interval, in the action mode the bundle was trained in (``delta``: replica steps and knob levels;
 ``headroom``: utilisation levels a sizer turns into replicas). All this is checked before the model is
@@ -40,6 +41,10 @@ def load_policy(config: ControllerConfig, scenario: ScenarioConfig, env_config: 
     """The bundle's policy, or None and why not (the loop then runs the fallback)."""
     if config.bundle is None:
         return None, Problem(NO_BUNDLE, "controller.bundle is null: running the fallback planner only")
+    if config.expected_hash is None:
+        log.warning("policy bundle %s is not pinned (controller.expected_hash is null): any code slipped into it "
+                    "runs; pin it with the output of `python -m agent.bundle <dir>` on a trusted copy", config.bundle,
+                    extra={"fields": {"event": "startup", "bundle_pinned": False}})
     try:
         bundle = load_bundle(config.bundle, expected_hash=config.expected_hash)
         observing = observing_as(bundle.trained_observation(), env_config)  # as environment_for will

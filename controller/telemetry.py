@@ -28,6 +28,9 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 """Decision latency histogram edges (seconds)."""
 READY_INTERVALS = 3
 """``/readyz`` answers 200 while the last successful decision is at most this many intervals old."""
+REQUEST_TIMEOUT_S = 10.0
+"""How long a connection to the HTTP server may stay silent before it is closed (seconds): a scrape sends its
+request at once, while a client that connects and never sends one would otherwise hold a thread for good."""
 
 
 class ControllerMetrics:
@@ -129,13 +132,14 @@ class MetricsServer:
         interval_s: the control interval (seconds), for readiness.
         host: address to bind (loopback by default).
         port: TCP port; 0 picks a free one (see :attr:`port`).
+        request_timeout_s: socket timeout of each connection (seconds): a silent or half-open one is closed
+            after it, releasing its thread.
     """
 
     def __init__(self, metrics: ControllerMetrics, now: Callable[[], float], interval_s: float,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.metrics, self.now, self.interval_s = metrics, now, interval_s
-        self.httpd = ThreadingHTTPServer((host, port), _handler(self))
-        self.httpd.daemon_threads = True
+        self.httpd = _Server((host, port), _handler(self, request_timeout_s))
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="controller-metrics", daemon=True)
 
     @property
@@ -175,8 +179,18 @@ class MetricsServer:
         return 404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz or /readyz\n"
 
 
-def _handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
+class _Server(ThreadingHTTPServer):
+    """One daemon thread per connection, and a listen backlog that a few silent clients cannot fill (the
+    standard library's 5 would leave Prometheus unable to connect)."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+
+def _handler(server: MetricsServer, request_timeout_s: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = request_timeout_s  # socketserver sets it on the connection: reads and writes give up after it
+
         def do_GET(self) -> None:  # http.server's naming
             status, content_type, body = server.respond(self.path)
             self.send_response(status)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import pickle
+import zipfile
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
-from agent.bundle import save_bundle
+from agent.bundle import MANIFEST_FILE, MODEL_FILE, save_bundle
 from agent.headroom import HeadroomEnv, HeadroomSettings
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.observation import ObservationConfig
@@ -36,3 +42,39 @@ def build_bundle(directory: Path, headroom: bool = False, observation: Observati
     config_yaml = "seed: 0\n" if observation is None else OmegaConf.to_yaml({"env": {"observation": observation}})
     return save_bundle(directory / "bundle", directory / "model.zip", normalization, environment.spec_dict(),
                        config_yaml).path
+
+
+class TouchPayload:
+    """What an attacker's pickle would carry, made benign: unpickling it creates ``marker`` (an empty file), so
+    a test sees whether anything in a bundle was unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Path, ...]]:
+        return Path.touch, (self.marker,)
+
+
+def plant_payload(bundle: Path, marker: Path) -> None:
+    """Tamper with ``bundle`` as someone able to write it could: add a pickled :class:`TouchPayload` to the
+    model's ``data`` (stable-baselines3 unpickles every ``:serialized:`` entry on load), then recompute the
+    manifest so every file matches its listed hash again. Only a pinned content hash still tells."""
+    model = bundle / MODEL_FILE
+    with zipfile.ZipFile(model) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    data = json.loads(members["data"])
+    data["payload"] = {":serialized:": base64.b64encode(pickle.dumps(TouchPayload(marker))).decode()}
+    members["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(model, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    rehash(bundle)
+
+
+def rehash(bundle: Path) -> None:
+    """Recompute ``bundle``'s manifest over the files it lists, as a tamperer would."""
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    files = {name: hashlib.sha256((bundle / name).read_bytes()).hexdigest() for name in manifest["files"]}
+    manifest["files"] = files
+    manifest["bundle_sha256"] = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    (bundle / MANIFEST_FILE).write_text(json.dumps(manifest))

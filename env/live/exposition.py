@@ -15,6 +15,8 @@ from types import TracebackType
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """Prometheus' text exposition format, version 0.0.4."""
+REQUEST_TIMEOUT_S = 10.0
+"""Socket timeout of each connection (seconds); a scrape sends its request at once."""
 
 
 class ExpositionServer:
@@ -72,6 +74,8 @@ class ExpositionServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = REQUEST_TIMEOUT_S  # a silent connection is closed after it instead of holding a thread
+
             def do_GET(self) -> None:
                 if self.path.split("?")[0] != owner.path:
                     self._answer(404, b"not found\n")

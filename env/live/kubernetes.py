@@ -21,6 +21,7 @@ timeouts are retryable, 401/403/404/400/422 are permanent and name the workload 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from env.backend import POOL_ROLES, ClusterAction, PoolTarget
 from env.errors import require
-from env.live.kubernetes_errors import InvalidPatchError, WorkloadNotFoundError, from_exception
+from env.live.kubernetes_errors import ForbiddenError, InvalidPatchError, WorkloadNotFoundError, from_exception
 
 if TYPE_CHECKING:  # the client takes most of a second to import: only the actuator itself loads it
     from kubernetes import client
@@ -128,16 +129,36 @@ class KubernetesActuator:
         self.custom = client.CustomObjectsApi(api_client)
         self.serializer = api_client
         self.dgd_group, self.dgd_version = config.dgd_api_version.split("/")
+        self.knobs_forbidden_at: dict[str, float] = {}
+        """Per pool, when (``clock``, seconds) a knob patch was last refused by RBAC; retried a period later."""
 
     def apply(self, action: ClusterAction) -> None:
-        """Set each pool's replicas, then its batch knobs (when changed and the period allows)."""
+        """Set every pool's replicas, then the batch knobs (when changed and the period allows).
+
+        Replicas go first, for every pool: a knob patch that fails never keeps another pool from scaling.
+        """
         for role, target in action.pools.items():
-            workload = self._workload(role)
             if target.replicas is not None:
-                self._scale(role, workload, target.replicas)
+                self._scale(role, self._workload(role), target.replicas)
+        for role, target in action.pools.items():
             knobs = {KNOB_FLAGS[name]: value for name, value in _knobs(target).items()}
             if knobs and self.config.patch_engine_args:
-                self._set_engine_args(role, workload, knobs)
+                self._set_knobs_unless_forbidden(role, self._workload(role), knobs)
+
+    def _set_knobs_unless_forbidden(self, role: str, workload: WorkloadConfig, knobs: dict[str, int]) -> None:
+        """Patch the knobs; without RBAC for it (the opt-in ``deploy/rbac-knobs.yaml``) log it and carry on
+        scaling, trying again once per ``knob_patch_period_s`` in case the Role was granted since."""
+        now = self.clock()
+        if now - self.knobs_forbidden_at.get(role, -math.inf) < self.config.knob_patch_period_s:
+            return
+        try:
+            self._set_engine_args(role, workload, knobs)
+            self.knobs_forbidden_at.pop(role, None)
+        except ForbiddenError as error:
+            self.knobs_forbidden_at[role] = now
+            log.warning("engine arguments of %s not patched, replicas still are: %s; apply deploy/rbac-knobs.yaml "
+                        "to allow it, or set %s.patch_engine_args=false", workload.describe(self.config.namespace),
+                        error, CONFIG_KEY, extra={"fields": {"event": "knobs_forbidden", "pool": role}})
 
     def _workload(self, role: str) -> WorkloadConfig:
         workload = self.config.pools.get(role)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +13,22 @@ import pytest
 
 from agent.analysis.behaviour import record_episode
 from agent.baselines.static import StaticPolicy
-from agent.bundle import MANIFEST_FILE, SPEC_FILE, load_bundle, save_bundle, validate_spec
+from agent.bundle import (
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    NORMALIZE_FILE,
+    SPEC_FILE,
+    content_hash,
+    load_bundle,
+    save_bundle,
+    validate_spec,
+)
 from agent.errors import BundleError
 from agent.policy import PolicyContext, environment_for
 from agent.ppo_policy import PpoPolicy
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.observation import ObservationConfig
-from tests.bundles import COLD_START_OBSERVATION
+from tests.bundles import COLD_START_OBSERVATION, plant_payload, rehash
 from tests.env.sim.conftest import small_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,3 +139,52 @@ def test_an_evaluation_runs_a_bundle_on_the_observation_it_was_trained_on(cold_s
     episode = record_episode(policy, scenario, seed=0, env=configured)
     expected = scenario.cluster.cold_start_s / COLD_START_OBSERVATION.reference_cold_start_s
     assert [step.observation["cluster/cold_start"] for step in episode.steps] == [expected] * len(episode.steps)
+
+
+def test_a_tampered_bundle_with_a_recomputed_manifest_is_refused_before_anything_is_unpickled(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    pin = load_bundle(bundle_dir).content_hash
+    copy, marker = copy_of(bundle_dir, tmp_path), tmp_path / "payload-ran"
+    plant_payload(copy, marker)
+    load_bundle(copy)  # every file matches the recomputed manifest: only the pin tells
+    with pytest.raises(BundleError, match="differs from the expected"):
+        PpoPolicy(copy, expected_hash=pin)
+    assert not marker.exists()
+    PpoPolicy(copy)  # unpinned, the payload runs: what the test above would have seen
+    assert marker.exists()
+
+
+def test_a_file_not_listed_in_the_manifest_is_refused_before_it_is_read(bundle_dir: Path, tmp_path: Path) -> None:
+    pin = load_bundle(bundle_dir).content_hash
+    spec = load_bundle(bundle_dir).spec
+    bundle = save_bundle(tmp_path / "bare", bundle_dir / "model.zip", None, spec, "seed: 0\n")
+    size = len(spec["observation_features"])
+    skewed = {"mean": [1e6] * size, "var": [1.0] * size, "clip_obs": 10.0, "epsilon": 1e-8}
+    (bundle.path / NORMALIZE_FILE).write_text(json.dumps(skewed))  # changes every input of the policy
+    with pytest.raises(BundleError, match=r"normalization\.json is in the bundle but not listed in manifest\.json"):
+        load_bundle(bundle.path, expected_hash=pin)
+    copy = copy_of(bundle_dir, tmp_path)
+    manifest = json.loads((copy / MANIFEST_FILE).read_text())
+    del manifest["files"][CONFIG_FILE]
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    rehash(copy)
+    with pytest.raises(BundleError, match=r"config\.yaml is not listed in manifest\.json"):
+        load_bundle(copy)
+    (copy / CONFIG_FILE).unlink()
+    with pytest.raises(BundleError, match=r"config\.yaml is not listed"):
+        load_bundle(copy)
+
+
+def test_a_manifest_naming_a_file_outside_the_bundle_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = copy_of(bundle_dir, tmp_path)
+    manifest = json.loads((copy / MANIFEST_FILE).read_text())
+    manifest["files"]["../outside.json"] = "0" * 64
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"lists '\.\./outside\.json'"):
+        load_bundle(copy)
+
+
+def test_the_content_hash_to_pin_is_printed_by_the_module(bundle_dir: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "agent.bundle", str(bundle_dir)], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120, check=True)
+    assert result.stdout.strip() == content_hash(bundle_dir) == load_bundle(bundle_dir).content_hash

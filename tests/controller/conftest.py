@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from agent.bundle import load_bundle
 from agent.policy import Policy
 from controller.actuators import Actuator
 from controller.clock import VirtualClock
@@ -46,7 +47,8 @@ def healthy_spec(prefill: int = 2, decode: int = 2, met: int = 100, missed: int 
 
 
 def config(**overrides: Any) -> ControllerConfig:
-    """Test settings: active mode, a permissive shield, quick recovery, one try per call."""
+    """Test settings: active mode, a permissive shield, quick recovery, one try per call; a bundle is pinned to
+    its content hash unless ``expected_hash`` is given (active mode refuses an unpinned one)."""
     raw: dict[str, Any] = {
         "mode": "active", "interval_s": INTERVAL_S,
         "shield": {"pools": {"prefill": {"min_replicas": 1, "max_replicas": 8},
@@ -61,6 +63,8 @@ def config(**overrides: Any) -> ControllerConfig:
         else:
             raw[key] = value
     raw.setdefault("fallback_only", raw.get("bundle") is None)  # active mode without a bundle must say so
+    if raw.get("bundle") is not None and "expected_hash" not in raw:
+        raw["expected_hash"] = load_bundle(raw["bundle"]).content_hash
     return ControllerConfig.from_dict(raw)
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from agent.bundle import load_bundle
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -42,6 +44,7 @@ def environment() -> dict[str, str]:
 def test_a_few_active_decisions_on_the_simulator_exit_cleanly(bundle_dir: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         command(f"controller.bundle={bundle_dir}", "controller.mode=active", "max_decisions=3", "clock=virtual",
+                f"controller.expected_hash={load_bundle(bundle_dir).content_hash}",
                 "controller.metrics_port=0", f"hydra.run.dir={tmp_path}"),
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=environment())
     assert result.returncode == 0, result.stdout + result.stderr

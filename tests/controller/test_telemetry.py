@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -20,6 +23,9 @@ NAMES = (
     'disaggpilot_controller_tenant_attainment{tenant="chat"}',
     "disaggpilot_controller_last_successful_scrape_timestamp_seconds", 'disaggpilot_controller_mode{mode="active"}',
 )
+
+IDLE_CONNECTIONS = 40
+"""Connections opened and left silent, as a slow or hostile client would."""
 
 
 def get(url: str) -> tuple[int, str]:
@@ -63,3 +69,31 @@ def test_healthz_answers_and_readyz_follows_successful_decisions(served: tuple[R
     rig.run(1)
     assert get(f"{server.url}/readyz")[0] == 200
     assert get(f"{server.url}/nothing")[0] == 404
+
+
+def _settle(condition: Callable[[], bool], within_s: float = 20.0) -> bool:
+    """Poll ``condition`` until it holds or ``within_s`` passes (a bound, not a measurement)."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_idle_connections_are_closed_after_the_request_timeout_and_release_their_threads() -> None:
+    rig = make_rig(FixedPolicy({"prefill": 3, "decode": 2}))
+    server = MetricsServer(rig.metrics, rig.clock.now, INTERVAL_S, "127.0.0.1", 0, request_timeout_s=0.5).start()
+    baseline = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(IDLE_CONNECTIONS)]
+    try:
+        assert _settle(lambda: threading.active_count() > baseline)  # silent clients hold handler threads...
+        for connection in idle:  # ...until the server times them out and closes them: end of stream
+            connection.settimeout(20.0)
+            assert connection.recv(1) == b""
+        assert _settle(lambda: threading.active_count() <= baseline), threading.active_count() - baseline
+        assert get(f"{server.url}/healthz") == (200, "ok\n")
+    finally:
+        for connection in idle:
+            connection.close()
+        server.stop()

@@ -37,8 +37,12 @@ EXTERNAL_METRICS = {
 }
 
 
+OPT_IN = ("rbac-knobs.yaml",)
+"""Manifests an operator applies on purpose, outside the kustomization."""
+
+
 def manifests() -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every Kubernetes object under deploy/ (the kustomization itself aside)."""
+    """Every Kubernetes object under deploy/ (the kustomization itself aside; the opt-in files included)."""
     for path in sorted(DEPLOY.glob("*/*.yaml")) + sorted(DEPLOY.glob("*.yaml")):
         if path.parent.name == "prometheus" or path.name == "kustomization.yaml":
             continue
@@ -84,20 +88,46 @@ def test_the_kustomization_builds_offline_with_every_object() -> None:
         pytest.skip("kubectl is not installed")
     built = subprocess.run([kubectl, "kustomize", str(DEPLOY)], capture_output=True, text=True, timeout=60,
                            check=True).stdout
-    kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(built) if doc)
-    assert kinds == sorted(doc["kind"] for _, doc in manifests())
+    documents = [doc for doc in yaml.safe_load_all(built) if doc]
+    assert sorted(doc["kind"] for doc in documents) == sorted(
+        doc["kind"] for path, doc in manifests() if path.name not in OPT_IN)
+    images = {container["image"] for doc in documents for container in containers(doc)}
+    assert images == {"disaggpilot:0.1.0", "vllm/vllm-openai:v0.32.0"}  # the tags come from `images:`
 
 
-def test_the_role_allows_only_get_and_patch_on_the_named_workloads_and_the_lease() -> None:
+def containers(document: dict[str, Any]) -> list[dict[str, Any]]:
+    pod = document.get("spec", {}).get("template", {}).get("spec", {})
+    return list(pod.get("containers", [])) + list(pod.get("initContainers", []))
+
+
+def test_every_image_is_named_once_in_the_kustomization_and_nowhere_with_a_tag() -> None:
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    names = [entry["name"] for entry in kustomization["images"]]
+    used = [container["image"] for _, doc in manifests() for container in containers(doc)]
+    assert len(names) == len(set(names)) and set(names) == set(used)
+    assert all(":" not in image and "@" not in image for image in used)  # pinned in one place: the kustomization
+    assert "sha256:<digest>" in (DEPLOY / "README.md").read_text()  # how to pin by digest
+
+
+def granted(role: str) -> set[tuple[str, str]]:
+    rules = objects()[("Role", role)]["rules"]
+    assert all(set(rule["verbs"]) <= {"get", "patch"} and rule["resourceNames"] for rule in rules)
+    return {(resource, name) for rule in rules for resource in rule["resources"] for name in rule["resourceNames"]}
+
+
+def test_the_role_allows_only_the_scale_subresource_of_the_named_workloads_and_the_lease() -> None:
     _, settings = site_settings()
     assert settings.kubernetes is not None
-    rules = objects()[("Role", "disaggpilot-controller")]["rules"]
-    assert all(set(rule["verbs"]) <= {"get", "patch"} and rule["resourceNames"] for rule in rules)
-    granted = {(resource, name) for rule in rules for resource in rule["resources"] for name in rule["resourceNames"]}
     workloads = {w.name for w in settings.kubernetes.pools.values()}
-    assert granted == {("deployments/scale", n) for n in workloads} | {("deployments", n) for n in workloads} | {
+    assert granted("disaggpilot-controller") == {("deployments/scale", n) for n in workloads} | {
         ("leases", settings.leader_election.lease_name)}
     assert ("Lease", settings.leader_election.lease_name) in objects()
+    # Patching whole Deployments (the knobs) is a separate Role, outside the kustomization, off in the settings.
+    assert granted("disaggpilot-controller-knobs") == {("deployments", n) for n in workloads}
+    binding = objects()[("RoleBinding", "disaggpilot-controller-knobs")]
+    assert binding["subjects"][0]["name"] == "disaggpilot-controller"
+    assert "rbac-knobs.yaml" not in yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
+    assert settings.kubernetes.patch_engine_args is False
 
 
 def test_the_site_settings_compose_and_name_workloads_that_exist() -> None:
@@ -133,6 +163,33 @@ def test_the_controller_pod_runs_unprivileged_with_its_service_account() -> None
     assert container["ports"][0]["containerPort"] == settings.metrics_port
     assert (container["readinessProbe"]["httpGet"]["path"], container["livenessProbe"]["httpGet"]["path"]) == (
         "/readyz", "/healthz")
+
+
+def test_every_pod_and_container_is_locked_down() -> None:
+    pods = [(path, doc["spec"]["template"]["spec"]) for path, doc in manifests() if doc["kind"] == "Deployment"]
+    assert len(pods) == 3
+    for path, pod in pods:
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, path
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}, path
+            assert context["readOnlyRootFilesystem"] is True, path
+            written = {mount["mountPath"] for mount in container["volumeMounts"]}
+            assert "/tmp" in written, path  # a read-only root still has a scratch directory
+        if path.parent.name == "vllm":
+            assert pod["automountServiceAccountToken"] is False, path
+
+
+def test_the_network_policy_lets_the_controller_reach_the_api_server_and_prometheus_only() -> None:
+    policy = objects()[("NetworkPolicy", "disaggpilot-controller")]["spec"]
+    assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "disaggpilot-controller"}
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    (ingress,) = policy["ingress"]
+    _, settings = site_settings()
+    assert ingress["ports"] == [{"protocol": "TCP", "port": settings.metrics_port}]
+    assert ingress["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    egress_ports = sorted(port["port"] for rule in policy["egress"] for port in rule["ports"])
+    assert egress_ports == [53, 53, 443, 6443, 9090]  # DNS, the API server, Prometheus
 
 
 @pytest.mark.parametrize(("name", "knob"), [("vllm-prefill", "--max-num-batched-tokens"),

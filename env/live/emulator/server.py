@@ -35,6 +35,8 @@ from env.live.emulator.protocol import (
 
 log = logging.getLogger("disaggpilot.emulator")
 GENERATION_PATHS = ("/v1/completions", "/v1/chat/completions")
+IDLE_TIMEOUT_S = 75.0
+"""A connection silent for this long is closed (seconds), as the gateway does (aiohttp's default is an hour)."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -94,7 +96,8 @@ class ReplicaServer:
         """Load (wait the emulated cold start), start the engine, then listen; sets :attr:`port`."""
         await asyncio.sleep(self.config.cold_start_s * self.config.time_scale)
         self._engine_task = asyncio.create_task(self.engine.run())
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0,
+                                     keepalive_timeout=IDLE_TIMEOUT_S)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await self._site.start()

@@ -32,6 +32,9 @@ from env.live.gateway.proxy import LostRequestError, Orchestrator, Outcome
 from env.live.gateway.routing import ReplicaRegistry
 
 log = logging.getLogger("disaggpilot.gateway")
+IDLE_TIMEOUT_S = 75.0
+"""A client connection that sends nothing for this long is closed (seconds): before its first request, between
+requests, or half-way through its headers (aiohttp's keep-alive timer; its default is an hour)."""
 
 
 class ClientGoneError(EnvError):
@@ -118,7 +121,8 @@ class Gateway:
         if self.watcher is not None:
             self.watcher.poll_once()
             self._watch_task = asyncio.create_task(self.watcher.run())
-        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False,
+                                     keepalive_timeout=IDLE_TIMEOUT_S)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()

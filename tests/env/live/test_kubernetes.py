@@ -11,6 +11,7 @@ every write; a write carrying a stale one answers 409 Conflict), which leader el
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -256,6 +257,30 @@ def test_knob_patching_can_be_switched_off(served: ServedEmulator, api: client.A
     create_workloads(api)
     actuator(api, patch_engine_args=False).apply(knobs(1024, 8))
     assert patches(served) == []
+
+
+def test_without_the_knobs_role_replicas_still_scale_and_the_refusal_is_logged(
+        served: ServedEmulator, api: client.ApiClient, caplog: pytest.LogCaptureFixture) -> None:
+    create_workloads(api)
+    forbidden = {"kind": "Status", "apiVersion": "v1", "code": 403}
+    whole = kmock.path(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/prefill")  # not its scale subresource
+    served.emulator["get", whole] << 403 << forbidden  # the default Role: get/patch the scale only
+    clock = [1_000_000.0]
+    acting = actuator(api, clock)
+    both = ClusterAction({"prefill": PoolTarget(replicas=4, max_num_batched_tokens=4096),
+                          "decode": PoolTarget(replicas=3, max_num_seqs=64)})
+    with caplog.at_level(logging.WARNING, logger="disaggpilot.live.kubernetes"):
+        acting.apply(both)
+    apps = client.AppsV1Api(api)
+    assert apps.read_namespaced_deployment_scale("prefill", NAMESPACE).spec.replicas == 4
+    assert apps.read_namespaced_stateful_set("decode", NAMESPACE).spec.replicas == 3
+    assert container_args(api, "StatefulSet", "decode")[-1] == "--max-num-seqs=64"  # its knobs are allowed
+    assert [r.fields["event"] for r in caplog.records] == ["knobs_forbidden"]  # type: ignore[attr-defined]
+    assert "deploy/rbac-knobs.yaml" in caplog.records[0].getMessage()
+    clock[0] += 599.0
+    acting.apply(ClusterAction({"prefill": PoolTarget(replicas=5, max_num_batched_tokens=2048)}))
+    assert apps.read_namespaced_deployment_scale("prefill", NAMESPACE).spec.replicas == 5
+    assert len(caplog.records) == 1  # not asked again within the knob period
 
 
 def test_engine_flags_are_read_and_written_in_every_spelling() -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.bundle import load_bundle
 from env.live.launcher import free_port
 from env.live.loadgen import run_loadgen
 from env.live.rig import LocalCluster, RigConfig
@@ -83,7 +84,8 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 def controller(cluster: LocalCluster, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
     port = free_port()
     overrides = merge_overrides(cluster.controller_overrides(interval_s=INTERVAL_GPU_S), [
-        f"controller.bundle={BUNDLE}", "controller.shield.up_cooldown_s=0",
+        f"controller.bundle={BUNDLE}", f"controller.expected_hash={load_bundle(BUNDLE).content_hash}",
+        "controller.shield.up_cooldown_s=0",
         f"controller.shield.down_cooldown_s={2 * INTERVAL_GPU_S}", f"controller.metrics_port={port}",
         "controller.launcher.health_timeout_s=60", "controller.log_format=json", f"hydra.run.dir={tmp_path}/ctl"])
     log_path = tmp_path / "controller.log"
