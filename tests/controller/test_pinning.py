@@ -41,7 +41,7 @@ def test_active_mode_refuses_an_unpinned_bundle_and_says_how_to_pin_it(tampered:
         settings_from_config(compose_controller("controller.mode=active", f"controller.bundle={bundle}",
                                                 "clock=virtual"))
     assert not marker.exists()
-    ControllerConfig(mode="active")  # no bundle: the fallback planner only, nothing to pin
+    ControllerConfig(mode="active", fallback_only=True)  # no bundle: the fallback planner only, nothing to pin
     ControllerConfig(mode="shadow", bundle=str(bundle))  # shadow mode may run unpinned (with a warning)
 
 
