@@ -46,13 +46,22 @@ class StaticOracleSettings:
     ``context.scenario`` (already randomised) with ``EnvConfig(interval_s=context.interval_s)``."""
 
     def __post_init__(self) -> None:
-        key = "agent.static_oracle"
-        require(self.search_duration_s is None or self.search_duration_s > 0, f"{key}.search_duration_s",
-                self.search_duration_s, "use a positive duration in seconds, or null for the whole episode")
-        for name in ("token_budget_levels", "batch_cap_levels"):
-            levels = getattr(self, name)
-            require(levels is None or (len(levels) >= 1 and all(int(v) >= 1 for v in levels)), f"{key}.{name}",
-                    levels, "give positive levels, or null for the scenario's setting")
+        check_search_settings(self, "agent.static_oracle")
+
+
+def check_search_settings(settings: Any, key: str) -> None:
+    """Validate the static search's trial length and knob levels, which ``static_tuned`` shares.
+
+    Args:
+        settings: an object with ``search_duration_s``, ``token_budget_levels`` and ``batch_cap_levels``.
+        key: the config prefix errors name (e.g. ``agent.static_oracle``).
+    """
+    require(settings.search_duration_s is None or settings.search_duration_s > 0, f"{key}.search_duration_s",
+            settings.search_duration_s, "use a positive duration in seconds, or null for the whole episode")
+    for name in ("token_budget_levels", "batch_cap_levels"):
+        levels = getattr(settings, name)
+        require(levels is None or (len(levels) >= 1 and all(int(v) >= 1 for v in levels)), f"{key}.{name}",
+                levels, "give positive levels, or null for the scenario's setting")
 
 
 class StaticOraclePolicy:

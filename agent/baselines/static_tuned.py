@@ -33,6 +33,7 @@ import numpy as np
 
 from agent.baselines.common import BaselineError, build_settings
 from agent.baselines.oracle_search import Candidate, Evaluation, Trials, run_search, scenario_digest
+from agent.baselines.static_oracle import check_search_settings
 from agent.policy import PolicyContext
 from env.backend import ClusterAction
 from env.cluster_env import EnvConfig
@@ -69,12 +70,7 @@ class StaticTunedSettings:
         require(len(seeds) >= 1 and valid and len(set(seeds)) == len(seeds), f"{key}.calibration_seeds", seeds,
                 "list distinct integer seeds >= 0, e.g. [0]")
         self.calibration_seeds = sorted(seeds)
-        require(self.search_duration_s is None or self.search_duration_s > 0, f"{key}.search_duration_s",
-                self.search_duration_s, "use a positive duration in seconds, or null for the whole episode")
-        for name in ("token_budget_levels", "batch_cap_levels"):
-            levels = getattr(self, name)
-            require(levels is None or (len(levels) >= 1 and all(int(v) >= 1 for v in levels)), f"{key}.{name}",
-                    levels, "give positive levels, or null for the scenario's setting")
+        check_search_settings(self, key)
 
     def search_key(self) -> dict[str, Any]:
         """The settings the pick depends on (not where it is cached)."""
