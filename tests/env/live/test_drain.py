@@ -57,10 +57,10 @@ def test_scale_down_with_requests_in_flight_on_the_drained_replica_loses_none(tm
         drained = launcher.replicas("decode")[-1]  # the newest goes first on a scale-down
 
         async def body() -> tuple[list[Answer], float, str]:
-            config = {"tenants": [TenantConfig(name="alpha", api_key=KEYS["alpha"])], "model": "tiny",
-                      "max_model_len": 512, "discovery_file": launcher.config.discovery_path,
-                      "discovery_poll_s": 0.05, "retry_backoff_s": 0.0}
-            async with Gateway(GatewayConfig(**config)) as gateway, aiohttp.ClientSession() as session:
+            config = GatewayConfig(tenants=[TenantConfig(name="alpha", api_key=KEYS["alpha"])], model="tiny",
+                                   max_model_len=512, discovery_file=launcher.config.discovery_path,
+                                   discovery_poll_s=0.05, retry_backoff_s=0.0)
+            async with Gateway(config) as gateway, aiohttp.ClientSession() as session:
                 first_tokens = [asyncio.Event() for _ in range(STREAMS)]
                 streams = [asyncio.create_task(_stream(session, gateway.url, seen)) for seen in first_tokens]
                 await asyncio.wait_for(asyncio.gather(*(seen.wait() for seen in first_tokens)), 20)

@@ -41,9 +41,10 @@ def test_body_limit_is_derived_from_the_context_and_validated() -> None:
     assert config.max_prompt_chars == 1000 * config.max_chars_per_token
     assert config.body_limit_bytes == config.max_prompt_chars * JSON_BYTES_PER_CHAR + BODY_OVERHEAD_BYTES
     assert gateway_config([FakeReplica("agg-0")], max_body_bytes=5000).body_limit_bytes == 5000
-    for key, value in (("max_body_bytes", -1), ("vocab_size", -5), ("max_chars_per_token", 0)):
+    bad: list[tuple[str, int]] = [("max_body_bytes", -1), ("vocab_size", -5), ("max_chars_per_token", 0)]
+    for key, value in bad:
         with pytest.raises(ConfigError, match=f"{key}={value}"):
-            gateway_config([FakeReplica("agg-0")], **{key: value})
+            gateway_config([FakeReplica("agg-0")], None, **{key: value})
 
 
 # --- an oversize body: 413 before it is read, measured on a gateway process --------------------------------
