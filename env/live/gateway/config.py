@@ -21,6 +21,10 @@ REPLICA_ROLES: tuple[str, ...] = ("prefill", "decode", "aggregated")
 """Roles a replica can have (the launcher's discovery file uses the same words)."""
 REPLICA_STATES: tuple[str, ...] = ("starting", "ready", "draining")
 """Lifecycle states of a replica; only ``ready`` ones get new requests."""
+JSON_BYTES_PER_CHAR = 6
+"""Longest JSON spelling of one prompt character (``\\u00e9``), used to derive the body limit (bytes)."""
+BODY_OVERHEAD_BYTES = 1 << 20
+"""Room in the derived body limit for JSON structure and fields other than the prompt (bytes)."""
 
 
 @dataclass
@@ -106,6 +110,15 @@ class GatewayConfig:
     """Served model name; requests naming another model get 404."""
     max_model_len: int = 131072
     """Context length: prompt + max_tokens beyond it gets 400 before any replica is touched (tokens)."""
+    vocab_size: int = 0
+    """Tokenizer vocabulary: token ids in a prompt must be below it (tokens); 0 = unknown, ids need only be >= 0."""
+    max_chars_per_token: int = 16
+    """Bound on a prompt's characters per token: a prompt longer than ``max_model_len`` x this is refused with
+    400 whatever its token count, since counting is an estimate (characters per token; English text averages
+    about 4)."""
+    max_body_bytes: int = 0
+    """Largest request body accepted; a larger one gets 413 before it is read (bytes). 0 derives it from the
+    context: ``max_model_len x max_chars_per_token x 6`` (the longest JSON escape of a character) + 1 MiB."""
     default_max_tokens: int = 256
     """``max_tokens`` when a request omits it (tokens)."""
     connect_timeout_s: float = 2.0
@@ -132,13 +145,26 @@ class GatewayConfig:
         require(self.discovery_file != "" or len(self.replicas) > 0, "discovery_file", self.discovery_file,
                 "name the launcher's discovery file, or list static replicas")
         require(_is_int(self.port) and 0 <= self.port < 65536, "port", self.port, "use 0..65535 (0: free port)")
-        for key in ("max_model_len", "default_max_tokens", "max_attempts"):
+        for key in ("max_model_len", "default_max_tokens", "max_attempts", "max_chars_per_token"):
             require(_is_int(getattr(self, key)) and getattr(self, key) >= 1, key, getattr(self, key),
                     "use an integer >= 1")
+        for key in ("vocab_size", "max_body_bytes"):
+            require(_is_int(getattr(self, key)) and getattr(self, key) >= 0, key, getattr(self, key),
+                    "use an integer >= 0 (0: unknown / derived from max_model_len)")
         for key in ("discovery_poll_s", "connect_timeout_s", "first_byte_timeout_s", "replica_wait_s"):
             require(_finite_at_least(getattr(self, key), 1e-6), key, getattr(self, key), "use seconds > 0")
         for key in ("retry_backoff_s", "failure_cooldown_s"):
             require(_finite_at_least(getattr(self, key), 0.0), key, getattr(self, key), "use seconds >= 0")
+
+    @property
+    def max_prompt_chars(self) -> int:
+        """Longest prompt accepted, over all its messages (characters)."""
+        return self.max_model_len * self.max_chars_per_token
+
+    @property
+    def body_limit_bytes(self) -> int:
+        """Largest request body accepted: ``max_body_bytes``, or the limit derived from the context (bytes)."""
+        return self.max_body_bytes or self.max_prompt_chars * JSON_BYTES_PER_CHAR + BODY_OVERHEAD_BYTES
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> GatewayConfig:

@@ -13,15 +13,25 @@ class ClientRequestError(PermanentError):
         message: what is wrong and how to fix it (never a key, never the body).
         param: the request field at fault, or ``None``.
         retry_after_s: for 429, when to come back (seconds); sent as ``Retry-After``.
+        reason: the ``reason`` label it is counted under in the gateway's metrics; default: by status.
     """
 
     def __init__(self, status: int, message: str, param: str | None = None, retry_after_s: float | None = None,
-                 ) -> None:
+                 reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.retry_after_s = retry_after_s
+        self.reason = reason or REASON_BY_STATUS.get(status, "invalid_request")
+
+
+REASON_BY_STATUS = {400: "invalid_request", 401: "unauthorized", 404: "unknown_model", 413: "body_too_large",
+                    429: "rate_limited"}
+"""The metrics ``reason`` of a refusal when the check gives none."""
+REFUSAL_REASONS: tuple[str, ...] = (*REASON_BY_STATUS.values(), "prompt_too_long", "invalid_token_ids",
+                                    "upstream_rejected")
+"""Every ``reason`` label of ``disaggpilot_gateway_requests_refused_total`` (a fixed set: bounded series)."""
 
 
 class UpstreamError(TemporaryError):

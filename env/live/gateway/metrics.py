@@ -7,9 +7,12 @@ when it does not, is refused (429, no replica, lost after every retry), or has w
 objective without a first token (judged then, so an overload shows at once). Only the tenant's name is a
 label: no key, no body.
 
-Two operational series beyond the contract: ``disaggpilot_gateway_upstream_retries_total`` (attempts
-redone on another replica) and ``disaggpilot_gateway_requests_failed_total`` (requests lost after every
-retry; also counted as rejected).
+Operational series beyond the contract: ``disaggpilot_gateway_upstream_retries_total`` (attempts redone on
+another replica), ``disaggpilot_gateway_requests_failed_total`` (requests lost after every retry; also
+counted as rejected) and ``disaggpilot_gateway_requests_refused_total{tenant,reason}`` (every 4xx answer, by
+the fixed reasons of :data:`~env.live.gateway.errors.REFUSAL_REASONS`; a request whose key is missing or
+unknown counts under tenant ``unknown``, never under its key). Refusals before admission are not arrivals,
+so they stay out of the contract's series and out of the controller's observations.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from env.live.gateway.config import TenantConfig
+from env.live.gateway.errors import REFUSAL_REASONS
 from env.metrics import (
     BUCKETS,
     GW_ARRIVED,
@@ -41,6 +45,9 @@ from env.metrics import (
 
 GW_RETRIES = "disaggpilot_gateway_upstream_retries_total"
 GW_FAILED = "disaggpilot_gateway_requests_failed_total"
+GW_REFUSED = "disaggpilot_gateway_requests_refused_total"
+UNKNOWN_TENANT = "unknown"
+"""The ``tenant`` label of a refusal whose API key is missing or matches no tenant."""
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _HELP = {
     GW_ARRIVED: "Requests accepted for admission (authenticated and well formed).",
@@ -75,6 +82,12 @@ class GatewayMetrics:
         self.in_flight = Gauge(GW_IN_FLIGHT, "Requests arrived and not finished.", ["tenant"], registry=self.registry)
         self.retries = Counter(GW_RETRIES, "Attempts redone on another replica.", ["tenant"], registry=self.registry)
         self.failed = Counter(GW_FAILED, "Requests lost after every retry.", ["tenant"], registry=self.registry)
+        self.refused = Counter(GW_REFUSED, "Requests answered 4xx, by reason.", ["tenant", "reason"],
+                               registry=self.registry)
+        for reason in REFUSAL_REASONS:
+            for tenant in (*self.slo, UNKNOWN_TENANT):
+                if tenant != UNKNOWN_TENANT or reason == "unauthorized":
+                    self.refused.labels(tenant=tenant, reason=reason)
         for tenant in self.slo:
             for family in (*self.counters.values(), *self.histograms.values(), self.in_flight, self.retries,
                            self.failed):
@@ -88,6 +101,10 @@ class GatewayMetrics:
         """Count an arrival; the returned track judges the request as it progresses."""
         self.counters[GW_ARRIVED].labels(tenant=tenant).inc()
         return RequestTrack(self, tenant, now_s)
+
+    def refuse(self, tenant: str, reason: str) -> None:
+        """Count a 4xx answer of ``tenant`` (or :data:`UNKNOWN_TENANT`) for ``reason``."""
+        self.refused.labels(tenant=tenant, reason=reason).inc()
 
     def count(self, name: str, tenant: str, amount: float = 1.0) -> None:
         """Add ``amount`` to counter ``name`` of ``tenant``."""

@@ -2,7 +2,9 @@
 
 Checks run before any replica is touched; each failure names the field. Prompt length is counted the
 way the emulator counts it (one token per whitespace-separated word; a list of token ids counts its
-length): in front of real vLLM this is an estimate, and vLLM still enforces its own limit.
+length): in front of real vLLM this is an estimate, and vLLM still enforces its own limit. Because a word
+count can be fooled (10 MB without a space is one word), a prompt is also bounded in characters
+(``max_model_len x max_chars_per_token``), and token ids must be non-negative integers below ``vocab_size``.
 """
 
 from __future__ import annotations
@@ -68,12 +70,13 @@ def parse_request(raw: bytes, kind: str, config: GatewayConfig, counter: TokenCo
                                       f"position {getattr(error, 'pos', 0)})", "body") from None
     _expect(isinstance(body, dict), "body", "the body must be a JSON object")
     _check_model(body, config)
-    prompt_tokens, prompt_field = (_chat_tokens(body, counter), "messages") if kind == CHAT else (
-        _prompt_tokens(body, counter), "prompt")
+    prompt_tokens, prompt_field = (_chat_tokens(body, counter, config), "messages") if kind == CHAT else (
+        _prompt_tokens(body, counter, config), "prompt")
     max_field = "max_completion_tokens" if kind == CHAT and "max_completion_tokens" in body else "max_tokens"
     max_tokens = _max_tokens(body.get(max_field), max_field, prompt_tokens, config)
     _expect(prompt_tokens <= config.max_model_len, prompt_field,
-            f"the prompt has {prompt_tokens} tokens, more than the model's context of {config.max_model_len}")
+            f"the prompt has {prompt_tokens} tokens, more than the model's context of {config.max_model_len}",
+            "prompt_too_long")
     _expect(prompt_tokens + max_tokens <= config.max_model_len, max_field,
             f"prompt ({prompt_tokens}) + {max_field} ({max_tokens}) exceeds the model's context of "
             f"{config.max_model_len} tokens; lower {max_field}")
@@ -139,9 +142,26 @@ def error_body(status: int, message: str, param: str | None) -> dict[str, Any]:
     return {"object": "error", "error": {"message": message, "type": kind, "param": param, "code": status}}
 
 
-def _expect(condition: bool, param: str, message: str) -> None:
+def _expect(condition: bool, param: str, message: str, reason: str | None = None) -> None:
     if not condition:
-        raise ClientRequestError(400, f"{param}: {message}", param)
+        raise ClientRequestError(400, f"{param}: {message}", param, reason=reason)
+
+
+def _check_chars(characters: int, param: str, config: GatewayConfig) -> None:
+    _expect(characters <= config.max_prompt_chars, param,
+            f"the prompt has {characters} characters, more than the gateway's limit of {config.max_prompt_chars} "
+            f"(max_model_len {config.max_model_len} x max_chars_per_token {config.max_chars_per_token})",
+            "prompt_too_long")
+
+
+def _check_token_ids(ids: list[Any], config: GatewayConfig) -> None:
+    bound = config.vocab_size or None
+    for index, token in enumerate(ids):
+        valid = isinstance(token, int) and not isinstance(token, bool) and token >= 0 and (
+            bound is None or token < bound)
+        limit = f"below the vocabulary size {bound}" if bound else "non-negative"
+        _expect(valid, f"prompt[{index}]", f"token id {token!r} is invalid: give integers >= 0, {limit}",
+                "invalid_token_ids")
 
 
 def _check_model(body: dict[str, Any], config: GatewayConfig) -> None:
@@ -150,21 +170,23 @@ def _check_model(body: dict[str, Any], config: GatewayConfig) -> None:
         raise ClientRequestError(404, f"model: {model!r} is not served here; use {config.model!r}", "model")
 
 
-def _prompt_tokens(body: dict[str, Any], counter: TokenCounter) -> int:
+def _prompt_tokens(body: dict[str, Any], counter: TokenCounter, config: GatewayConfig) -> int:
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = body["prompt"] = prompt[0]
     if isinstance(prompt, str):
+        _check_chars(len(prompt), "prompt", config)  # before counting: the count is linear in the text
         return counter(prompt)
-    ids = isinstance(prompt, list) and len(prompt) > 0 and all(isinstance(i, int) for i in prompt)
-    _expect(ids, "prompt", "give a string or a non-empty list of token ids (one prompt per request)")
+    _expect(isinstance(prompt, list) and len(prompt) > 0, "prompt",
+            "give a string or a non-empty list of token ids (one prompt per request)")
+    _check_token_ids(prompt, config)  # type: ignore[arg-type]
     return len(prompt)  # type: ignore[arg-type]
 
 
-def _chat_tokens(body: dict[str, Any], counter: TokenCounter) -> int:
+def _chat_tokens(body: dict[str, Any], counter: TokenCounter, config: GatewayConfig) -> int:
     messages = body.get("messages")
     _expect(isinstance(messages, list) and len(messages) > 0, "messages", "give a non-empty list of messages")
-    total = 0
+    total, characters = 0, 0
     for index, message in enumerate(messages):  # type: ignore[arg-type]
         ok = isinstance(message, dict) and isinstance(message.get("role"), str)
         _expect(ok, f"messages[{index}]", "each message is an object with a 'role'")
@@ -173,6 +195,8 @@ def _chat_tokens(body: dict[str, Any], counter: TokenCounter) -> int:
             content = " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
         _expect(content is None or isinstance(content, str), f"messages[{index}].content",
                 "give a string or a list of text parts")
+        characters += len(content or "")
+        _check_chars(characters, "messages", config)
         total += counter(content or "")
     return total
 

@@ -2,8 +2,10 @@
 
 Endpoints: ``POST /v1/completions`` and ``POST /v1/chat/completions`` (OpenAI, streamed or not),
 ``GET /v1/models``, ``GET /metrics`` (Prometheus text, no authentication) and ``GET /health``.
-Order of checks: API key (401), body (400/404, naming the field), admission (429 + ``Retry-After``);
-only then is a replica touched. Keys are compared as SHA-256 digests in constant time, over every tenant.
+Order of checks: API key (401), body size (413, before the body is read: ``Content-Length``, then a
+streamed read that stops at the limit), body (400/404, naming the field), admission (429 + ``Retry-After``);
+only then is a replica touched. Every 4xx answer is counted by reason (``..._requests_refused_total``).
+Keys are compared as SHA-256 digests in constant time, over every tenant.
 The log has one line per request (tenant, path, status, attempts, tokens, latency): never a key or a body.
 """
 
@@ -26,12 +28,14 @@ from env.live.gateway.admission import TenantAdmission, retry_after_header
 from env.live.gateway.config import GatewayConfig
 from env.live.gateway.discovery import DiscoveryWatcher
 from env.live.gateway.errors import ClientRequestError, NoReplicaError, UpstreamRejectedError
-from env.live.gateway.metrics import CONTENT_TYPE, GatewayMetrics, RequestTrack
+from env.live.gateway.metrics import CONTENT_TYPE, UNKNOWN_TENANT, GatewayMetrics, RequestTrack
 from env.live.gateway.protocol import CHAT, COMPLETIONS, TokenCounter, count_words, error_body, parse_request
 from env.live.gateway.proxy import LostRequestError, Orchestrator, Outcome
 from env.live.gateway.routing import ReplicaRegistry
 
 log = logging.getLogger("disaggpilot.gateway")
+READ_CHUNK_BYTES = 1 << 16
+"""A request body is read in pieces of at most this size, so an oversize body stops at the limit (bytes)."""
 IDLE_TIMEOUT_S = 75.0
 """A client connection that sends nothing for this long is closed (seconds): before its first request, between
 requests, or half-way through its headers (aiohttp's keep-alive timer; its default is an hour)."""
@@ -148,7 +152,7 @@ class Gateway:
         await self.stop()
 
     def _app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=self.config.body_limit_bytes)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
@@ -175,18 +179,32 @@ class Gateway:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, CHAT)
 
+    async def read_body(self, request: web.Request) -> bytes:
+        """The request body, read in bounded pieces; raises 413 as soon as it passes the configured limit."""
+        limit = self.config.body_limit_bytes
+        too_large = ClientRequestError(413, f"the request body is larger than the gateway's limit of {limit} bytes "
+                                            "(max_body_bytes; by default derived from max_model_len)", "body")
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
+            body.extend(chunk)
+            if len(body) > limit:
+                raise too_large
+        return bytes(body)
+
     async def _serve(self, request: web.Request, kind: str) -> web.StreamResponse:
-        arrival = self.clock()
+        arrival, tenant = self.clock(), UNKNOWN_TENANT
         try:
             tenant = self.authenticate(request.headers.get("Authorization"))
-            parsed = parse_request(await request.read(), kind, self.config, self.token_counter)
+            parsed = parse_request(await self.read_body(request), kind, self.config, self.token_counter)
         except ClientRequestError as error:
-            log.info("path=%s status=%d param=%s", request.path, error.status, error.param)
-            return error_response(error.status, error.message, error.param)
+            return self._refuse(request, tenant, error)
         track = self.metrics.arrive(tenant, arrival)
         try:
             self.admission.admit(tenant, parsed.prompt_tokens + parsed.max_tokens)
         except ClientRequestError as error:
+            self.metrics.refuse(tenant, error.reason)
             track.reject()
             log.info("tenant=%s path=%s status=429", tenant, request.path)
             return error_response(429, error.message, None, error.retry_after_s)
@@ -215,6 +233,7 @@ class Gateway:
         except UpstreamRejectedError as error:
             status = error.status
             track.reject()
+            self.metrics.refuse(tenant, "upstream_rejected")
             return web.Response(status=error.status, body=error.body, content_type="application/json")
         except (ClientGoneError, asyncio.CancelledError):
             status = 499
@@ -222,6 +241,16 @@ class Gateway:
             raise
         finally:
             self._log(tenant, request.path, status, outcome, arrival=track.arrival_s)
+
+    def _refuse(self, request: web.Request, tenant: str, error: ClientRequestError) -> web.Response:
+        """Answer a refusal before admission, count it, and log it (never the key, never the body)."""
+        self.metrics.refuse(tenant, error.reason)
+        log.info("tenant=%s path=%s status=%d reason=%s param=%s", tenant, request.path, error.status,
+                 error.reason, error.param)
+        response = error_response(error.status, error.message, error.param)
+        if error.status == 413:
+            response.force_close()  # the unread rest of the body is not worth receiving
+        return response
 
     async def _fail(self, sink: _ResponseSink, status: int, message: str) -> web.StreamResponse:
         if not sink.started:
@@ -243,7 +272,7 @@ class Gateway:
         try:
             self.authenticate(request.headers.get("Authorization"))
         except ClientRequestError as error:
-            return error_response(error.status, error.message)
+            return self._refuse(request, UNKNOWN_TENANT, error)
         model = {"id": self.config.model, "object": "model", "owned_by": "disaggpilot",
                  "max_model_len": self.config.max_model_len}
         return web.json_response({"object": "list", "data": [model]})
