@@ -337,7 +337,10 @@ class ControllerLoop:
             return
         if self.acting:
             try:
-                self._retrying(functools.partial(self.actuator.apply, action))
+                self._retrying(functools.partial(self._fenced_apply, action))
+            except env_errors.FencedError as error:
+                self._abandon(decision, error)
+                return
             except Exception as error:
                 decision.actuator_error = f"{type(error).__name__}: {str(error)[:200]}"
                 permanent = retry_delay(error) is None
@@ -346,6 +349,19 @@ class ControllerLoop:
             decision.applied, self.actuator_failures = True, 0
             self.targets.update(replicas_of(action))
         self.shield_state = self.shield.record(self.shield_state, previous, action, self.now_s)
+
+    def _fenced_apply(self, action: ClusterAction) -> None:
+        """Apply ``action`` unless leadership was lost since the decision began (checked before every try; a
+        fenced actuator checks again before each of its API calls)."""
+        if self.leadership is not None and not self.leadership.is_leader():
+            raise env_errors.FencedError("leadership lost between deciding and writing")
+        self.actuator.apply(action)
+
+    def _abandon(self, decision: Decision, error: env_errors.FencedError) -> None:
+        """Leadership was lost before a write: drop the rest of the decision; the new leader acts instead."""
+        decision.abandoned, decision.actuator_error = True, f"FencedError: {str(error)[:200]}"
+        self.leader = self.acting = False
+        log.warning("decision abandoned: %s", error, extra={"fields": {"event": "abandoned"}})
 
     def _settle(self, decision: Decision, problem: Problem | None) -> None:
         """Count healthy intervals under the fallback; fall back when the actuator keeps failing."""

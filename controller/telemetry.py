@@ -74,6 +74,8 @@ class ControllerMetrics:
         self.on_policy = Gauge(f"{PREFIX}policy_in_control", "1 when the last decision was the policy's", registry=r)
         self.leader = Gauge(f"{PREFIX}leader", "1 while this replica may act (leader, or no leader election)",
                             registry=r)
+        self.abandoned = Counter(f"{PREFIX}abandoned_decisions", "Decisions dropped before a write: leadership lost",
+                                 registry=r)
         self.startup_pending = Gauge(f"{PREFIX}startup_scrape_pending",
                                      "1 until the metrics source has answered a first time", registry=r)
 
@@ -98,6 +100,8 @@ class ControllerMetrics:
             self.fallback.labels(reason=decision.reason).inc()
         if decision.applied:
             self.applied.inc()
+        if decision.abandoned:
+            self.abandoned.inc()
         if decision.action is not None:
             for pool, count in replicas_of(decision.action).items():
                 self.desired.labels(pool=pool).set(count)
