@@ -28,7 +28,7 @@ from tests.controller.conftest import config, make_rig
 from tests.controller.test_leader import SETTINGS
 from tests.env.live.test_kubernetes import NAMESPACE, ServedEmulator, create_workloads, patches
 
-WORKLOADS = {"namespace": NAMESPACE, "patch_engine_args": False,
+WORKLOADS: dict[str, Any] = {"namespace": NAMESPACE, "patch_engine_args": False,
              "pools": {"prefill": {"kind": "Deployment", "name": "prefill"},
                        "decode": {"kind": "StatefulSet", "name": "decode"}}}
 
@@ -86,7 +86,8 @@ def test_a_leader_that_loses_the_lease_between_deciding_and_writing_does_not_wri
     assert decision.mode == "active" and decision.action is not None  # decided as the leader
     assert decision.abandoned and not decision.applied and "FencedError" in str(decision.actuator_error)
     assert scale_patches(served) == ["/deployments/prefill/scale"]  # B's only: nothing from A after it
-    assert client.AppsV1Api(api).read_namespaced_deployment_scale("prefill", NAMESPACE).spec.replicas == 5
+    scale = client.AppsV1Api(api).read_namespaced_deployment_scale("prefill", NAMESPACE)
+    assert scale.spec is not None and scale.spec.replicas == 5
     assert rig.metrics.registry.get_sample_value("disaggpilot_controller_abandoned_decisions_total") == 1
     assert rig.loop.actuator_failures == 0  # a lost lease is not the actuator's failure
 
