@@ -23,7 +23,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +49,7 @@ from env.catalog import configs_dir
 from env.cluster_env import EnvConfig, simulator_factory
 from env.live.backend import LiveBackend, live_backend_factory
 from env.live.config import LiveConfig
-from env.live.kubernetes import KubernetesActuator
+from env.live.kubernetes import KubernetesActuator, bounded_retries
 from env.live.launcher import Launcher
 from env.live.local_actuator import LocalProcessActuator
 from env.live.rig import start_initial_replicas, wait_for_targets
@@ -136,9 +136,10 @@ def clock_speedup(cfg: DictConfig, live: LiveConfig | None) -> float:
     return 1.0 / live.time_scale
 
 
-def build_backend(settings: Settings, api_client: Any | None, launcher: Launcher | None = None) -> ClusterBackend:
+def build_backend(settings: Settings, api_client: Any | None, launcher: Launcher | None = None,
+                  fence: Callable[[], bool] | None = None) -> ClusterBackend:
     """The simulator, or the live backend whose ``apply`` goes to the configured actuator (``local``: the
-    replicas of ``launcher``)."""
+    replicas of ``launcher``; ``kubernetes``: fenced by ``fence``, the leader elector's ``is_leader``)."""
     if settings.live is None:
         return simulator_factory(settings.scenario)
     cluster_actuator: Actuator
@@ -150,7 +151,7 @@ def build_backend(settings: Settings, api_client: Any | None, launcher: Launcher
     elif settings.controller.actuator == "dry_run":
         cluster_actuator = DryRunActuator()
     else:
-        cluster_actuator = kubernetes_actuator(settings.controller, api_client)
+        cluster_actuator = kubernetes_actuator(settings.controller, api_client, fence)
     return live_backend_factory(settings.live, cluster_actuator)(settings.scenario)
 
 
@@ -182,25 +183,31 @@ def kubernetes_api_client(config: ControllerConfig) -> Any:
     from kubernetes import client
     from kubernetes import config as kube_config
 
+    configuration = client.Configuration()
     try:
         if config.kubeconfig:
-            return kube_config.new_client_from_config(config_file=config.kubeconfig)
-        configuration = client.Configuration()
-        kube_config.load_incluster_config(client_configuration=configuration)
-        return client.ApiClient(configuration)
+            kube_config.load_kube_config(config_file=config.kubeconfig, client_configuration=configuration)
+        else:
+            kube_config.load_incluster_config(client_configuration=configuration)
     except (kube_config.ConfigException, OSError) as error:
         raise controller_errors.ConfigError(
             f"controller.kubeconfig={config.kubeconfig!r} is invalid: {error}; run in a pod with a service "
             "account, or point it at a kubeconfig file") from None
+    attempts = config.kubernetes.client_attempts if config.kubernetes is not None else 1
+    configuration.retries = bounded_retries(attempts)  # urllib3's default would try each call 4 times
+    return client.ApiClient(configuration)
 
 
-def kubernetes_actuator(config: ControllerConfig, api_client: Any | None) -> KubernetesActuator:
-    """The Kubernetes actuator of ``controller.kubernetes``, through ``api_client``."""
+def kubernetes_actuator(config: ControllerConfig, api_client: Any | None,
+                        fence: Callable[[], bool] | None = None) -> KubernetesActuator:
+    """The Kubernetes actuator of ``controller.kubernetes``, through ``api_client``, checking ``fence`` before
+    every API call."""
     assert config.kubernetes is not None  # ControllerConfig checks it
-    return KubernetesActuator(config.kubernetes, api_client or kubernetes_api_client(config))
+    return KubernetesActuator(config.kubernetes, api_client or kubernetes_api_client(config), fence=fence)
 
 
-def build_actuator(config: ControllerConfig, backend: ClusterBackend, api_client: Any | None) -> Actuator:
+def build_actuator(config: ControllerConfig, backend: ClusterBackend, api_client: Any | None,
+                   fence: Callable[[], bool] | None = None) -> Actuator:
     """The configured actuator; ``kubernetes`` patches the workloads through ``api_client``.
 
     A live backend already holds its cluster actuator: the loop then applies through the backend, which
@@ -208,7 +215,7 @@ def build_actuator(config: ControllerConfig, backend: ClusterBackend, api_client
     """
     if isinstance(backend, LiveBackend) or config.actuator == "backend":
         return BackendActuator(backend)
-    return kubernetes_actuator(config, api_client) if config.actuator == "kubernetes" else DryRunActuator()
+    return kubernetes_actuator(config, api_client, fence) if config.actuator == "kubernetes" else DryRunActuator()
 
 
 def build_elector(config: ControllerConfig, api_client: Any, clock: Clock,
@@ -235,7 +242,7 @@ def build_loop(settings: Settings, backend: ClusterBackend, metrics: ControllerM
     elif problem is not None:
         log.error("no learned policy: %s", problem.detail, extra={"fields": {"event": "startup",
                                                                            "reason": problem.reason}})
-    actuator = build_actuator(config, backend, api_client)
+    actuator = build_actuator(config, backend, api_client, leadership.is_leader if leadership is not None else None)
     log.info("controller starting", extra={"fields": {"event": "startup", "mode": config.mode,
                                                       "actuator": config.actuator,
                                                       "leader_election": config.leader_election.enabled,
@@ -321,8 +328,8 @@ def main(cfg: DictConfig) -> None:
         runlog("controller").info("resolved config", extra={"fields": fields})
     with local_replicas(settings) as launcher:
         try:
-            backend = build_backend(settings, api_client, launcher)
             elector = build_elector(settings.controller, api_client, WallClock(), metrics)
+            backend = build_backend(settings, api_client, launcher, elector.is_leader if elector else None)
             loop = build_loop(settings, backend, metrics, elector, api_client)
         except PERMANENT as error:
             raise SystemExit(f"disaggpilot controller: {error}") from None

@@ -286,6 +286,28 @@ class ControllerConfig:
         require(not self.leader_election.enabled or self.lease_namespace is not None,
                 "controller.leader_election.namespace", self.leader_election.namespace,
                 "name the Lease's namespace, or set controller.kubernetes.namespace")
+        worst = self.worst_case_write_s()
+        if worst is None:
+            return
+        limits = {"controller.interval_s": self.interval_s}
+        if self.leader_election.enabled:
+            limits["controller.leader_election.renew_deadline_s"] = self.leader_election.renew_deadline_s
+        for key, limit in limits.items():
+            require(worst < limit, "controller.kubernetes.request_timeout_s",
+                    None if self.kubernetes is None else self.kubernetes.request_timeout_s,
+                    f"one decision's writes may take {worst:g} s (controller.fallback.backoff.attempts x "
+                    "controller.kubernetes.client_attempts x API calls (2 per pool, 4 with patch_engine_args) x "
+                    f"request_timeout_s + the backoff's waits), not under {key}={limit:g}: lower the timeout, "
+                    "the attempts or the backoff")
+
+    def worst_case_write_s(self) -> float | None:
+        """Longest one decision's Kubernetes writes can take when every call times out (seconds): attempts x
+        calls x timeout + the backoff's waits; None without the Kubernetes actuator."""
+        if self.actuator != "kubernetes" or self.kubernetes is None:
+            return None
+        cluster, backoff = self.kubernetes, self.fallback.backoff
+        calls = len(cluster.pools) * (4 if cluster.patch_engine_args else 2)  # read + patch, replicas and knobs
+        return backoff.attempts * cluster.client_attempts * calls * cluster.request_timeout_s + sum(backoff.delays())
 
     @property
     def lease_namespace(self) -> str | None:

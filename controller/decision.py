@@ -39,6 +39,7 @@ class Decision:
         latency_s: snapshot in hand → action chosen, excluding I/O (seconds).
         applied: whether the actuator applied ``action`` (active mode).
         actuator_error: the actuator's last error (type and message), if it failed.
+        abandoned: leadership was lost between deciding and writing, so the rest of the action was not sent.
     """
 
     index: int
@@ -57,6 +58,7 @@ class Decision:
     latency_s: float = 0.0
     applied: bool = False
     actuator_error: str | None = None
+    abandoned: bool = False
 
     @property
     def successful(self) -> bool:
@@ -74,7 +76,7 @@ class Decision:
             "policy_action": action_dict(self.policy_action),
             "fallback_action": action_dict(self.fallback_action),
             "shielded_action": action_dict(self.action), "shield_reasons": list(self.shield_reasons),
-            "applied": self.applied, "actuator_error": self.actuator_error,
+            "applied": self.applied, "actuator_error": self.actuator_error, "abandoned": self.abandoned,
             "latency_ms": round(self.latency_s * 1000.0, 3),
         }
 

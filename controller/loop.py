@@ -120,7 +120,8 @@ class ControllerLoop:
             startup_problem = Problem(NO_BUNDLE, "no policy given: running the fallback planner only")
         self.startup_problem = startup_problem
         self.history = History(config.history_intervals)
-        self.decisions, self.started = 0, False
+        self.decisions, self.started, self.primed = 0, False, False
+        """Decisions so far; whether :meth:`start` ran; whether the first snapshot came (``source.reset``)."""
         self.last_decision: Decision | None = None
         self.fallback_reason: str | None = startup_problem.reason if startup_problem else None
         self.healthy, self.actuator_failures = 0, 0
@@ -138,18 +139,37 @@ class ControllerLoop:
 
     # ----- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
-        """First scrape (retried like any other; a source that never answers stops the daemon), then prepare
-        the policy and the fallback for this cluster."""
-        snapshot = self._retrying(functools.partial(self.source.reset, self.seed))
+        """Prepare the policy and the fallback for this cluster, then take the first snapshot. A source that
+        does not answer does not stop the daemon: it holds, says so, and tries again every interval."""
         self.origin_s, self.next_tick_s = self.clock.now(), self.clock.now() + self.config.interval_s
-        self.history = History(self.config.history_intervals)
-        self.history.append(snapshot)
-        self.targets, self.started = current_targets(snapshot), True
         context = PolicyContext(self.scenario, self.config.interval_s, feature_names=self.builder.names)
         self.policy = self._prepared(self.policy, context, is_fallback=False)
         self.fallback = self._prepared(self.fallback, context, is_fallback=True)
+        self.started = True
+        self._first_scrape()
+
+    def _first_scrape(self) -> Problem | None:
+        """``source.reset`` (retried like any scrape); on success the time axis and the targets start from it."""
+        try:
+            snapshot = self._retrying(functools.partial(self.source.reset, self.seed))
+        except Exception as error:
+            problem = Problem(SCRAPE, f"{type(error).__name__}: {str(error)[:200]}")
+            log.error("no first snapshot yet, holding and trying again next interval: %s", problem.detail,
+                      extra={"fields": {"event": "startup_scrape", "reason": SCRAPE}})
+            self._set_first_scrape_pending(True)
+            return problem
+        self.origin_s = self.clock.now()
+        self.history = History(self.config.history_intervals)
+        self.history.append(snapshot)
+        self.targets, self.primed = current_targets(snapshot), True
+        self._set_first_scrape_pending(False)
         if self.policy is not None:
             self.builder.build(snapshot, self.codec.knob_levels(snapshot))  # as the environment's reset does
+        return None
+
+    def _set_first_scrape_pending(self, pending: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.set_startup_scrape_pending(pending)
 
     def _prepared(self, policy: Policy | None, context: PolicyContext, is_fallback: bool) -> Policy | None:
         if policy is None:
@@ -198,6 +218,8 @@ class ControllerLoop:
         self.decisions += 1
         self._update_leadership()
         decision = Decision(self.decisions, self.clock.now(), "active" if self.acting else "shadow")
+        if not self.primed:
+            return self._hold_until_first_snapshot(decision)
         snapshot, problem = self._scrape()
         started = time.perf_counter()
         decision.snapshot = snapshot
@@ -209,6 +231,16 @@ class ControllerLoop:
         decision.latency_s = time.perf_counter() - started
         self._actuate(decision)
         self._settle(decision, problem)
+        self._report(decision)
+        self.last_decision = decision
+        return decision
+
+    def _hold_until_first_snapshot(self, decision: Decision) -> Decision:
+        """No snapshot has come yet: try the first scrape again and hold, whether it answers or not (the first
+        snapshot starts the time axis; the next interval decides on it)."""
+        problem = self._first_scrape()
+        if problem is not None:
+            decision.reason, decision.detail = problem.reason, problem.detail
         self._report(decision)
         self.last_decision = decision
         return decision
@@ -248,7 +280,9 @@ class ControllerLoop:
         if proposal is None:
             decision.source = HOLD
             return
-        outcome = self.shield.apply(proposal, self.history[-1], self._previous(), self.now_s, self.shield_state)
+        blind = not decision.snapshot_valid  # the proposal saw only old data: no scale-down (the shield's rule)
+        outcome = self.shield.apply(proposal, self.history[-1], self._previous(), self.now_s, self.shield_state,
+                                    blind=blind)
         decision.action, decision.shield_reasons, self.shield_state = outcome.action, outcome.reasons, outcome.state
 
     def _ask_policy(self, snapshot: MetricsSnapshot) -> tuple[ClusterAction | None, Problem | None]:
@@ -303,7 +337,10 @@ class ControllerLoop:
             return
         if self.acting:
             try:
-                self._retrying(functools.partial(self.actuator.apply, action))
+                self._retrying(functools.partial(self._fenced_apply, action))
+            except env_errors.FencedError as error:
+                self._abandon(decision, error)
+                return
             except Exception as error:
                 decision.actuator_error = f"{type(error).__name__}: {str(error)[:200]}"
                 permanent = retry_delay(error) is None
@@ -312,6 +349,19 @@ class ControllerLoop:
             decision.applied, self.actuator_failures = True, 0
             self.targets.update(replicas_of(action))
         self.shield_state = self.shield.record(self.shield_state, previous, action, self.now_s)
+
+    def _fenced_apply(self, action: ClusterAction) -> None:
+        """Apply ``action`` unless leadership was lost since the decision began (checked before every try; a
+        fenced actuator checks again before each of its API calls)."""
+        if self.leadership is not None and not self.leadership.is_leader():
+            raise env_errors.FencedError("leadership lost between deciding and writing")
+        self.actuator.apply(action)
+
+    def _abandon(self, decision: Decision, error: env_errors.FencedError) -> None:
+        """Leadership was lost before a write: drop the rest of the decision; the new leader acts instead."""
+        decision.abandoned, decision.actuator_error = True, f"FencedError: {str(error)[:200]}"
+        self.leader = self.acting = False
+        log.warning("decision abandoned: %s", error, extra={"fields": {"event": "abandoned"}})
 
     def _settle(self, decision: Decision, problem: Problem | None) -> None:
         """Count healthy intervals under the fallback; fall back when the actuator keeps failing."""

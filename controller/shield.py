@@ -4,6 +4,9 @@ Rules, per pool, in order (each names itself in the outcome's ``reasons`` when i
 
 - ``max_step``: at most ``max_step`` replicas away from the previous target.
 - ``up_cooldown``: no scale-up until ``up_cooldown_s`` after the pool's last scale-up.
+- ``blind``: no scale-down when the decision has no fresh valid snapshot (the scrape failed, or it was stale or
+  invalid): whatever planned it saw only old data. Such intervals also reset the pool's ``hysteresis`` streak,
+  so a scale-down after them needs ``down_hysteresis_intervals`` intervals of fresh data.
 - ``down_cooldown``: no scale-down until ``down_cooldown_s`` after the pool's last change (up or down).
 - ``hysteresis``: a scale-down only once asked for ``down_hysteresis_intervals`` consecutive intervals.
 - ``starting``: no scale-down while any of the pool's replicas is still starting.
@@ -58,6 +61,7 @@ class _Context:
     now_s: float
     state: ShieldState
     floor_breached: bool
+    blind: bool
 
 
 Rule = Callable[[str, int, _Context], int]
@@ -75,14 +79,16 @@ class Shield:
         self.config, self.tenant_targets = config, dict(tenant_targets)
         self.rules: tuple[tuple[str, Rule], ...] = (
             ("max_step", self._max_step), ("up_cooldown", self._up_cooldown),
-            ("down_cooldown", self._down_cooldown), ("hysteresis", self._hysteresis),
+            ("blind", self._blind), ("down_cooldown", self._down_cooldown), ("hysteresis", self._hysteresis),
             ("starting", self._starting), ("tenant_floor", self._tenant_floor), ("bounds", self._bounds))
 
     def apply(self, proposal: ClusterAction, snapshot: MetricsSnapshot, previous: Mapping[str, int],
-              now_s: float, state: ShieldState) -> ShieldOutcome:
-        """Shield ``proposal`` against the last valid ``snapshot`` and the ``previous`` targets at ``now_s``."""
-        state = replace(state, down_streak=self._streaks(proposal, previous, state))
-        context = _Context(snapshot, previous, now_s, state, self.floor_breached(snapshot))
+              now_s: float, state: ShieldState, blind: bool = False) -> ShieldOutcome:
+        """Shield ``proposal`` against the last valid ``snapshot`` and the ``previous`` targets at ``now_s``;
+        ``blind`` when this interval brought no fresh valid snapshot (``snapshot`` is an older one)."""
+        streaks = {role: 0 for role in self.config.pools} if blind else self._streaks(proposal, previous, state)
+        state = replace(state, down_streak=streaks)
+        context = _Context(snapshot, previous, now_s, state, self.floor_breached(snapshot), blind)
         reasons: list[str] = []
         pools: dict[str, PoolTarget] = {}
         for role, target in proposal.pools.items():
@@ -166,6 +172,10 @@ class Shield:
     def _tenant_floor(self, role: str, wanted: int, context: _Context) -> int:
         before = context.previous.get(role, wanted)
         return before if wanted < before and context.floor_breached else wanted
+
+    def _blind(self, role: str, wanted: int, context: _Context) -> int:
+        before = context.previous.get(role, wanted)
+        return before if wanted < before and context.blind else wanted
 
     def _bounds(self, role: str, wanted: int, context: _Context) -> int:
         bounds = self.config.pools[role]

@@ -8,6 +8,9 @@ fixed fallback reasons only: no request contents, no credentials.
 reason the policy was set aside, recovery intervals included: ``rate(...) > 0`` is the alert.
 ``disaggpilot_controller_leader`` is 1 on the replica that may act (it holds the leader Lease, or leader
 election is off) and 0 on a standby: ``sum(disaggpilot_controller_leader) != 1`` is the other alert.
+``disaggpilot_controller_startup_scrape_pending`` is 1 while the daemon has not had its first snapshot (the
+metrics source did not answer at start-up): it holds and tries again every interval, counting each held decision
+under ``fallback_total{reason="scrape_error"}``.
 """
 
 from __future__ import annotations
@@ -71,6 +74,10 @@ class ControllerMetrics:
         self.on_policy = Gauge(f"{PREFIX}policy_in_control", "1 when the last decision was the policy's", registry=r)
         self.leader = Gauge(f"{PREFIX}leader", "1 while this replica may act (leader, or no leader election)",
                             registry=r)
+        self.abandoned = Counter(f"{PREFIX}abandoned_decisions", "Decisions dropped before a write: leadership lost",
+                                 registry=r)
+        self.startup_pending = Gauge(f"{PREFIX}startup_scrape_pending",
+                                     "1 until the metrics source has answered a first time", registry=r)
 
     def _initialise(self, pools: Sequence[str], tenants: Sequence[str], mode: str) -> None:
         for pool in pools:
@@ -93,6 +100,8 @@ class ControllerMetrics:
             self.fallback.labels(reason=decision.reason).inc()
         if decision.applied:
             self.applied.inc()
+        if decision.abandoned:
+            self.abandoned.inc()
         if decision.action is not None:
             for pool, count in replicas_of(decision.action).items():
                 self.desired.labels(pool=pool).set(count)
@@ -104,6 +113,10 @@ class ControllerMetrics:
     def set_leader(self, leader: bool) -> None:
         """Whether this replica may act now (called on every leadership change and every decision)."""
         self.leader.set(1.0 if leader else 0.0)
+
+    def set_startup_scrape_pending(self, pending: bool) -> None:
+        """Whether the daemon still waits for its first snapshot (holding meanwhile)."""
+        self.startup_pending.set(1.0 if pending else 0.0)
 
     def _observe_snapshot(self, decision: Decision) -> None:
         assert decision.snapshot is not None

@@ -20,6 +20,11 @@ class PermanentError(EnvError):
     """A failure that retrying cannot fix: bad configuration, bad trace, bad model file."""
 
 
+class FencedError(PermanentError):
+    """A write refused before it was sent: this process no longer holds the right to write (it lost the
+    leader lease), so another replica may be acting; the decision is abandoned, not retried."""
+
+
 class TemporaryError(EnvError):
     """A failure that may pass: a scrape timed out, a server answered 503.
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from env.backend import POOL_ROLES, ClusterAction, PoolTarget
-from env.errors import require
+from env.errors import FencedError, require
 from env.live.kubernetes_errors import ForbiddenError, InvalidPatchError, WorkloadNotFoundError, from_exception
 
 if TYPE_CHECKING:  # the client takes most of a second to import: only the actuator itself loads it
@@ -87,8 +87,14 @@ class KubernetesActuatorConfig:
     """Patch the batch knobs into the engine arguments (rolls the pool's pods); false changes replicas only."""
     knob_patch_period_s: float = 1800.0
     """Shortest time between two engine-argument patches of one pool (seconds); each one restarts its pods."""
-    request_timeout_s: float = 10.0
-    """Timeout of every API call (seconds); a timeout is retried by the controller."""
+    request_timeout_s: float = 1.0
+    """Timeout of every API call (seconds); a timeout is retried by the controller. Scale calls answer in
+    milliseconds; the controller refuses a timeout whose worst case does not fit its interval and the leader's
+    renew deadline (``controller.config``)."""
+    client_attempts: int = 1
+    """Tries the HTTP client makes per API call, the first included (tries); urllib3's default of 4 hid up to
+    ``4 x request_timeout_s`` per call. The controller's own backoff (``controller.fallback.backoff``) retries
+    whole actions on top of it."""
     dgd_api_version: str = "nvidia.com/v1alpha1"
     """``group/version`` of DynamoGraphDeployment (v1alpha1 has ``spec.services``)."""
     field_manager: str = "disaggpilot-controller"
@@ -104,6 +110,8 @@ class KubernetesActuatorConfig:
             workload.validate(f"{CONFIG_KEY}.pools.{role}")
         require(self.knob_patch_period_s >= 0, f"{CONFIG_KEY}.knob_patch_period_s", self.knob_patch_period_s,
                 "use >= 0 seconds")
+        require(self.client_attempts >= 1, f"{CONFIG_KEY}.client_attempts", self.client_attempts,
+                "use >= 1 try (1: the client never retries; the controller's backoff does)")
         require(self.request_timeout_s > 0, f"{CONFIG_KEY}.request_timeout_s", self.request_timeout_s,
                 "use > 0 seconds")
         require(self.dgd_api_version.count("/") == 1, f"{CONFIG_KEY}.dgd_api_version", self.dgd_api_version,
@@ -118,13 +126,15 @@ class KubernetesActuator:
         api_client: a configured ``kubernetes.client.ApiClient`` (in-cluster service account, a kubeconfig,
             or a test server).
         clock: Unix time (seconds); it dates knob patches (the annotation) and enforces their period.
+        fence: asked right before every API call whether this process may still write (the leader elector's
+            ``is_leader``); when it says no, the call is not sent and :class:`~env.errors.FencedError` is raised.
     """
 
     def __init__(self, config: KubernetesActuatorConfig, api_client: client.ApiClient,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, fence: Callable[[], bool] | None = None) -> None:
         from kubernetes import client
 
-        self.config, self.clock = config, clock
+        self.config, self.clock, self.fence = config, clock, fence
         self.apps = client.AppsV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.serializer = api_client
@@ -257,7 +267,11 @@ class KubernetesActuator:
                                                    _request_timeout=self.config.request_timeout_s)
 
     def _call(self, workload: WorkloadConfig, role: str, call: Callable[[], Any]) -> Any:
-        """``call()`` with its failure mapped onto a retryable or permanent error naming the workload."""
+        """``call()`` (unless the fence forbids it) with its failure mapped onto a retryable or permanent error
+        naming the workload."""
+        if self.fence is not None and not self.fence():
+            raise FencedError(f"{workload.describe(self.config.namespace)} not changed: this controller lost the "
+                              "leader lease before the call, another replica may be acting")
         try:
             return call()
         except Exception as error:
@@ -290,6 +304,15 @@ class _ArgsLocation:
                                         f"{CONFIG_KEY}.pools.*.container")
         return cls(list(containers[index].get("args") or []), names[index],
                    f"/spec/template/spec/containers/{index}")
+
+
+def bounded_retries(attempts: int) -> Any:
+    """The HTTP client's retry policy: ``attempts`` tries per call, no backoff, no retries on answers (for
+    ``kubernetes.client.Configuration.retries``; the controller's backoff retries whole actions)."""
+    from urllib3.util.retry import Retry
+
+    return Retry(total=attempts - 1, backoff_factor=0.0, status_forcelist=(), raise_on_status=False,
+                 raise_on_redirect=False)
 
 
 def dgd_service(obj: dict[str, Any], workload: WorkloadConfig, namespace: str) -> dict[str, Any]:

@@ -157,6 +157,7 @@ def test_leader_election_needs_a_namespace_and_kubernetes_needs_its_workloads() 
     with pytest.raises(ConfigError, match=r"controller\.kubernetes=None is invalid: describe the workloads"):
         ControllerConfig(actuator="kubernetes")
     kube = {"namespace": "llm", "pools": {"prefill": {"name": "p"}, "decode": {"name": "d"}}}
-    configured = ControllerConfig.from_dict({"actuator": "kubernetes", "kubernetes": kube,
-                                             "leader_election": {"enabled": True}})
+    configured = ControllerConfig.from_dict({"actuator": "kubernetes", "kubernetes": kube,  # 8 calls x 1 s: fits
+                                             "leader_election": {"enabled": True},
+                                             "fallback": {"backoff": {"attempts": 1}}})
     assert configured.lease_namespace == "llm"

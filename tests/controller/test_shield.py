@@ -133,3 +133,13 @@ def test_a_pool_without_bounds_is_dropped() -> None:
     action = ClusterAction.replicas(prefill=4, decode=4, aggregated=2)
     outcome = make_shield().apply(action, snapshot(), PREVIOUS, NOW, ShieldState())
     assert set(outcome.action.pools) == {"prefill", "decode"} and outcome.reasons == ("unknown_pool",)
+
+
+def test_a_blind_interval_holds_scale_downs_allows_scale_ups_and_resets_the_streak() -> None:
+    shield = make_shield(down_hysteresis_intervals=2)
+    counted = shielded(shield, prefill=2, decode=2).state  # one fresh interval asking down: streak 1
+    outcome = shield.apply(ClusterAction.replicas(prefill=2, decode=6), snapshot(), PREVIOUS, NOW, counted,
+                           blind=True)
+    assert replicas(outcome) == (4, 6) and outcome.reasons == ("blind",)
+    assert outcome.state.down_streak == {"prefill": 0, "decode": 0}
+    assert replicas(shielded(shield, prefill=2, decode=2, state=outcome.state)) == (4, 4)  # streak 1 of 2 again
