@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -477,8 +478,13 @@ def loadgen_command(cluster: LocalCluster, keys_file: Path) -> str:
 
 
 def controller_command(cluster: LocalCluster, bundle: str) -> str:
-    """The controller's command line for ``cluster``, running ``bundle`` (``none``: the fallback alone)."""
-    policy = "controller.fallback_only=true" if bundle == "none" else f"controller.bundle={bundle}"
+    """The controller's command line for ``cluster``, running ``bundle`` (``none``: the fallback alone).
+
+    Active mode runs only a pinned bundle; the command pins it with the hash the shell computes when it runs
+    (``python -m agent.bundle`` prints it), so the command stays one line a user can paste.
+    """
+    pin = f"controller.expected_hash=$({shlex.quote(sys.executable)} -m agent.bundle {shlex.quote(bundle)})"
+    policy = "controller.fallback_only=true" if bundle == "none" else f"controller.bundle={bundle} {pin}"
     return f"{disaggpilot_command()} controller {' '.join(cluster.controller_overrides())} {policy}"
 
 

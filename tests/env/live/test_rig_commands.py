@@ -56,10 +56,13 @@ def printed(cluster: LocalCluster) -> dict[str, str]:
 
 
 def controller_settings(command: str) -> Settings:
-    """The controller's validated settings for a printed ``disaggpilot controller ...`` command line."""
+    """The controller's validated settings for a printed ``disaggpilot controller ...`` command line, its words
+    as bash gives them to the program (the bundle's pin is a command substitution)."""
+    words = subprocess.run(["bash", "-c", f"printf '%s\\n' {command}"], capture_output=True, text=True,
+                           check=True, timeout=60).stdout.splitlines()
     register_configs()
     with initialize_config_dir(config_dir=str(configs_dir()), version_base=None):
-        return settings_from_config(compose(config_name="controller", overrides=shlex.split(command)[2:]))
+        return settings_from_config(compose(config_name="controller", overrides=words[2:]))
 
 
 def test_the_printed_commands_name_an_executable_that_exists(printed: dict[str, str]) -> None:
@@ -80,6 +83,7 @@ def test_the_printed_load_command_composes_with_the_tenants_keys(printed: dict[s
 
 def test_the_printed_controller_command_runs_the_shipped_bundle(printed: dict[str, str]) -> None:
     assert f"controller.bundle={shipped_bundle()}" in shlex.split(printed["controller"])
+    assert "controller.expected_hash=$(" in printed["controller"]  # pinned, by the hash of the bundle named
     settings = controller_settings(printed["controller"])
     assert (settings.controller.mode, settings.controller.actuator) == ("active", "local")
     policy, problem = load_policy(settings.controller, settings.scenario, settings.env)
