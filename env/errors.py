@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -74,9 +75,10 @@ def require_seed(key: str, value: object) -> int:
 
 
 def require_seeds(key: str, value: object) -> list[int]:
-    """``value`` as a non-empty list of seeds, else :class:`ConfigError` naming ``key``."""
-    require(isinstance(value, list | tuple) and len(value) > 0, key, value, f"list integers >= 0, e.g. {key}=[0,1,2]")
-    assert isinstance(value, list | tuple)
+    """``value`` (a list, tuple or a config's list) as a non-empty list of seeds, else :class:`ConfigError`."""
+    is_list = isinstance(value, Sequence) and not isinstance(value, str | bytes)
+    require(is_list and len(value) > 0, key, value, f"list integers >= 0, e.g. {key}=[0,1,2]")  # type: ignore[arg-type]
+    assert isinstance(value, Sequence)
     return [require_seed(f"{key}[{index}]", seed) for index, seed in enumerate(value)]
 
 
