@@ -140,7 +140,7 @@ def test_policy_behaviour_maps_actions_and_reward_terms(kernel_name: str, tmp_pa
     # the info terms add up to the reward the environment paid, step by step
     assert results["max_reward_term_error"] < 1e-9
     assert set(results["reward_totals"]) == {"reward/econ", "reward/slo_penalty", "reward/switching_cost"}
-    assert results["reward_totals"]["reward/slo_penalty"] <= 0
+    assert results["reward_totals"]["reward/slo_penalty"] <= 1e-12  # -λ·max(0, episode sum), up to rounding
     surface = results["surfaces"][0]
     assert len(surface["x_values"]) == 4 and len(surface["y_values"]) == 4
     changes = surface["actions"]["prefill_replica_change"]
@@ -173,5 +173,5 @@ def test_training_run_plots_the_runs_learning_curves(kernel_name: str, training_
     assert run["final"]["econ/tokens_per_dollar"] > 0
     assert {"slo/code/attainment", "slo/conv/attainment", "reward/slo_penalty", "eval/ppo/tokens_per_dollar"} <= \
         set(run["final"])
-    assert run["targets"] == {"code": 0.9, "conv": 0.95}
+    assert run["targets"] == {"code": 0.95, "conv": 0.95}  # steady's targets
     assert {"tokens_per_dollar.png", "attainment.png", "reward_terms.png"} <= set(results["figures"])
