@@ -5,11 +5,12 @@ Everything runs in virtual time (``VirtualClock``) on scripted snapshots (``env.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from agent.bundle import load_bundle
 from agent.policy import Policy
@@ -26,6 +27,7 @@ from env.cluster_env import EnvConfig
 from env.metrics import MetricsSnapshot
 from env.scenario import ScenarioConfig
 from env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, TenantSpecimen
+from tests.env.live.test_kubernetes import ServedEmulator
 from tests.env.sim.conftest import small_scenario
 
 INTERVAL_S = 30.0
@@ -108,3 +110,18 @@ def make_rig(policy: Policy | None, settings: ControllerConfig | None = None,
                           policy, fallback if fallback is not None else make_fallback(settings), metrics,
                           startup_problem=startup_problem, seed=0)
     return Rig(loop, backend, source, actuator, clock, metrics)
+
+
+# ----- the Kubernetes API emulator (kmock over HTTP), for the leader election and actuator tests ------------
+@pytest.fixture
+def served() -> Iterator[ServedEmulator]:
+    """An in-memory Kubernetes API served over HTTP on loopback for one test."""
+    with ServedEmulator() as server:
+        yield server
+
+
+@pytest.fixture
+def api(served: ServedEmulator) -> Iterator[client.ApiClient]:
+    """An official Kubernetes client of ``served``."""
+    with served.api_client() as api_client:
+        yield api_client

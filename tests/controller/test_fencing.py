@@ -8,7 +8,7 @@ its scale PATCH after B had taken over and written its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,18 +31,6 @@ from tests.env.live.test_kubernetes import NAMESPACE, ServedEmulator, create_wor
 WORKLOADS: dict[str, Any] = {"namespace": NAMESPACE, "patch_engine_args": False,
              "pools": {"prefill": {"kind": "Deployment", "name": "prefill"},
                        "decode": {"kind": "StatefulSet", "name": "decode"}}}
-
-
-@pytest.fixture
-def served() -> Iterator[ServedEmulator]:
-    with ServedEmulator() as server:
-        yield server
-
-
-@pytest.fixture
-def api(served: ServedEmulator) -> Iterator[client.ApiClient]:
-    with served.api_client() as api_client:
-        yield api_client
 
 
 def elector(api: client.ApiClient, identity: str, clock: VirtualClock) -> LeaderElector:

@@ -42,18 +42,6 @@ class Gate:
 
 
 @pytest.fixture
-def served() -> Iterator[ServedEmulator]:
-    with ServedEmulator() as server:
-        yield server
-
-
-@pytest.fixture
-def api(served: ServedEmulator) -> Iterator[client.ApiClient]:
-    with served.api_client() as api_client:
-        yield api_client
-
-
-@pytest.fixture
 def decision_lines() -> Iterator[io.StringIO]:
     stream, handler = io.StringIO(), logging.StreamHandler()
     handler.stream = stream

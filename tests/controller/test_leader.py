@@ -8,7 +8,6 @@ racing candidates lose. Time is a ``VirtualClock``: no test sleeps, except the o
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import kmock
@@ -23,18 +22,6 @@ from tests.env.live.test_kubernetes import ServedEmulator
 
 NAMESPACE, LEASE = "llm", "disaggpilot-controller"
 SETTINGS = LeaderElectionConfig(enabled=True, lease_duration_s=15.0, renew_deadline_s=10.0, retry_period_s=2.0)
-
-
-@pytest.fixture
-def served() -> Iterator[ServedEmulator]:
-    with ServedEmulator() as server:
-        yield server
-
-
-@pytest.fixture
-def api(served: ServedEmulator) -> Iterator[client.ApiClient]:
-    with served.api_client() as api_client:
-        yield api_client
 
 
 def elector(api: client.ApiClient, identity: str, clock: VirtualClock,

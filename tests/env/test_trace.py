@@ -172,7 +172,7 @@ def test_resolve_repository_data_from_anywhere(tmp_path: Path, monkeypatch: pyte
 
 def test_legacy_shared_prefix_maps_onto_repository_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A "shared" folder in the current directory holding the same name must not be read: only the repository.
-    decoy = tmp_path / "shared" / "data" / "traces"
+    decoy = tmp_path.joinpath("shared", "data", "traces")
     decoy.mkdir(parents=True)
     write(decoy, AZURE, "azure2023_conv.csv")
     monkeypatch.chdir(tmp_path)
