@@ -167,7 +167,7 @@ def local_replicas(settings: Settings) -> Iterator[Launcher | None]:
     launcher = Launcher(config.launcher).start()
     try:
         try:
-            start_initial_replicas(launcher, settings.scenario, config.launcher.health_timeout_s)
+            start_initial_replicas(launcher, settings.scenario, config.launcher.startup_wait_s())
             wait_for_targets(settings.live.prometheus, timeout_s=config.launcher.health_timeout_s)
         except env_errors.EnvError as error:
             raise SystemExit(f"disaggpilot controller: local replicas: {error}") from None

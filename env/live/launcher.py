@@ -435,3 +435,9 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def last_log_line(path: Path, width: int = 200) -> str:
+    """The last non-empty line of a replica's log, cut to ``width`` characters ("" when there is none)."""
+    lines = [line for line in _tail(path, lines=5).splitlines() if line.strip()]
+    return lines[-1][-width:] if lines else ""

@@ -115,6 +115,10 @@ class LauncherConfig:
     """After SIGTERM, how long before SIGKILL (seconds)."""
     restart_backoff_s: float = 5.0
     """After a failed start, how long before that role starts another replica (seconds)."""
+    start_attempts: int = 2
+    """Starts of each initial replica that start-up waits through before it gives up: a start not healthy
+    within ``health_timeout_s`` is killed and tried again. A vLLM start can stall: in one CI run one of two
+    replicas started together never answered ``/health`` in 420 s while the other was ready after 29 s."""
     emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
     """Settings of kind ``emulator``."""
     vllm: VllmSettings = field(default_factory=VllmSettings)
@@ -129,6 +133,7 @@ class LauncherConfig:
             require(getattr(self, name) > 0, f"launcher.{name}", getattr(self, name), "use > 0 seconds")
         for name in ("drain_grace_s", "restart_backoff_s"):
             require(getattr(self, name) >= 0, f"launcher.{name}", getattr(self, name), "use >= 0 seconds")
+        require(int(self.start_attempts) >= 1, "launcher.start_attempts", self.start_attempts, "use >= 1")
         if isinstance(self.emulator, dict):
             self.emulator = EmulatorSettings(**self.emulator)
         if isinstance(self.vllm, dict):
@@ -139,3 +144,8 @@ class LauncherConfig:
         require(self.kind != "vllm" or bool(self.vllm.model_dir), "launcher.vllm.model_dir", self.vllm.model_dir,
                 "give the folder of a local model (python -m env.live.tiny_model DIR builds a tiny one), or set "
                 "launcher.kind=emulator")
+
+    def startup_wait_s(self) -> float:
+        """How long start-up waits for the initial replicas: every allowed start, each with its health limit
+        and the back-off before the next (seconds)."""
+        return self.start_attempts * (self.health_timeout_s + self.restart_backoff_s + self.stop_timeout_s)

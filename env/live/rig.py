@@ -48,7 +48,7 @@ from env.catalog import SHIPPED_BUNDLE
 from env.errors import PermanentError, require
 from env.live.config import LiveConfig, PrometheusSourceConfig
 from env.live.errors import SelectorMatchesNothingError
-from env.live.launcher import Launcher, ReplicaStartError, free_port
+from env.live.launcher import Launcher, ReplicaStartError, free_port, last_log_line
 from env.live.launcher_config import REPLICA_KINDS, LauncherConfig, ReplicaKnobs
 from env.live.loadgen_config import LoadgenConfig
 from env.live.local_actuator import LocalProcessActuator
@@ -181,9 +181,19 @@ def start_initial_replicas(launcher: Launcher, scenario: ScenarioConfig, timeout
         return all(launcher.counts(role)["ready"] >= count for role, count in wanted.items())
 
     if not launcher.wait_until(all_ready, timeout_s):
-        failures = "; ".join(f"{f.name}: {f.reason}" for f in launcher.failures) or "none failed, all slow"
-        raise RigStartError(f"replicas {wanted} not ready within {timeout_s:.0f} s ({failures}); see the logs in "
-                            f"{launcher.log_dir}", delay_s=launcher.config.restart_backoff_s)
+        failures = "; ".join(f"{f.name}: {f.reason}" for f in launcher.failures) or "none failed"
+        raise RigStartError(f"replicas {wanted} not ready within {timeout_s:.0f} s ({failures}; "
+                            f"{_unready_summary(launcher)}); see the logs in {launcher.log_dir}",
+                            delay_s=launcher.config.restart_backoff_s)
+
+
+def _unready_summary(launcher: Launcher) -> str:
+    """Each replica still starting and the last line of its log: where a stalled start stopped."""
+    unready = [replica for replica in launcher.replicas() if replica.state != "ready"]
+    if not unready:
+        return "none still starting"
+    return "still starting: " + "; ".join(f"{replica.name} (log ends: {last_log_line(replica.log_path)!r})"
+                                          for replica in unready)
 
 
 def wait_for_targets(source: PrometheusSourceConfig, timeout_s: float, poll_s: float = 0.25) -> None:

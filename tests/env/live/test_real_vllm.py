@@ -52,7 +52,6 @@ from tests.env.live.controller_watch import (
     merge_overrides,
 )
 from tests.env.live.real_vllm_support import (
-    HEALTH_TIMEOUT_S,
     RECORDED,
     SERVED_MODEL,
     build_tiny_model,
@@ -63,6 +62,7 @@ from tests.env.live.real_vllm_support import (
     sample_sum,
     scenario_yaml,
     session_rss_mib,
+    startup_wait_s,
     stream_text,
     vllm_launcher,
     vllm_venv,
@@ -176,7 +176,7 @@ def serving(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     scenario.write_text(scenario_yaml("real_vllm_serving", "probe", aggregated=True, decode_max=1,
                                       rate_rps=1.0, step=None, prompt=16, output=16, duration_s=60.0))
     config = RigConfig(scenario=str(scenario), kind="vllm", workdir=str(folder / "rig"), scrape_interval_s=SCRAPE_S,
-                       startup_timeout_s=HEALTH_TIMEOUT_S, launcher=vllm_launcher(tiny_model))
+                       startup_timeout_s=startup_wait_s(), launcher=vllm_launcher(tiny_model))
     ready, launcher_log = _ReadyTimes(), logging.getLogger("disaggpilot.launcher")
     level = launcher_log.level
     launcher_log.addHandler(ready)
@@ -324,7 +324,7 @@ def controller(step_cluster: LocalCluster, tiny_model: Path,
 
 def _wait_first_decision(process: subprocess.Popen[bytes], metrics_url: str, log_path: Path) -> None:
     """Until the controller has started its replicas, Prometheus sees them, and the loop decided once."""
-    deadline = time.monotonic() + HEALTH_TIMEOUT_S + 60
+    deadline = time.monotonic() + startup_wait_s() + 60
     while controller_value(get_text(metrics_url, timeout_s=2.0), "decisions_total") < 1:
         assert process.poll() is None, log_path.read_text()[-4000:]
         assert time.monotonic() < deadline, "no decision: " + log_path.read_text()[-4000:]
