@@ -71,5 +71,5 @@ def test_start_up_that_stalls_every_time_names_the_replica_and_its_last_log_line
 
 
 def test_start_attempts_below_one_are_refused() -> None:
-    with pytest.raises(ValueError, match="launcher.start_attempts=0 is invalid"):
+    with pytest.raises(ValueError, match=r"launcher\.start_attempts=0 is invalid"):
         LauncherConfig(start_attempts=0)

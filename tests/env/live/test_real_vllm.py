@@ -6,7 +6,8 @@ Prometheus, the controller daemon and the load generator (``env.live.rig.LocalCl
 * :class:`TestServing` — one prefill, one decode and one plain aggregated replica (a class-scoped cluster):
   the gateway's P/D orchestration gives, token for token, the plain replica's greedy answer, with the prompt's
   KV cache arriving at the decode replica through NIXL; each replica's ``/metrics`` has exactly the families,
-  types, labels and bucket edges recorded from vLLM 0.32 in ``data/vllm/``; guidellm drives the gateway.
+  types, labels and bucket edges recorded from vLLM 0.32 in ``data/vllm/``; guidellm drives the gateway; a
+  second decode replica is drained while answers stream from it, and none is lost or cut.
 * :func:`test_the_controller_scales_real_vllm_decode_replicas_through_a_load_step` — the real loop:
   ``disaggpilot controller backend=live env=live controller=local`` owns the replicas, reads them through
   Prometheus, and adds then removes a decode replica around a load step, with no request lost.
@@ -14,12 +15,13 @@ Prometheus, the controller daemon and the load generator (``env.live.rig.LocalCl
   OpenMP threads get a core of their own while cores are free.
 
 The vLLM environment comes from ``scripts/install-vllm-cpu.sh``; without it the tests that need it are skipped,
-saying so. At most three vLLM instances run at once (about 2 GiB resident each, over its three processes: API
+saying so. At most four vLLM instances run at once (about 2 GiB resident each, over its three processes: API
 server, engine core, worker; the machine has 24 GiB).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -51,6 +53,7 @@ from tests.env.live.controller_watch import (
     kill_orphan_replicas,
     merge_overrides,
 )
+from tests.env.live.drain_support import assert_none_lost, drain_during_streams
 from tests.env.live.real_vllm_support import (
     RECORDED,
     SERVED_MODEL,
@@ -75,6 +78,9 @@ PROMPTS = ("r7 the request token cache hello hello replica", "tenant model prefi
 SCRAPE_S = 2.0
 """Prometheus' scrape interval and timeout: a vLLM server streaming on a busy core can take over a second to
 answer ``/metrics``, and a timed-out scrape reads as a replica down (starting, to the live backend)."""
+DRAIN_STREAMS, DRAIN_OUTPUT_TOKENS = 6, 400
+"""Answers streaming when a decode replica is drained, and their length (tokens): long enough on a CPU that
+the drain falls inside them."""
 GREEDY = {"model": SERVED_MODEL, "max_tokens": 24, "temperature": 0.0, "ignore_eos": True}
 
 
@@ -268,6 +274,20 @@ class TestServing:
         totals = _guidellm_totals(json.loads(report.read_text()))
         assert totals["successful"] == 12 and totals["errored"] == 0 and totals["incomplete"] == 0, totals
         print(f"\nguidellm: 12 requests through the gateway in {time.monotonic() - started:.0f} s")
+
+    def test_a_decode_replica_drained_with_streams_in_flight_loses_none(self, serving: Serving) -> None:
+        # Last in the class: it adds a second decode replica, then drains it with answers still streaming.
+        launcher = serving.cluster.launcher
+        assert launcher is not None
+        launcher.set_target("decode", 2)
+        assert launcher.wait_until(lambda: launcher.counts("decode")["ready"] == 2, startup_wait_s())
+        drained = launcher.replicas("decode")[-1]
+        drain = asyncio.run(asyncio.wait_for(drain_during_streams(
+            launcher, serving.cluster.gateway_url, serving.key, SERVED_MODEL, DRAIN_STREAMS, DRAIN_OUTPUT_TOKENS,
+            first_token_timeout_s=120.0), 600))
+        assert_none_lost(drain, launcher, drained, DRAIN_OUTPUT_TOKENS)
+        print(f"\ndrain: {drain.in_flight_at_drain:g} requests running on {drained.name} when drained, "
+              f"{len(drain.answers)} answers whole")
 
 
 def _guidellm_totals(report: dict[str, Any]) -> dict[str, int]:
