@@ -137,7 +137,7 @@ def clock_speedup(cfg: DictConfig, live: LiveConfig | None) -> float:
 
 
 def build_backend(settings: Settings, api_client: Any | None, launcher: Launcher | None = None,
-                  fence: Callable[[], bool] | None = None) -> ClusterBackend:
+                  fence: Callable[[], bool] | None = None, metrics: ControllerMetrics | None = None) -> ClusterBackend:
     """The simulator, or the live backend whose ``apply`` goes to the configured actuator (``local``: the
     replicas of ``launcher``; ``kubernetes``: fenced by ``fence``, the leader elector's ``is_leader``)."""
     if settings.live is None:
@@ -151,7 +151,7 @@ def build_backend(settings: Settings, api_client: Any | None, launcher: Launcher
     elif settings.controller.actuator == "dry_run":
         cluster_actuator = DryRunActuator()
     else:
-        cluster_actuator = kubernetes_actuator(settings.controller, api_client, fence)
+        cluster_actuator = kubernetes_actuator(settings.controller, api_client, fence, metrics)
     return live_backend_factory(settings.live, cluster_actuator)(settings.scenario)
 
 
@@ -198,16 +198,17 @@ def kubernetes_api_client(config: ControllerConfig) -> Any:
     return client.ApiClient(configuration)
 
 
-def kubernetes_actuator(config: ControllerConfig, api_client: Any | None,
-                        fence: Callable[[], bool] | None = None) -> KubernetesActuator:
+def kubernetes_actuator(config: ControllerConfig, api_client: Any | None, fence: Callable[[], bool] | None = None,
+                        metrics: ControllerMetrics | None = None) -> KubernetesActuator:
     """The Kubernetes actuator of ``controller.kubernetes``, through ``api_client``, checking ``fence`` before
-    every API call."""
+    every API call and reporting refused knob patches to ``metrics``."""
     assert config.kubernetes is not None  # ControllerConfig checks it
-    return KubernetesActuator(config.kubernetes, api_client or kubernetes_api_client(config), fence=fence)
+    return KubernetesActuator(config.kubernetes, api_client or kubernetes_api_client(config), fence=fence,
+                              on_knobs_refused=metrics.set_knobs_refused if metrics is not None else None)
 
 
 def build_actuator(config: ControllerConfig, backend: ClusterBackend, api_client: Any | None,
-                   fence: Callable[[], bool] | None = None) -> Actuator:
+                   fence: Callable[[], bool] | None = None, metrics: ControllerMetrics | None = None) -> Actuator:
     """The configured actuator; ``kubernetes`` patches the workloads through ``api_client``.
 
     A live backend already holds its cluster actuator: the loop then applies through the backend, which
@@ -215,7 +216,9 @@ def build_actuator(config: ControllerConfig, backend: ClusterBackend, api_client
     """
     if isinstance(backend, LiveBackend) or config.actuator == "backend":
         return BackendActuator(backend)
-    return kubernetes_actuator(config, api_client, fence) if config.actuator == "kubernetes" else DryRunActuator()
+    if config.actuator == "kubernetes":
+        return kubernetes_actuator(config, api_client, fence, metrics)
+    return DryRunActuator()
 
 
 def build_elector(config: ControllerConfig, api_client: Any, clock: Clock,
@@ -242,7 +245,8 @@ def build_loop(settings: Settings, backend: ClusterBackend, metrics: ControllerM
     elif problem is not None:
         log.error("no learned policy: %s", problem.detail, extra={"fields": {"event": "startup",
                                                                            "reason": problem.reason}})
-    actuator = build_actuator(config, backend, api_client, leadership.is_leader if leadership is not None else None)
+    actuator = build_actuator(config, backend, api_client, leadership.is_leader if leadership is not None else None,
+                              metrics)
     log.info("controller starting", extra={"fields": {"event": "startup", "mode": config.mode,
                                                       "actuator": config.actuator,
                                                       "leader_election": config.leader_election.enabled,
@@ -329,7 +333,7 @@ def main(cfg: DictConfig) -> None:
     with local_replicas(settings) as launcher:
         try:
             elector = build_elector(settings.controller, api_client, WallClock(), metrics)
-            backend = build_backend(settings, api_client, launcher, elector.is_leader if elector else None)
+            backend = build_backend(settings, api_client, launcher, elector.is_leader if elector else None, metrics)
             loop = build_loop(settings, backend, metrics, elector, api_client)
         except PERMANENT as error:
             raise SystemExit(f"disaggpilot controller: {error}") from None

@@ -78,11 +78,15 @@ class ControllerMetrics:
                                  registry=r)
         self.startup_pending = Gauge(f"{PREFIX}startup_scrape_pending",
                                      "1 until the metrics source has answered a first time", registry=r)
+        self.knobs_refused = Gauge(f"{PREFIX}knob_patch_refused",
+                                   "1 while the last batch-knob patch of a pool was refused (RBAC); replicas still "
+                                   "scale", ["pool"], registry=r)
 
     def _initialise(self, pools: Sequence[str], tenants: Sequence[str], mode: str) -> None:
         for pool in pools:
             self.desired.labels(pool=pool)
             self.observed.labels(pool=pool)
+            self.knobs_refused.labels(pool=pool)
         for tenant in tenants:
             self.attainment.labels(tenant=tenant).set(float("nan"))
         for reason in REASONS:
@@ -117,6 +121,10 @@ class ControllerMetrics:
     def set_startup_scrape_pending(self, pending: bool) -> None:
         """Whether the daemon still waits for its first snapshot (holding meanwhile)."""
         self.startup_pending.set(1.0 if pending else 0.0)
+
+    def set_knobs_refused(self, pool: str, refused: bool) -> None:
+        """Whether the actuator's last patch of ``pool``'s batch knobs was refused by RBAC."""
+        self.knobs_refused.labels(pool=pool).set(1.0 if refused else 0.0)
 
     def _observe_snapshot(self, decision: Decision) -> None:
         assert decision.snapshot is not None

@@ -128,13 +128,17 @@ class KubernetesActuator:
         clock: Unix time (seconds); it dates knob patches (the annotation) and enforces their period.
         fence: asked right before every API call whether this process may still write (the leader elector's
             ``is_leader``); when it says no, the call is not sent and :class:`~env.errors.FencedError` is raised.
+        on_knobs_refused: told ``(pool, refused)`` after each knob patch attempt: whether RBAC refused it (the
+            controller exports it as ``disaggpilot_knob_patch_refused{pool}``).
     """
 
     def __init__(self, config: KubernetesActuatorConfig, api_client: client.ApiClient,
-                 clock: Callable[[], float] = time.time, fence: Callable[[], bool] | None = None) -> None:
+                 clock: Callable[[], float] = time.time, fence: Callable[[], bool] | None = None,
+                 on_knobs_refused: Callable[[str, bool], None] | None = None) -> None:
         from kubernetes import client
 
         self.config, self.clock, self.fence = config, clock, fence
+        self.on_knobs_refused = on_knobs_refused or (lambda pool, refused: None)
         self.apps = client.AppsV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.serializer = api_client
@@ -164,8 +168,10 @@ class KubernetesActuator:
         try:
             self._set_engine_args(role, workload, knobs)
             self.knobs_forbidden_at.pop(role, None)
+            self.on_knobs_refused(role, False)
         except ForbiddenError as error:
             self.knobs_forbidden_at[role] = now
+            self.on_knobs_refused(role, True)
             log.warning("engine arguments of %s not patched, replicas still are: %s; apply deploy/rbac-knobs.yaml "
                         "to allow it, or set %s.patch_engine_args=false", workload.describe(self.config.namespace),
                         error, CONFIG_KEY, extra={"fields": {"event": "knobs_forbidden", "pool": role}})

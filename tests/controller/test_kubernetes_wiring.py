@@ -8,6 +8,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import kmock
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
@@ -21,6 +22,7 @@ from controller.errors import ConfigError
 from controller.logs import JsonFormatter
 from controller.telemetry import ControllerMetrics
 from controller.testing import FixedPolicy, FlakyActuator
+from env.backend import ClusterAction, PoolTarget
 from env.catalog import configs_dir
 from env.live.kubernetes import KubernetesActuator
 from env.testing import ScriptedBackend
@@ -126,3 +128,20 @@ def test_the_kubernetes_controller_config_composes_and_validates() -> None:
     assert (settings.mode, settings.actuator, settings.leader_election.enabled) == ("active", "kubernetes", True)
     assert settings.kubernetes is not None and settings.kubernetes.pools["prefill"].name == "vllm-prefill"
     assert settings.lease_namespace == settings.kubernetes.namespace == "llm-serving"
+
+
+def test_a_knob_patch_refused_by_rbac_shows_in_the_controllers_metrics(served: ServedEmulator,
+                                                                         api: client.ApiClient) -> None:
+    create_workloads(api)
+    whole = kmock.path("/apis/apps/v1/namespaces/llm/deployments/prefill")  # not its scale subresource
+    served.emulator["get", whole] << 403 << {"kind": "Status", "apiVersion": "v1", "code": 403}
+    settings = config(actuator="kubernetes", kubernetes=KUBE)
+    metrics = ControllerMetrics(("prefill", "decode"), ("chat",), "active")
+    actuator = build_actuator(settings, ScriptedBackend([healthy_spec()]), api, metrics=metrics)
+    refused = "disaggpilot_controller_knob_patch_refused"
+    assert metrics.registry.get_sample_value(refused, {"pool": "prefill"}) == 0
+    actuator.apply(ClusterAction({"prefill": PoolTarget(replicas=4, max_num_batched_tokens=4096),
+                                  "decode": PoolTarget(replicas=3, max_num_seqs=64)}))
+    assert client.AppsV1Api(api).read_namespaced_deployment_scale("prefill", "llm").spec.replicas == 4
+    assert metrics.registry.get_sample_value(refused, {"pool": "prefill"}) == 1
+    assert metrics.registry.get_sample_value(refused, {"pool": "decode"}) == 0

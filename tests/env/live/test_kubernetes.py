@@ -149,9 +149,10 @@ def actuator(api: client.ApiClient, clock: list[float] | None = None, **override
         "namespace": NAMESPACE, "knob_patch_period_s": 600.0,
         "pools": {"prefill": {"kind": "Deployment", "name": "prefill", "container": "vllm"},
                   "decode": {"kind": "StatefulSet", "name": "decode", "container": "vllm"}}}
-    raw.update(overrides)
     now = clock if clock is not None else [1_000_000.0]
-    return KubernetesActuator(KubernetesActuatorConfig(**raw), api, clock=lambda: now[0])
+    refusals = overrides.pop("on_knobs_refused", None)
+    raw.update(overrides)
+    return KubernetesActuator(KubernetesActuatorConfig(**raw), api, clock=lambda: now[0], on_knobs_refused=refusals)
 
 
 def container_args(api: client.ApiClient, kind: str, name: str) -> list[str]:
@@ -265,8 +266,8 @@ def test_without_the_knobs_role_replicas_still_scale_and_the_refusal_is_logged(
     forbidden = {"kind": "Status", "apiVersion": "v1", "code": 403}
     whole = kmock.path(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/prefill")  # not its scale subresource
     served.emulator["get", whole] << 403 << forbidden  # the default Role: get/patch the scale only
-    clock = [1_000_000.0]
-    acting = actuator(api, clock)
+    clock, refusals = [1_000_000.0], []
+    acting = actuator(api, clock, on_knobs_refused=lambda pool, refused: refusals.append((pool, refused)))
     both = ClusterAction({"prefill": PoolTarget(replicas=4, max_num_batched_tokens=4096),
                           "decode": PoolTarget(replicas=3, max_num_seqs=64)})
     with caplog.at_level(logging.WARNING, logger="disaggpilot.live.kubernetes"):
@@ -277,6 +278,7 @@ def test_without_the_knobs_role_replicas_still_scale_and_the_refusal_is_logged(
     assert container_args(api, "StatefulSet", "decode")[-1] == "--max-num-seqs=64"  # its knobs are allowed
     assert [r.fields["event"] for r in caplog.records] == ["knobs_forbidden"]  # type: ignore[attr-defined]
     assert "deploy/rbac-knobs.yaml" in caplog.records[0].getMessage()
+    assert refusals == [("prefill", True), ("decode", False)]  # what the controller exports per pool
     clock[0] += 599.0
     acting.apply(ClusterAction({"prefill": PoolTarget(replicas=5, max_num_batched_tokens=2048)}))
     assert apps.read_namespaced_deployment_scale("prefill", NAMESPACE).spec.replicas == 5
