@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from agent.errors import PermanentError
+from agent.errors import AgentError, PermanentError
 from env.backend import ClusterAction, PoolTarget
 from env.cluster_config import ClusterConfig
 from env.errors import ConfigError
@@ -16,7 +16,7 @@ SCALED_ROLES: tuple[str, ...] = ("prefill", "decode", "aggregated")
 SettingsT = TypeVar("SettingsT")
 
 
-class BaselineError(PermanentError, RuntimeError):
+class BaselineError(AgentError, PermanentError, RuntimeError):
     """A baseline was used out of order (``act`` before ``reset``) or without what it needs."""
 
 
