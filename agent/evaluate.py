@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from agent.evaluation import EpisodeResult, evaluate, plan_from_config, write_outputs
-from agent.evaluation.runner import progress_line
+from agent.evaluation.dispatch import progress_line
 from agent.evaluation.verdict import VerdictSettings
 from agent.ray_cluster import RayConfig, RayUnavailableError
 from env.catalog import configs_dir
