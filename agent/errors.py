@@ -1,36 +1,28 @@
-"""Errors raised by the ``agent`` package: permanent (fix the input) or temporary (retry)."""
+"""Errors raised by the ``agent`` package: permanent (fix the input) or temporary (retry).
+
+The two families and :class:`ConfigError` are the project's shared ones (:mod:`env.errors`), re-exported here
+so that ``except PermanentError`` catches a permanent error of any package.
+"""
 
 from __future__ import annotations
 
+from env.errors import ConfigError, DisaggpilotError, PermanentError, TemporaryError
 
-class AgentError(Exception):
-    """Base class of every error raised by ``agent``."""
-
-
-class PermanentError(AgentError):
-    """Retrying cannot help: a bad bundle, a bad policy config."""
+__all__ = ["AgentError", "BundleError", "ConfigError", "PermanentError", "PolicyConfigError", "PolicyStateError",
+           "TemporaryError"]
 
 
-class TemporaryError(AgentError):
-    """May pass on retry.
-
-    Args:
-        message: what failed.
-        delay_s: suggested wait before retrying (seconds).
-    """
-
-    def __init__(self, message: str, delay_s: float = 1.0) -> None:
-        super().__init__(message)
-        self.delay_s = delay_s
+class AgentError(DisaggpilotError):
+    """Base class of the errors specific to ``agent`` (each is also a permanent or a temporary error)."""
 
 
-class BundleError(PermanentError):
+class BundleError(AgentError, PermanentError):
     """A policy bundle is missing, corrupted (hash mismatch) or does not match the environment's spec."""
 
 
-class PolicyConfigError(PermanentError, ValueError):
+class PolicyConfigError(AgentError, PermanentError, ValueError):
     """A policy's settings are invalid; the message names the field, the value and the fix."""
 
 
-class PolicyStateError(PermanentError, RuntimeError):
+class PolicyStateError(AgentError, PermanentError, RuntimeError):
     """A policy was used out of order, e.g. asked to act before ``reset`` prepared it for an episode."""

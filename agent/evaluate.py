@@ -19,13 +19,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from agent import errors as agent_errors
 from agent.evaluation import EpisodeResult, evaluate, plan_from_config, write_outputs
-from agent.evaluation.runner import progress_line
+from agent.evaluation.dispatch import progress_line
 from agent.evaluation.verdict import VerdictSettings
 from agent.ray_cluster import RayConfig, RayUnavailableError
-from env import errors as env_errors
 from env.catalog import configs_dir
+from env.errors import ConfigError, PermanentError
 from env.runlog import log_resolved_config, runlog
 
 log = logging.getLogger("disaggpilot.evaluate")
@@ -53,7 +52,7 @@ def verdict_settings(cfg: DictConfig) -> VerdictSettings:
     otherwise only show as n/a columns)."""
     raw = OmegaConf.to_container(cfg.verdict, resolve=True) if "verdict" in cfg else {}
     if not isinstance(raw, dict):
-        raise env_errors.ConfigError(f"verdict={raw!r} is not a mapping: give verdict.reference and verdict.upper")
+        raise ConfigError(f"verdict={raw!r} is not a mapping: give verdict.reference and verdict.upper")
     settings = VerdictSettings(**{str(key): value for key, value in raw.items()})
     configured = cfg.get("policies") or {}
     for key in ("reference", "upper"):
@@ -68,7 +67,7 @@ def ray_settings(cfg: DictConfig) -> RayConfig | None:
     """The Ray settings when ``launcher=ray``; None runs the episodes in local processes."""
     launcher = str(cfg.get("launcher", "local"))
     if launcher not in ("local", "ray"):
-        raise env_errors.ConfigError(f"launcher={launcher!r} is invalid: use launcher=local or launcher=ray")
+        raise ConfigError(f"launcher={launcher!r} is invalid: use launcher=local or launcher=ray")
     if launcher == "local":
         return None
     settings = OmegaConf.to_container(cfg.ray, resolve=True) if "ray" in cfg else {}
@@ -84,7 +83,7 @@ def main(cfg: DictConfig) -> None:
         plan = plan_from_config(cfg)
         ray = ray_settings(cfg)
         verdict = verdict_settings(cfg)
-    except (env_errors.PermanentError, agent_errors.PermanentError, TypeError) as error:
+    except (PermanentError, TypeError) as error:
         raise SystemExit(f"disaggpilot evaluate: {error}") from None
     log_resolved_config("evaluate", cfg)
     tasks = len(plan.tasks())

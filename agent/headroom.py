@@ -4,7 +4,7 @@ In the default ``delta`` mode the policy moves replica counts by -max_step..+max
 to learn from scratch how many replicas a load needs. In ``headroom`` mode that arithmetic is done for it,
 the way a capacity planner does it, and the policy learns only what a planner cannot know: how much spare
 capacity the current mix, burstiness and cold starts call for. Each interval the sizer
-(:mod:`agent.baselines.sizing`) plans each pool for the recent measured demand (the window's peak, or a
+(:mod:`agent.sizing.sizer`) plans each pool for the recent measured demand (the window's peak, or a
 request-weighted quantile of it) at the utilisation level the policy chose, above the replica floor it chose;
 the window is the hysteresis a delta policy must otherwise learn, and where configured the policy picks it too.
 The batch knobs keep their configured values in this mode.
@@ -18,8 +18,8 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from agent.baselines.sizing import HeadroomSettings, HeadroomSizer
 from agent.errors import BundleError
+from agent.sizing.sizer import HeadroomSettings, HeadroomSizer
 from env.cluster_env import DisaggClusterEnv
 
 ACTION_MODES = ("delta", "headroom")

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.errors import PermanentError, TemporaryError
+from agent.errors import AgentError, PermanentError, TemporaryError
 from env.errors import require
 
 log = logging.getLogger("disaggpilot.ray")
@@ -29,11 +29,11 @@ QUIET_ENVIRONMENT = {"RAY_USAGE_STATS_ENABLED": "0"}
 """Set (unless already set) before Ray starts: no usage-statistics report leaves the machine."""
 
 
-class RayUnavailableError(PermanentError):
+class RayUnavailableError(AgentError, PermanentError):
     """Ray is not installed, or the configured cluster address cannot be used."""
 
 
-class RayWorkerError(TemporaryError):
+class RayWorkerError(AgentError, TemporaryError):
     """A Ray actor or task died more often than allowed, or did not answer within ``ray.timeout_s``."""
 
 

@@ -22,12 +22,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from agent.errors import PermanentError as AgentPermanentError
 from agent.ray_cluster import RayConfig, RayUnavailableError
 from agent.training.config import PpoConfig, RunConfig
 from env.catalog import configs_dir
 from env.cluster_env import EnvConfig
-from env.errors import PermanentError as EnvPermanentError
+from env.errors import PermanentError
 from env.reward import RewardConfig
 from env.runlog import log_resolved_config
 
@@ -66,7 +65,7 @@ def main(cfg: DictConfig) -> float:
         run, ppo = RunConfig(**_container(cfg.run)), PpoConfig(**_container(cfg.agent))
         env_config, reward = EnvConfig(**_container(cfg.env)), RewardConfig(**_container(cfg.reward))
         ray = RayConfig(**_container(cfg.ray)) if "ray" in cfg else None
-    except (AgentPermanentError, EnvPermanentError, TypeError) as error:
+    except (PermanentError, TypeError) as error:
         raise SystemExit(f"disaggpilot train: {error}") from None
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     log_resolved_config("train", cfg)

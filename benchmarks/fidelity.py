@@ -27,7 +27,7 @@ from pathlib import Path
 
 from env.catalog import GpuSpec, ModelSpec, load_gpu, load_model
 from env.data import data_dir, missing_data_message
-from env.errors import EnvError
+from env.errors import DisaggpilotError
 from env.perf import PerfModel
 
 DEFAULT_POINTS = data_dir() / "calibration" / "splitwise_perf_model.csv"
@@ -150,7 +150,7 @@ def load_specs(points: list[Point], path: Path, configs: Path | None
             column = "hardware"
             if point.hardware not in gpus:
                 gpus[point.hardware] = load_gpu(point.hardware, configs)
-    except EnvError as error:
+    except DisaggpilotError as error:
         raise PointsError(f"{path}:{point.line}: column {column!r}: {error}") from error
     return models, gpus
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         models, gpus = load_specs(points, args.points, args.configs)
         perfs = {(p.model, p.hardware, p.tp): perf_model(models[p.model], gpus[p.hardware], p.tp)
                  for p in points}
-    except (PointsError, EnvError) as error:
+    except (PointsError, DisaggpilotError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

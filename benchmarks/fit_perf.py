@@ -35,7 +35,7 @@ from fidelity import (
 )
 
 from env.catalog import GpuSpec, ModelSpec, PerfCalibration
-from env.errors import EnvError
+from env.errors import DisaggpilotError
 
 FRACTIONS = ("prefill_compute_efficiency", "decode_memory_efficiency", "decode_compute_efficiency",
              "link_efficiency")
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         points = read_points(args.points)
         models, gpus = load_specs(points, args.points, args.configs)
-    except (PointsError, EnvError) as error:
+    except (PointsError, DisaggpilotError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for hardware in sorted(gpus):

@@ -32,9 +32,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from agent import errors as agent_errors
 from agent.policy import environment_for
-from controller import errors as controller_errors
 from controller.actuators import Actuator, BackendActuator, DryRunActuator
 from controller.clock import Clock, VirtualClock, WallClock
 from controller.config import ControllerConfig, register_configs
@@ -59,7 +57,9 @@ from env.scenario import ScenarioConfig, load_scenario
 log = logging.getLogger("disaggpilot.controller")
 BACKENDS = ("sim", "live")
 CLOCKS = ("wall", "virtual")
-PERMANENT = (controller_errors.PermanentError, env_errors.PermanentError, agent_errors.PermanentError, TypeError)
+PERMANENT = (env_errors.PermanentError, TypeError)
+"""What stops the controller at start-up with a one-line message: a permanent error of any package, or a
+setting of the wrong type."""
 
 
 @dataclass
@@ -78,26 +78,26 @@ class Settings:
 def _container(node: Any) -> dict[str, Any]:
     raw = OmegaConf.to_container(node, resolve=True)
     if not isinstance(raw, dict):
-        raise controller_errors.ConfigError(f"expected a mapping, got {raw!r}")
+        raise env_errors.ConfigError(f"expected a mapping, got {raw!r}")
     return {str(key): value for key, value in raw.items()}
 
 
 def settings_from_config(cfg: DictConfig) -> Settings:
     """Validate the composed config: controller, environment layout, scenario, backend and clock."""
-    controller_errors.require(cfg.backend in BACKENDS, "backend", cfg.backend, f"use one of {BACKENDS}")
-    controller_errors.require(cfg.clock in CLOCKS, "clock", cfg.clock, f"use one of {CLOCKS}")
-    controller_errors.require(env_errors.is_number(cfg.clock_speedup) and cfg.clock_speedup > 0, "clock_speedup",
+    env_errors.require(cfg.backend in BACKENDS, "backend", cfg.backend, f"use one of {BACKENDS}")
+    env_errors.require(cfg.clock in CLOCKS, "clock", cfg.clock, f"use one of {CLOCKS}")
+    env_errors.require(env_errors.is_number(cfg.clock_speedup) and cfg.clock_speedup > 0, "clock_speedup",
                               cfg.clock_speedup, "use a factor > 0")
     max_decisions = cfg.max_decisions
-    controller_errors.require(max_decisions is None or (isinstance(max_decisions, int) and max_decisions >= 0),
+    env_errors.require(max_decisions is None or (isinstance(max_decisions, int) and max_decisions >= 0),
                               "max_decisions", max_decisions, "use a count >= 0, or null to run until SIGTERM")
     seed = env_errors.require_seed("seed", cfg.seed)
     config = ControllerConfig.from_dict(_container(cfg.controller))
     # checked here, where the daemon starts, not in ControllerConfig: a site's settings validate anywhere
-    controller_errors.require(config.bundle is None or Path(config.bundle).is_dir(), "controller.bundle",
+    env_errors.require(config.bundle is None or Path(config.bundle).is_dir(), "controller.bundle",
                               config.bundle, "no such directory: give a policy bundle directory, e.g. "
                               "policies/disaggpilot-ppo-v4")
-    controller_errors.require(config.actuator != "local" or cfg.backend == "live", "controller.actuator",
+    env_errors.require(config.actuator != "local" or cfg.backend == "live", "controller.actuator",
                               config.actuator, "local replicas are read through Prometheus: add backend=live env=live")
     env_raw = _container(cfg.env)
     live = live_settings(cfg.backend, env_raw.pop("live", None), config, cfg.clock)
@@ -109,16 +109,16 @@ def live_settings(backend: str, raw: dict[str, Any] | None, config: ControllerCo
     """The live backend's settings (``env=live``) when ``backend=live``; None for the simulator."""
     if backend != "live":
         return None
-    controller_errors.require(raw is not None, "env.live", raw,
+    env_errors.require(raw is not None, "env.live", raw,
                               "compose the live environment: env=live env.live.prometheus.url=<Prometheus URL>")
-    controller_errors.require(config.actuator != "backend", "controller.actuator", config.actuator,
+    env_errors.require(config.actuator != "backend", "controller.actuator", config.actuator,
                               "with backend=live use kubernetes or local (act), or dry_run (log only)")
-    controller_errors.require(clock == "wall", "clock", clock, "a live cluster runs in wall time: clock=wall")
+    env_errors.require(clock == "wall", "clock", clock, "a live cluster runs in wall time: clock=wall")
     assert raw is not None
     live = LiveConfig.from_dict(raw)
     launcher = config.launcher if config.actuator == "local" else None
     if launcher is not None and launcher.kind == "emulator":
-        controller_errors.require(launcher.emulator.time_scale == live.time_scale, "env.live.time_scale",
+        env_errors.require(launcher.emulator.time_scale == live.time_scale, "env.live.time_scale",
                                   live.time_scale, f"read the emulators at their own speed: set it to "
                                   f"controller.launcher.emulator.time_scale={launcher.emulator.time_scale:g}")
     return live
@@ -130,7 +130,7 @@ def clock_speedup(cfg: DictConfig, live: LiveConfig | None) -> float:
     cluster; 4 on an emulated rig whose GPUs run 4x faster)."""
     if live is None:
         return float(cfg.clock_speedup)
-    controller_errors.require(float(cfg.clock_speedup) == 1.0, "clock_speedup", cfg.clock_speedup,
+    env_errors.require(float(cfg.clock_speedup) == 1.0, "clock_speedup", cfg.clock_speedup,
                               "leave it at 1 with backend=live: a sped-up emulated rig sets env.live.time_scale, "
                               "which the controller's clock follows")
     return 1.0 / live.time_scale
@@ -144,7 +144,7 @@ def build_backend(settings: Settings, api_client: Any | None, launcher: Launcher
         return simulator_factory(settings.scenario)
     cluster_actuator: Actuator
     if settings.controller.actuator == "local":
-        controller_errors.require(launcher is not None, "controller.actuator", "local",
+        env_errors.require(launcher is not None, "controller.actuator", "local",
                                   "start the launcher first (controller.app.local_replicas)")
         assert launcher is not None
         cluster_actuator = LocalProcessActuator(launcher)
@@ -169,7 +169,7 @@ def local_replicas(settings: Settings) -> Iterator[Launcher | None]:
         try:
             start_initial_replicas(launcher, settings.scenario, config.launcher.startup_wait_s())
             wait_for_targets(settings.live.prometheus, timeout_s=config.launcher.health_timeout_s)
-        except env_errors.EnvError as error:
+        except env_errors.DisaggpilotError as error:  # env's own errors and its settings' ConfigError
             raise SystemExit(f"disaggpilot controller: local replicas: {error}") from None
         log.info("local replicas ready", extra={"fields": {"event": "startup", "discovery":
                                                            config.launcher.discovery_path}})
@@ -190,7 +190,7 @@ def kubernetes_api_client(config: ControllerConfig) -> Any:
         else:
             kube_config.load_incluster_config(client_configuration=configuration)
     except (kube_config.ConfigException, OSError) as error:
-        raise controller_errors.ConfigError(
+        raise env_errors.ConfigError(
             f"controller.kubeconfig={config.kubeconfig!r} is invalid: {error}; run in a pod with a service "
             "account, or point it at a kubeconfig file") from None
     attempts = config.kubernetes.client_attempts if config.kubernetes is not None else 1

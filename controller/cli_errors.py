@@ -16,14 +16,9 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from agent import errors as agent_errors
-from controller import errors as controller_errors
-from env import errors as env_errors
+from env.errors import PermanentError
 
-USER_ERRORS: tuple[type[Exception], ...] = (
-    HydraException, OmegaConfBaseException,
-    env_errors.PermanentError, agent_errors.PermanentError, controller_errors.PermanentError,
-)
+USER_ERRORS: tuple[type[Exception], ...] = (HydraException, OmegaConfBaseException, PermanentError)
 """What a user's input causes (and fixes); anything else is a bug and keeps its traceback."""
 MERGING = re.compile(r"Error merging override (?P<key>[^=\s]+)=(?P<value>.*)")
 

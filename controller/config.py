@@ -14,8 +14,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from agent.baselines.headroom_planner import HeadroomPlannerSettings
-from controller.errors import require
 from env.config_store import SCHEMA_GROUP
+from env.errors import require
 from env.live.kubernetes import KubernetesActuatorConfig
 from env.live.launcher_config import LauncherConfig
 

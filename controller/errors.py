@@ -2,41 +2,20 @@
 
 :class:`TemporaryError` is retried with the configured backoff (never sooner than its ``delay_s``);
 :class:`PermanentError` is not retried: the loop switches to the fallback planner and counts the reason.
+The two families and :class:`ConfigError` (which :func:`env.errors.require` raises) are the project's shared ones
+(:mod:`env.errors`), re-exported here, so the loop's ``except`` sees every package's errors by family.
 """
 
 from __future__ import annotations
 
+from env.errors import ConfigError, DisaggpilotError, PermanentError, TemporaryError
 
-class ControllerError(Exception):
-    """Base class of every error raised by ``controller``."""
-
-
-class PermanentError(ControllerError):
-    """Retrying cannot help: bad settings, a refused action, a broken source."""
+__all__ = ["ActuatorError", "ConfigError", "ControllerError", "PermanentError", "TemporaryError"]
 
 
-class TemporaryError(ControllerError):
-    """May pass on retry: a scrape timed out, the API server answered 503.
-
-    Args:
-        message: what failed.
-        delay_s: shortest sensible wait before retrying (seconds).
-    """
-
-    def __init__(self, message: str, delay_s: float = 1.0) -> None:
-        super().__init__(message)
-        self.delay_s = delay_s
+class ControllerError(DisaggpilotError):
+    """Base class of the errors specific to ``controller`` (each is also a permanent or a temporary error)."""
 
 
-class ConfigError(PermanentError, ValueError):
-    """A controller setting is invalid; the message names the key, the value and the fix."""
-
-
-class ActuatorError(PermanentError):
+class ActuatorError(ControllerError, PermanentError):
     """The actuator refused an action for good (forbidden, unknown workload)."""
-
-
-def require(condition: bool, key: str, value: object, fix: str) -> None:
-    """Raise :class:`ConfigError` naming ``key``, ``value`` and ``fix`` unless ``condition`` holds."""
-    if not condition:
-        raise ConfigError(f"{key}={value!r} is invalid: {fix}")

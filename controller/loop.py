@@ -22,14 +22,12 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from agent import errors as agent_errors
+from agent.errors import BundleError
 from agent.policy import Policy, PolicyContext
-from controller import errors as controller_errors
 from controller.actuators import Actuator
 from controller.clock import Clock
 from controller.config import ControllerConfig
 from controller.decision import FALLBACK, HOLD, POLICY, Decision, replicas_of
-from controller.errors import ConfigError
 from controller.history import History
 from controller.shield import Shield, ShieldState
 from controller.telemetry import ControllerMetrics
@@ -39,15 +37,14 @@ from env import errors as env_errors
 from env.action import ActionCodec
 from env.backend import ClusterAction
 from env.cluster_env import EnvConfig
+from env.errors import ConfigError
 from env.metrics import MetricsSnapshot
 from env.observation import ObservationBuilder
 from env.scenario import ScenarioConfig
 
 log = logging.getLogger("disaggpilot.controller")
 T = TypeVar("T")
-TEMPORARY: tuple[type[BaseException], ...] = (
-    controller_errors.TemporaryError, env_errors.TemporaryError, agent_errors.TemporaryError, TimeoutError,
-    ConnectionError)
+TEMPORARY: tuple[type[BaseException], ...] = (env_errors.TemporaryError, TimeoutError, ConnectionError)
 """Errors worth retrying; everything else is permanent."""
 
 
@@ -178,7 +175,7 @@ class ControllerLoop:
             policy.reset(context)
             return policy
         except Exception as error:
-            reason = BUNDLE if isinstance(error, agent_errors.BundleError) else POLICY_ERROR
+            reason = BUNDLE if isinstance(error, BundleError) else POLICY_ERROR
             problem = Problem(reason, f"{type(error).__name__}: {error}")
             log.error("%s refused: %s", "fallback planner" if is_fallback else "policy", problem.detail,
                       extra={"fields": {"event": "startup", "reason": reason}})

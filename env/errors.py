@@ -1,7 +1,11 @@
-"""Errors raised by the ``env`` package.
+"""The one error hierarchy of disaggpilot, and the ``env`` package's errors.
 
-Two families, so callers act on the type: :class:`PermanentError` (fix the input, retrying will not help)
-and :class:`TemporaryError` (retry after ``delay_s``).
+Every error the project raises is a :class:`DisaggpilotError` and belongs to one of two families, so callers
+act on the type whichever package raised it: :class:`PermanentError` (fix the input, retrying will not help)
+and :class:`TemporaryError` (retry after ``delay_s``). Each package also has its own base (:class:`EnvError`
+here, ``agent.errors.AgentError``, ``controller.errors.ControllerError``) for "anything from that package";
+a specific error subclasses its package's base and one family. :class:`ConfigError` and :func:`require` are
+shared: every package validates its settings with them.
 """
 
 from __future__ import annotations
@@ -13,25 +17,20 @@ from collections.abc import Sequence
 from typing import Any
 
 
-class EnvError(Exception):
-    """Base class of every error raised by ``env``."""
+class DisaggpilotError(Exception):
+    """Base class of every error raised by ``env``, ``agent`` or ``controller``."""
 
 
-class PermanentError(EnvError):
-    """A failure that retrying cannot fix: bad configuration, bad trace, bad model file."""
+class PermanentError(DisaggpilotError):
+    """A failure that retrying cannot fix: bad configuration, bad trace, bad model file, a refused action."""
 
 
-class FencedError(PermanentError):
-    """A write refused before it was sent: this process no longer holds the right to write (it lost the
-    leader lease), so another replica may be acting; the decision is abandoned, not retried."""
-
-
-class TemporaryError(EnvError):
+class TemporaryError(DisaggpilotError):
     """A failure that may pass: a scrape timed out, a server answered 503.
 
     Args:
         message: what failed.
-        delay_s: suggested wait before retrying (seconds).
+        delay_s: suggested (shortest sensible) wait before retrying (seconds).
     """
 
     def __init__(self, message: str, delay_s: float = 1.0) -> None:
@@ -43,15 +42,24 @@ class ConfigError(PermanentError, ValueError):
     """A setting is out of range or inconsistent; the message names the key, the value and the fix."""
 
 
-class TraceError(PermanentError, ValueError):
+class EnvError(DisaggpilotError):
+    """Base class of the errors specific to ``env`` (each is also a permanent or a temporary error)."""
+
+
+class FencedError(EnvError, PermanentError):
+    """A write refused before it was sent: this process no longer holds the right to write (it lost the
+    leader lease), so another replica may be acting; the decision is abandoned, not retried."""
+
+
+class TraceError(EnvError, PermanentError, ValueError):
     """A trace file is malformed; the message names the file, line and column."""
 
 
-class CatalogError(PermanentError, ValueError):
+class CatalogError(EnvError, PermanentError, ValueError):
     """A GPU or model description is missing a field or holds an impossible value."""
 
 
-class BackendError(PermanentError):
+class BackendError(EnvError, PermanentError):
     """A backend was used out of order (advance before reset, apply after close)."""
 
 

@@ -13,12 +13,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from agent.errors import PermanentError
+from agent.errors import AgentError, PermanentError
 from env.catalog import SHIPPED_BUNDLE, configs_dir
 from env.trace import repo_root
 
 
-class AnalysisError(PermanentError, ValueError):
+class AnalysisError(AgentError, PermanentError, ValueError):
     """An analysis input is missing or unusable; the message names it and says what to give instead."""
 
 

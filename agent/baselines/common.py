@@ -6,17 +6,16 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from agent.errors import PermanentError
+from agent.errors import AgentError, PermanentError
 from env.backend import ClusterAction, PoolTarget
 from env.cluster_config import ClusterConfig
 from env.errors import ConfigError
-from env.metrics import MetricsSnapshot
 
 SCALED_ROLES: tuple[str, ...] = ("prefill", "decode", "aggregated")
 SettingsT = TypeVar("SettingsT")
 
 
-class BaselineError(PermanentError, RuntimeError):
+class BaselineError(AgentError, PermanentError, RuntimeError):
     """A baseline was used out of order (``act`` before ``reset``) or without what it needs."""
 
 
@@ -41,18 +40,6 @@ def build_settings(kind: type[SettingsT], params: Mapping[str, Any], policy: str
 def enabled_roles(cluster: ClusterConfig) -> tuple[str, ...]:
     """The scaled pool roles the cluster enables, in a fixed order."""
     return tuple(role for role in SCALED_ROLES if getattr(cluster, role).enabled)
-
-
-def current_replicas(snapshot: MetricsSnapshot, role: str) -> int:
-    """Replicas currently asked for in ``role`` (ready plus starting); 0 when the pool is absent."""
-    pool = snapshot.pools.get(role)
-    return pool.replicas_ready + pool.replicas_starting if pool is not None else 0
-
-
-def bounded(cluster: ClusterConfig, role: str, count: int) -> int:
-    """``count`` clipped to the pool's ``min_replicas..max_replicas``."""
-    pool = getattr(cluster, role)
-    return max(pool.min_replicas, min(pool.max_replicas, int(count)))
 
 
 def make_action(replicas: Mapping[str, int], budget: int | None = None, cap: int | None = None) -> ClusterAction:

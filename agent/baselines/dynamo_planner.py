@@ -36,7 +36,7 @@ Adaptations to this environment (each one the closest reading of the source):
   the mean prompt length; scheduled decode KV is KV usage × one replica's KV capacity.
 - Dynamo fits per-iteration regressions to live forward-pass metrics, bootstrapped from a pre-deployment
   profile; here both the throughput plan and the estimates read the scenario's performance model
-  (:class:`agent.baselines.profile.PerfProfile`), i.e. a perfectly fitted regression.
+  (:class:`agent.sizing.profile.PerfProfile`), i.e. a perfectly fitted regression.
 - Dynamo's default load predictor is ARIMA; this project offers ``constant``, ``moving_average`` and ``holt``
   (the predictors of ``sla_planner``), ``constant`` by default.
 """
@@ -50,12 +50,13 @@ from typing import Any
 
 import numpy as np
 
-from agent.baselines.common import BaselineError, bounded, build_settings, current_replicas, make_action
+from agent.baselines.common import BaselineError, build_settings, make_action
 from agent.baselines.predictors import PREDICTORS, PredictorSpec, make_predictor
-from agent.baselines.profile import LoadProfile, PerfProfile
-from agent.baselines.signals import observed_load
 from agent.baselines.sla_planner import SlaPlannerPolicy, fit_gpu_budget
 from agent.policy import PolicyContext
+from agent.sizing.pools import bounded, current_replicas
+from agent.sizing.profile import LoadProfile, PerfProfile
+from agent.sizing.signals import observed_load
 from env.backend import ClusterAction
 from env.errors import ConfigError, require
 from env.metrics import KV_USAGE, RUNNING, WAITING, MetricsSnapshot, PoolMetrics

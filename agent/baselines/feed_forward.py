@@ -6,7 +6,7 @@ Each control interval ``t`` the schedule asks for
     D_t = max(decode_floor,  ceil(peak decode demand over the same window / (u_d x decode rate)))
 
 where the demand is the episode's real requests (prompt tokens/s and output tokens/s arriving per interval),
-the rates are one replica's profiled token rates (:class:`agent.baselines.profile.PerfProfile`, at the
+the rates are one replica's profiled token rates (:class:`agent.sizing.profile.PerfProfile`, at the
 episode's mean prompt and, for decode, the strictest tenant's TPOT target, as the headroom sizer profiles
 them) and ``u_p``, ``u_d`` are utilisations. Looking a cold start ahead orders each replica so that it is
 ready when the demand it serves arrives: the ``ahead`` schedule of ``configs/scenario/README.md``.
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.baselines.common import make_action
-from agent.baselines.profile import PerfProfile
-from agent.baselines.sizing import fit_to_budget
+from agent.sizing.profile import PerfProfile
+from agent.sizing.sizer import fit_to_budget
 from env.backend import ClusterAction
 from env.scenario import ScenarioConfig
 from env.workload import RequestBatch

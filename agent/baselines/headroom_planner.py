@@ -1,6 +1,6 @@
 """``headroom_planner``: plan each pool for its recent demand at one fixed utilisation, above a fixed floor.
 
-The non-learned twin of the learned ``headroom`` action mode: the same sizer (:mod:`agent.baselines.sizing`),
+The non-learned twin of the learned ``headroom`` action mode: the same sizer (:mod:`agent.sizing.sizer`),
 with one utilisation per pool (and one window, floor per pool and demand statistic) held for the whole episode
 instead of the choices a policy makes each interval: the non-learned fixed points of the learned family.
 Its window peak plays the part of the Kubernetes HPA's scale-down stabilisation window (the HPA keeps the
@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from agent.baselines.common import BaselineError, build_settings
-from agent.baselines.demand import validate_statistic
-from agent.baselines.sizing import HeadroomSettings, HeadroomSizer
 from agent.policy import PolicyContext
+from agent.sizing.demand import validate_statistic
+from agent.sizing.sizer import HeadroomSettings, HeadroomSizer
 from env.backend import ClusterAction
 from env.errors import require
 from env.metrics import MetricsSnapshot
@@ -53,7 +53,7 @@ class HeadroomPlannerSettings:
     decode_floor: int = 0
     """Fewest decode replicas to run (replicas; 0: the pool's own minimum; the GPU budget wins over it)."""
     demand_statistic: str = "peak"
-    """How the window's demand becomes one plan: ``peak`` or ``quantile`` (:mod:`agent.baselines.demand`)."""
+    """How the window's demand becomes one plan: ``peak`` or ``quantile`` (:mod:`agent.sizing.demand`)."""
     demand_quantile: float = 0.9
     """With ``quantile``: the fraction of the window's requests whose intervals the plan covers (in (0, 1])."""
 

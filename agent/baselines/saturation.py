@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from agent.baselines.common import BaselineError, bounded, build_settings, enabled_roles, make_action
+from agent.baselines.common import BaselineError, build_settings, enabled_roles, make_action
 from agent.policy import PolicyContext
+from agent.sizing.pools import bounded
 from env.backend import ClusterAction
 from env.cluster_config import ClusterConfig
 from env.errors import require

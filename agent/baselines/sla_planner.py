@@ -6,7 +6,7 @@ lower bound under load-based scaling and drops the correction factors, is ``dyna
 (:mod:`agent.baselines.dynamo_planner`).
 
 Every adjustment interval it predicts the next interval's request count, mean prompt (ISL) and mean output
-(OSL) length, and sizes the pools from a profile of one replica (see :mod:`agent.baselines.profile`)::
+(OSL) length, and sizes the pools from a profile of one replica (see :mod:`agent.sizing.profile`)::
 
     p = observed TTFT / profiled TTFT(observed ISL)                (1.0 without traffic)
     d = observed ITL  / profiled ITL(observed concurrency, ISL + OSL/2)
@@ -29,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from agent.baselines.common import BaselineError, bounded, build_settings, current_replicas, make_action
+from agent.baselines.common import BaselineError, build_settings, make_action
 from agent.baselines.predictors import PREDICTORS, Predictor, PredictorSpec, make_predictor
-from agent.baselines.profile import PerfProfile, PlannerProfile
-from agent.baselines.signals import Load, observed_concurrency, observed_itl_s, observed_load, observed_ttft_s
 from agent.policy import PolicyContext
+from agent.sizing.pools import bounded, current_replicas
+from agent.sizing.profile import PerfProfile, PlannerProfile
+from agent.sizing.signals import Load, observed_concurrency, observed_itl_s, observed_load, observed_ttft_s
 from env.backend import ClusterAction
 from env.cluster_config import ClusterConfig
 from env.errors import ConfigError, require

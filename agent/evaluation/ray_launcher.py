@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from agent.evaluation.dispatch import Progress, log_progress, lost_episode, submission_order
 from agent.evaluation.episode import EpisodeResult, EpisodeTask, run_episode_safely
-from agent.evaluation.runner import Progress, log_progress, lost_episode, submission_order
 from agent.ray_cluster import RayConfig, RayWorkerError, ray_session
 
 

@@ -12,21 +12,16 @@ worker died, is reported in its result and never loses the other episodes' resul
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 
+from agent.evaluation.dispatch import Progress, log_progress, lost_episode, submission_order
 from agent.evaluation.episode import EpisodeResult, EpisodeTask, run_episode_safely
 from agent.evaluation.plan import EvaluationPlan
 from agent.ray_cluster import RayConfig
 from env.errors import require
-
-log = logging.getLogger("disaggpilot.evaluate")
-
-Progress = Callable[[EpisodeResult, int, int], None]
-"""Called after each episode with its result, the number done and the total."""
 
 
 def worker_count(jobs: int, tasks: int) -> int:
@@ -73,34 +68,12 @@ def _run_in_pool(tasks: Sequence[EpisodeTask], workers: int, start_method: str,
     return [results[task.index] for task in tasks]
 
 
-def submission_order(tasks: Sequence[EpisodeTask]) -> list[EpisodeTask]:
-    """Tasks with a hindsight search first (the longest), then in task order."""
-    return sorted(tasks, key=lambda t: (not t.prepares, t.index))
-
-
-def lost_episode(task: EpisodeTask, error: BaseException) -> EpisodeResult:
-    """The error result of an episode whose worker failed (the episode is lost, not the evaluation)."""
-    return EpisodeResult(task.index, task.policy.name, task.scenario.name, task.seed,
-                         error=f"worker process failed: {type(error).__name__}: {error}")
-
-
 def _collect(future: Future[EpisodeResult], task: EpisodeTask) -> EpisodeResult:
     """The future's result, or an error result when its worker died (killed, out of memory, unpicklable)."""
     try:
         return future.result()
     except Exception as error:  # BrokenProcessPool, PicklingError: the episode is lost, not the evaluation
         return lost_episode(task, error)
-
-
-def progress_line(result: EpisodeResult, done: int, total: int) -> str:
-    """``[3/27] static on steady seed 0: 410740 tok/$`` (or ``FAILED``)."""
-    status = "FAILED" if result.error else f"{result.row['goodput_tokens_per_usd']:.0f} tok/$"
-    return f"[{done}/{total}] {result.policy} on {result.scenario} seed {result.seed}: {status}"
-
-
-def log_progress(result: EpisodeResult, done: int, total: int) -> None:
-    """The default progress report: one log line per finished episode."""
-    log.info("%s", progress_line(result, done, total))
 
 
 def evaluate(plan: EvaluationPlan, progress: Progress | None = None, ray: RayConfig | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from env.errors import PermanentError, TemporaryError
+from env.errors import EnvError, PermanentError, TemporaryError
 
 RETRYABLE_STATUSES: frozenset[int] = frozenset({409, 429, 500, 502, 503, 504})
 """HTTP statuses that may pass on their own: a write conflict, throttling, an unavailable API server."""
@@ -20,11 +20,11 @@ DEFAULT_RETRY_DELAY_S = 1.0
 RBAC_HINT = "grant the controller's service account get/patch on it (deploy/controller/role.yaml)"
 
 
-class KubernetesTemporaryError(TemporaryError):
+class KubernetesTemporaryError(EnvError, TemporaryError):
     """The API server could not take the change now; retrying after ``delay_s`` may succeed."""
 
 
-class KubernetesPermanentError(PermanentError):
+class KubernetesPermanentError(EnvError, PermanentError):
     """The API server refused the change for good; the message says what to fix."""
 
 

@@ -19,14 +19,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from env.errors import EnvError, PermanentError
+
 DEFAULT_COMPLETION_MAX_TOKENS = 16  # vLLM's default for /v1/completions
 REMOTE_PREFILL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "remote_engine_id": str, "remote_block_ids": list, "remote_host": str, "remote_port": int,
 }
 
 
-class RequestError(Exception):
-    """A request the replica refuses; rendered as an OpenAI-style JSON error.
+class RequestError(EnvError, PermanentError):
+    """A request the replica refuses as sent (a 503 tells the client to send it elsewhere); rendered as an
+    OpenAI-style JSON error.
 
     Args:
         message: what is wrong and how to fix it.

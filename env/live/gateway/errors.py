@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from env.errors import PermanentError, TemporaryError
+from env.errors import EnvError, PermanentError, TemporaryError
 
 
-class ClientRequestError(PermanentError):
+class ClientRequestError(EnvError, PermanentError):
     """The request cannot be served as sent; answered with ``status`` and an OpenAI-style error naming ``param``.
 
     Args:
@@ -34,11 +34,11 @@ REFUSAL_REASONS: tuple[str, ...] = (*REASON_BY_STATUS.values(), "prompt_too_long
 """Every ``reason`` label of ``disaggpilot_gateway_requests_refused_total`` (a fixed set: bounded series)."""
 
 
-class UpstreamError(TemporaryError):
+class UpstreamError(EnvError, TemporaryError):
     """A replica refused, failed, timed out or died; the request is retried on another replica."""
 
 
-class UpstreamRejectedError(PermanentError):
+class UpstreamRejectedError(EnvError, PermanentError):
     """A replica answered 4xx: the request itself is at fault, so its answer goes to the client unchanged.
 
     Args:
@@ -52,5 +52,5 @@ class UpstreamRejectedError(PermanentError):
         self.body = body
 
 
-class NoReplicaError(TemporaryError):
+class NoReplicaError(EnvError, TemporaryError):
     """No ready replica of a needed role appeared in time; the client gets 503 with Retry-After."""

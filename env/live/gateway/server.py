@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from env.errors import EnvError
+from env.errors import EnvError, PermanentError
 from env.live.gateway.admission import TenantAdmission, retry_after_header
 from env.live.gateway.config import GatewayConfig
 from env.live.gateway.discovery import DiscoveryWatcher
@@ -41,8 +41,8 @@ IDLE_TIMEOUT_S = 75.0
 requests, or half-way through its headers (aiohttp's keep-alive timer; its default is an hour)."""
 
 
-class ClientGoneError(EnvError):
-    """The client closed its connection while the answer was being sent."""
+class ClientGoneError(EnvError, PermanentError):
+    """The client closed its connection while the answer was being sent (nobody is left to retry for)."""
 
 
 class _ResponseSink:

@@ -6,7 +6,7 @@ import pytest
 
 from agent.baselines import DynamoPlannerPolicy
 from agent.baselines.dynamo_planner import load_decision
-from agent.baselines.profile import PerfProfile
+from agent.sizing.profile import PerfProfile
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.errors import ConfigError
 from env.testing import PoolSpecimen, SnapshotSpec, TenantSpecimen

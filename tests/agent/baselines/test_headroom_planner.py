@@ -7,7 +7,7 @@ import math
 import pytest
 
 from agent.baselines import make_baseline
-from agent.baselines.profile import PerfProfile
+from agent.sizing.profile import PerfProfile
 from env.errors import ConfigError
 from env.metrics import MetricsSnapshot
 from env.testing import TenantSpecimen

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from agent.baselines import SlaPlannerPolicy
-from agent.baselines.profile import PerfProfile
-from agent.baselines.signals import Load
 from agent.baselines.sla_planner import correction_factor, fit_gpu_budget, limit_change, plan_replicas
+from agent.sizing.profile import PerfProfile
+from agent.sizing.signals import Load
 from env.errors import ConfigError
 from env.testing import PoolSpecimen, SnapshotSpec, TenantSpecimen
 from tests.agent.baselines.fakes import RoundProfile

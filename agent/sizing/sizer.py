@@ -8,7 +8,7 @@ interval) and the non-learned ``headroom_planner`` baseline (one fixed choice). 
                      rate from the scenario's performance model, prefill at the mean prompt length, decode at
                      the strictest tenant's TPOT target, as Dynamo's planner profiles it)
     plan(pool)     = the window's peak demand at its longest mean lengths (``peak``), or the request-weighted
-                     quantile of need(pool, i) over the window (``quantile``; :mod:`agent.baselines.demand`)
+                     quantile of need(pool, i) over the window (``quantile``; :mod:`agent.sizing.demand`)
     replicas(pool) = max(floor(pool), ceil(plan / utilisation level))
 
 then bounded to the pool's limits and the GPU budget (which wins over a floor). Planning for the window makes
@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from agent.baselines.common import bounded, current_replicas
-from agent.baselines.demand import validate_statistic, weighted_quantile
-from agent.baselines.profile import PerfProfile
-from agent.baselines.signals import observed_load
+from agent.sizing.demand import validate_statistic, weighted_quantile
+from agent.sizing.pools import bounded, current_replicas
+from agent.sizing.profile import PerfProfile
+from agent.sizing.signals import observed_load
 from env.backend import ClusterAction, PoolTarget
 from env.cluster_config import ClusterConfig
 from env.errors import require
@@ -100,7 +100,7 @@ class HeadroomSettings:
     decode_floor_choices: list[int] = field(default_factory=lambda: [0])
     """Fewest decode replicas the policy may ask to keep (replicas, increasing, >= 0; 0: the pool's minimum)."""
     demand_statistic: str = "peak"
-    """How the window's demand becomes one plan: ``peak`` or ``quantile`` (:mod:`agent.baselines.demand`)."""
+    """How the window's demand becomes one plan: ``peak`` or ``quantile`` (:mod:`agent.sizing.demand`)."""
     demand_quantile: float = 0.9
     """With ``quantile``: the fraction of the window's requests whose intervals the plan covers (in (0, 1])."""
 

@@ -1,4 +1,4 @@
-"""The SLA planner's performance profile: TTFT and throughput per GPU of one prefill and one decode replica.
+"""A performance profile: TTFT and throughput per GPU of one prefill and one decode replica (the SLA planner's).
 
 Dynamo profiles each engine once before deployment: prefill TTFT and throughput per GPU against prompt
 length (one request at a time), decode ITL and throughput per GPU against concurrency and context length.
