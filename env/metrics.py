@@ -6,6 +6,10 @@ the pools; ``disaggpilot_gateway_*`` for the per-tenant series of the gateway in
 simulator, the live backend and the test backend all build this one type, so observation and reward code
 never learn which backend ran.
 
+It also judges one request against its tenant's objectives (:func:`tpot_s`, :func:`judge`,
+:func:`waited_past_ttft`), the one judgement the simulator, the gateway, the load generator and the emulator
+share, and holds the default objectives (:data:`DEFAULT_TTFT_SLO_S`, :data:`DEFAULT_TPOT_SLO_S`).
+
 Bucket edges are vLLM's (copied from the real ``/metrics`` scrapes in ``data/vllm/``, vLLM 0.32),
 and quantiles follow Prometheus' ``histogram_quantile``, so a policy sees the same quantisation in
 simulation as in production.
@@ -17,6 +21,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -81,6 +86,89 @@ BUCKETS: Mapping[str, tuple[float, ...]] = {
 }
 POOL_HISTOGRAMS: tuple[str, ...] = (TTFT, ITL, TPOT, E2E, QUEUE_TIME)
 TENANT_HISTOGRAMS: tuple[str, ...] = (GW_TTFT, GW_TPOT, GW_E2E)
+
+
+# --- judging one request (docs/metrics.md, "Latency" and "Meeting the SLO") --------------------------------
+DEFAULT_TTFT_SLO_S = 2.0
+"""TTFT objective of a tenant whose settings name none (seconds)."""
+DEFAULT_TPOT_SLO_S = 0.1
+"""TPOT objective of a tenant whose settings name none (seconds per token)."""
+
+
+class Objectives(Protocol):
+    """A tenant's two objectives, as every tenant settings class spells them (``env.workload.TenantSpec``,
+    ``env.live.gateway.config.TenantConfig``)."""
+
+    @property
+    def ttft_slo_s(self) -> float:
+        """Time-to-first-token objective (seconds)."""
+
+    @property
+    def tpot_slo_s(self) -> float:
+        """Time-per-output-token objective (seconds per token)."""
+
+
+class Judgement(NamedTuple):
+    """How one request counts: met or missed, and the goodput tokens it earns.
+
+    Attributes:
+        met: the request finished within both objectives.
+        goodput_prompt_tokens: prompt tokens it earns (tokens; 0 when missed).
+        goodput_output_tokens: output tokens it earns (tokens; 0 when missed).
+    """
+
+    met: bool
+    goodput_prompt_tokens: int
+    goodput_output_tokens: int
+
+    @property
+    def goodput_tokens(self) -> int:
+        """Prompt plus output tokens earned, unweighted (tokens)."""
+        return self.goodput_prompt_tokens + self.goodput_output_tokens
+
+
+MISSED = Judgement(False, 0, 0)
+"""A request refused, lost, or waiting past its TTFT objective: missed, whatever it carried earns nothing."""
+
+
+def tpot_s(first_token_s: float, last_token_s: float, output_tokens: int) -> float:
+    """Time per output token of one request: ``(last − first token) / (output tokens − 1)`` (seconds per token).
+
+    With both times measured from arrival this is docs/metrics.md's ``(e2e − TTFT) / (output tokens − 1)``;
+    any clock works, as long as both times are on it. A request of one output token (or none) has no token
+    after its first: its TPOT is 0.0, so it is judged on TTFT alone. Callers keep it out of per-tenant TPOT
+    histograms (vLLM's per-replica histogram observes the 0.0, and so does the emulator).
+
+    Args:
+        first_token_s: when the first output token arrived (seconds).
+        last_token_s: when the last output token arrived (seconds).
+        output_tokens: output tokens of the request (tokens).
+    """
+    return (last_token_s - first_token_s) / (output_tokens - 1) if output_tokens > 1 else 0.0
+
+
+def judge(ttft_s: float, tpot: float, prompt_tokens: int, output_tokens: int, objectives: Objectives) -> Judgement:
+    """Judge a finished request: met when its TTFT and its TPOT are both at most their objectives.
+
+    A met request earns its prompt and output tokens; a missed one earns nothing. A NaN latency (no first
+    token was seen) compares false, so the request is missed.
+
+    Args:
+        ttft_s: time to first token (seconds).
+        tpot: time per output token, from :func:`tpot_s` (seconds per token).
+        prompt_tokens: prompt tokens of the request (tokens).
+        output_tokens: output tokens of the request (tokens).
+        objectives: the tenant's objectives.
+    """
+    if ttft_s <= objectives.ttft_slo_s and tpot <= objectives.tpot_slo_s:
+        return Judgement(True, prompt_tokens, output_tokens)
+    return MISSED
+
+
+def waited_past_ttft(waited_s: float, objectives: Objectives) -> bool:
+    """Whether a request still without a first token after ``waited_s`` seconds has missed its TTFT objective
+    (strictly past it: a first token at exactly the objective still meets it)."""
+    return waited_s > objectives.ttft_slo_s
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from env.errors import ConfigError, require
+from env.metrics import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 from env.trace import TRACE_FORMATS, load_length_table, load_trace
 
 ARRIVAL_PROCESSES: tuple[str, ...] = ("poisson", "gamma", "mmpp")
@@ -272,9 +273,9 @@ class TenantSpec:
 
     name: str = "default"
     """Label on every per-tenant series."""
-    ttft_slo_s: float = 2.0
+    ttft_slo_s: float = DEFAULT_TTFT_SLO_S
     """Time-to-first-token objective (seconds)."""
-    tpot_slo_s: float = 0.1
+    tpot_slo_s: float = DEFAULT_TPOT_SLO_S
     """Time-per-output-token objective (seconds per token)."""
     attainment_target: float = 0.99
     """Fraction of requests that must meet both objectives."""

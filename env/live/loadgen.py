@@ -5,9 +5,10 @@ whole duration and the seed (what ``SimBackend.reset`` draws), cut at ``duration
 prompt of N words (the emulator counts one token per word; a real tokenizer counts differently) with
 ``max_tokens`` = its output length and ``ignore_eos``, streamed, sent with its tenant's API key at its
 arrival time (open loop: a late send counts in its latency). TTFT (first streamed token) and TPOT are
-measured here, on the client, from the scheduled arrival, and judged against each tenant's SLO the way
-docs/metrics.md defines it; the per-tenant table is :mod:`env.summary`'s, the one the simulator prints (cost
-columns are empty: a client does not see what the cluster costs).
+measured here, on the client, from the scheduled arrival, and judged against each tenant's SLO by the
+simulator's judgement (:func:`env.metrics.tpot_s`, :func:`env.metrics.judge`, as docs/metrics.md defines
+it); the per-tenant table is :mod:`env.summary`'s, the one the simulator prints (cost columns are empty: a
+client does not see what the cluster costs).
 
 Outcomes: *finished* (every token and ``[DONE]`` arrived), *rejected* (the endpoint answered 429 or 503)
 and *lost* (anything else: an error status, a broken stream, a timeout). Rejected and lost requests count
@@ -45,6 +46,8 @@ from env.metrics import (
     GW_TTFT,
     MetricsSnapshot,
     TenantMetrics,
+    judge,
+    tpot_s,
 )
 from env.summary import RunSummary, summarize
 from env.workload import RequestBatch, TenantSpec, TraceSpec, generate_requests
@@ -220,7 +223,7 @@ def tenant_metrics(results: list[RequestResult], spec: TenantSpec) -> TenantMetr
             counters[GW_MISSED] += 1
             continue
         out = result.received_tokens
-        tpot = (result.e2e_s - result.ttft_s) / (out - 1) if out > 1 else 0.0
+        tpot = tpot_s(result.ttft_s, result.e2e_s, out)
         counters[GW_FINISHED] += 1
         counters[GW_PROMPT_TOKENS] += result.prompt_tokens
         counters[GW_GENERATION_TOKENS] += out
@@ -228,11 +231,10 @@ def tenant_metrics(results: list[RequestResult], spec: TenantSpec) -> TenantMetr
         histograms[GW_E2E].observe(result.e2e_s)
         if out > 1:
             histograms[GW_TPOT].observe(tpot)
-        met = result.ttft_s <= spec.ttft_slo_s and tpot <= spec.tpot_slo_s
-        counters[GW_MET if met else GW_MISSED] += 1
-        if met:
-            counters[GW_GOODPUT_PROMPT_TOKENS] += result.prompt_tokens
-            counters[GW_GOODPUT_GENERATION_TOKENS] += out
+        judgement = judge(result.ttft_s, tpot, result.prompt_tokens, out, spec)
+        counters[GW_MET if judgement.met else GW_MISSED] += 1
+        counters[GW_GOODPUT_PROMPT_TOKENS] += judgement.goodput_prompt_tokens
+        counters[GW_GOODPUT_GENERATION_TOKENS] += judgement.goodput_output_tokens
     return metrics
 
 

@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from env.catalog import configs_dir
 from env.errors import ConfigError, require
 from env.live.launcher_config import REPLICA_KINDS, LauncherConfig
+from env.metrics import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 
 # GPU figures that are rates (divided by the time scale) and calibration figures that are durations
 # (multiplied by it); every other figure (memory, efficiencies, GPUs per node) is time-free.
@@ -125,8 +126,8 @@ def scaled_scenario(raw: dict[str, Any], time_scale: float, hardware_path: str) 
 
 
 def _scaled_tenant(tenant: dict[str, Any], time_scale: float) -> dict[str, Any]:
-    for key in ("ttft_slo_s", "tpot_slo_s"):
-        tenant[key] = float(tenant.get(key, 2.0 if key == "ttft_slo_s" else 0.1)) * time_scale
+    for key, default in (("ttft_slo_s", DEFAULT_TTFT_SLO_S), ("tpot_slo_s", DEFAULT_TPOT_SLO_S)):
+        tenant[key] = float(tenant.get(key, default)) * time_scale
     arrival = tenant.setdefault("arrival", {})
     arrival["rate_rps"] = float(arrival.get("rate_rps", 1.0)) / time_scale
     for key in ("diurnal_period_s", "diurnal_phase_s"):

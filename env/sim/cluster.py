@@ -18,7 +18,7 @@ from typing import Any
 from env.backend import ClusterAction
 from env.catalog import GpuSpec, ModelSpec, load_gpu, load_model
 from env.errors import BackendError
-from env.metrics import MetricsSnapshot
+from env.metrics import MetricsSnapshot, judge, tpot_s, waited_past_ttft
 from env.perf import PerfModel
 from env.scenario import ScenarioConfig
 from env.sim.pool import Pool
@@ -144,8 +144,6 @@ class SimBackend:
         self._prompts = batch.prompt_tokens.tolist()
         self._outputs = batch.output_tokens.tolist()
         self._count, self._next_arrival = len(batch), 0
-        self._ttft_slo = [t.ttft_slo_s for t in self.tenant_specs]
-        self._tpot_slo = [t.tpot_slo_s for t in self.tenant_specs]
         self._priority = [t.priority for t in self.tenant_specs]
 
     def _arrive(self, index: int) -> None:
@@ -212,15 +210,16 @@ class SimBackend:
         stats.generation_tokens += request.output
         stats.e2e.observe(time - request.arrival)
         ttft = request.first_token - request.arrival
-        tpot = (time - request.first_token) / (request.output - 1) if request.output > 1 else 0.0
+        tpot = tpot_s(request.first_token, time, request.output)
         if request.output > 1:
             stats.tpot.observe(tpot)
         if request.judged:
             return
-        if ttft <= self._ttft_slo[tenant] and tpot <= self._tpot_slo[tenant]:
+        judgement = judge(ttft, tpot, request.prompt, request.output, self.tenant_specs[tenant])
+        if judgement.met:
             stats.met += 1.0
-            stats.goodput_prompt += request.prompt
-            stats.goodput_generation += request.output
+            stats.goodput_prompt += judgement.goodput_prompt_tokens
+            stats.goodput_generation += judgement.goodput_output_tokens
         else:
             stats.missed += 1.0
 
@@ -238,10 +237,10 @@ class SimBackend:
         self.pools[replica.role].remove_drained(replica, time)
 
     def _judge_late(self, now: float) -> None:
-        ttft_slo, stats = self._ttft_slo, self.tenant_stats
+        specs, stats = self.tenant_specs, self.tenant_stats
         for request in self.in_flight.values():
             if not request.judged and math.isnan(request.first_token) and \
-                    now - request.arrival > ttft_slo[request.tenant]:
+                    waited_past_ttft(now - request.arrival, specs[request.tenant]):
                 request.judged = True
                 stats[request.tenant].missed += 1.0
 

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from env.metrics import tpot_s
 from env.perf import PerfModel
 from env.sim.queues import RequestQueue, make_queue
 from env.sim.recorder import PoolStats, observe_arithmetic
@@ -246,7 +247,7 @@ class Replica:
             stats.success += 1.0
             stats.e2e.observe(now - request.replica_arrival)
             if request.output > 1:
-                stats.tpot.observe((now - request.first_token) / (request.output - 1))
+                stats.tpot.observe(tpot_s(request.first_token, now, request.output))
             request.epoch += 1
             self.host.finished(request, now)
 

@@ -32,6 +32,7 @@ from env.live.emulator.families import (
     buckets_for,
     families_for,
 )
+from env.metrics import tpot_s
 
 ENGINE_INDEX = "0"
 # Label values vLLM creates at start-up (every child exists, at zero), by label name, then by family.
@@ -148,8 +149,7 @@ class ReplicaMetrics:
             ("request_inference_time_seconds", end - scheduled),
             ("request_prefill_time_seconds", first - scheduled),
             ("request_decode_time_seconds", end - first),
-            ("request_time_per_output_token_seconds",
-             (end - first) / (request.generated - 1) if request.generated > 1 else 0.0),
+            ("request_time_per_output_token_seconds", tpot_s(first, end, request.generated)),
             ("request_prompt_tokens", request.prompt_tokens),
             ("request_generation_tokens", request.generated),
             ("request_max_num_generation_tokens", request.max_tokens),

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from env.errors import ConfigError, require
+from env.metrics import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 
 REPLICA_ROLES: tuple[str, ...] = ("prefill", "decode", "aggregated")
 """Roles a replica can have (the launcher's discovery file uses the same words)."""
@@ -43,9 +44,9 @@ class TenantConfig:
     """Sustained admitted tokens (prompt + max_tokens) per second; 0 disables the limit (tokens/s)."""
     token_burst: int = 0
     """Token-bucket size; 0 means one second of ``token_rate_per_s`` or 1 (tokens)."""
-    ttft_slo_s: float = 2.0
+    ttft_slo_s: float = DEFAULT_TTFT_SLO_S
     """Time-to-first-token objective used for the met/missed counters (seconds)."""
-    tpot_slo_s: float = 0.1
+    tpot_slo_s: float = DEFAULT_TPOT_SLO_S
     """Time-per-output-token objective used for the met/missed counters (seconds per token)."""
 
     def __post_init__(self) -> None:

@@ -1,9 +1,9 @@
 """The gateway's per-tenant series (docs/metrics.md), under the names and bucket edges of :mod:`env.metrics`.
 
-Requests are judged the way the simulator judges them (``env.sim`` cannot be imported here; the rules are
-docs/metrics.md): TTFT is observed at the first token, TPOT = (e2e − TTFT) / (output − 1) for outputs longer
-than one token, and each request is judged once: *met* when it finishes within both objectives, *missed*
-when it does not, is refused (429, no replica, lost after every retry), or has waited past its TTFT
+Requests are judged with the simulator's judgement, :func:`env.metrics.judge` (docs/metrics.md): TTFT is
+observed at the first token, TPOT (:func:`env.metrics.tpot_s`, (e2e − TTFT) / (output − 1)) for outputs
+longer than one token, and each request is judged once: *met* when it finishes within both objectives,
+*missed* when it does not, is refused (429, no replica, lost after every retry), or has waited past its TTFT
 objective without a first token (judged then, so an overload shows at once). Only the tenant's name is a
 label: no key, no body.
 
@@ -39,8 +39,12 @@ from env.metrics import (
     GW_REJECTED,
     GW_TPOT,
     GW_TTFT,
+    MISSED,
     TENANT_COUNTERS,
     TENANT_HISTOGRAMS,
+    Judgement,
+    judge,
+    tpot_s,
 )
 
 GW_RETRIES = "disaggpilot_gateway_upstream_retries_total"
@@ -74,7 +78,7 @@ class GatewayMetrics:
 
     def __init__(self, tenants: list[TenantConfig]) -> None:
         self.registry = CollectorRegistry()
-        self.slo = {t.name: (t.ttft_slo_s, t.tpot_slo_s) for t in tenants}
+        self.objectives = {t.name: t for t in tenants}
         self.counters = {name: Counter(name, _HELP[name], ["tenant"], registry=self.registry)
                          for name in TENANT_COUNTERS}
         self.histograms = {name: Histogram(name, _HELP[name], ["tenant"], registry=self.registry,
@@ -85,10 +89,10 @@ class GatewayMetrics:
         self.refused = Counter(GW_REFUSED, "Requests answered 4xx, by reason.", ["tenant", "reason"],
                                registry=self.registry)
         for reason in REFUSAL_REASONS:
-            for tenant in (*self.slo, UNKNOWN_TENANT):
+            for tenant in (*self.objectives, UNKNOWN_TENANT):
                 if tenant != UNKNOWN_TENANT or reason == "unauthorized":
                     self.refused.labels(tenant=tenant, reason=reason)
-        for tenant in self.slo:
+        for tenant in self.objectives:
             for family in (*self.counters.values(), *self.histograms.values(), self.in_flight, self.retries,
                            self.failed):
                 family.labels(tenant=tenant)
@@ -137,7 +141,7 @@ class RequestTrack:
     def judge_late(self, now_s: float) -> None:
         """Called at the TTFT objective: without a first token by then the request has missed."""
         if not self.judged and not self.done and math.isnan(self.first_token_s):
-            self._judge(False)
+            self._judge(MISSED)
 
     def retried(self) -> None:
         """An attempt failed and is redone elsewhere."""
@@ -147,7 +151,7 @@ class RequestTrack:
         """The last token reached the client: count tokens, observe latencies, judge."""
         self.first_token(now_s)
         ttft = self.first_token_s - self.arrival_s
-        tpot = (now_s - self.first_token_s) / (output_tokens - 1) if output_tokens > 1 else 0.0
+        tpot = tpot_s(self.first_token_s, now_s, output_tokens)
         metrics, tenant = self.metrics, self.tenant
         metrics.count(GW_FINISHED, tenant)
         metrics.count(GW_PROMPT_TOKENS, tenant, prompt_tokens)
@@ -155,10 +159,8 @@ class RequestTrack:
         metrics.histograms[GW_E2E].labels(tenant=tenant).observe(now_s - self.arrival_s)
         if output_tokens > 1:
             metrics.histograms[GW_TPOT].labels(tenant=tenant).observe(tpot)
-        ttft_slo, tpot_slo = metrics.slo[tenant]
-        if not self.judged and self._judge(ttft <= ttft_slo and tpot <= tpot_slo):
-            metrics.count(GW_GOODPUT_PROMPT_TOKENS, tenant, prompt_tokens)
-            metrics.count(GW_GOODPUT_GENERATION_TOKENS, tenant, output_tokens)
+        if not self.judged:
+            self._judge(judge(ttft, tpot, prompt_tokens, output_tokens, metrics.objectives[tenant]))
         self._close()
 
     def reject(self, *, lost: bool = False) -> None:
@@ -167,17 +169,20 @@ class RequestTrack:
         if lost:
             self.metrics.failed.labels(tenant=self.tenant).inc()
         if not self.judged:
-            self._judge(False)
+            self._judge(MISSED)
         self._close()
 
     def abandon(self) -> None:
         """The client went away before the end: no longer in flight, not judged further."""
         self._close()
 
-    def _judge(self, met: bool) -> bool:
+    def _judge(self, judgement: Judgement) -> None:
         self.judged = True
-        self.metrics.count(GW_MET if met else GW_MISSED, self.tenant)
-        return met
+        metrics, tenant = self.metrics, self.tenant
+        metrics.count(GW_MET if judgement.met else GW_MISSED, tenant)
+        if judgement.met:
+            metrics.count(GW_GOODPUT_PROMPT_TOKENS, tenant, judgement.goodput_prompt_tokens)
+            metrics.count(GW_GOODPUT_GENERATION_TOKENS, tenant, judgement.goodput_output_tokens)
 
     def _close(self) -> None:
         if not self.done and self.admitted:

@@ -110,7 +110,6 @@ class Gateway:
         self.watcher = DiscoveryWatcher(config.discovery_file, self.registry, config.discovery_poll_s) \
             if config.discovery_file else None
         self._keys = [(hashlib.sha256(t.api_key.encode()).digest(), t.name) for t in config.tenants]
-        self._slo = {t.name: t.ttft_slo_s for t in config.tenants}
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -209,7 +208,8 @@ class Gateway:
             log.info("tenant=%s path=%s status=429", tenant, request.path)
             return error_response(429, error.message, None, error.retry_after_s)
         track.admit()
-        timer = asyncio.get_running_loop().call_later(self._slo[tenant], lambda: track.judge_late(self.clock()))
+        ttft_slo_s = self.metrics.objectives[tenant].ttft_slo_s  # missed if no first token by then
+        timer = asyncio.get_running_loop().call_later(ttft_slo_s, lambda: track.judge_late(self.clock()))
         try:
             return await self._run(request, parsed, tenant, track)
         finally:
