@@ -13,7 +13,7 @@ the spare capacity absorbs bursts during the cold start of the replicas they cal
 The defaults are one setting for every scenario, picked from a grid of windows (4-240 intervals) and
 utilisations: the highest-earning setting that held every tenant's target on the five scenarios of
 ``configs/scenario/`` over seeds 0-2 and, but for one episode (0.94994 of 0.95), over seeds 3-8
-(``policies/README.md``, "The fixed-headroom planner").
+(``docs/experiments/2026-11-29-headroom-planner.md``).
 It reads its demand window from the history it is given, not from earlier calls, so it can serve as the
 controller's fallback planner, which is asked only when the policy cannot be trusted. Disaggregated clusters
 only (a prefill and a decode pool).
