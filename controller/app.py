@@ -43,7 +43,7 @@ from controller.policies import describe, load_policy, make_fallback
 from controller.telemetry import ControllerMetrics, MetricsServer
 from env import errors as env_errors
 from env.backend import ClusterBackend
-from env.catalog import configs_dir
+from env.catalog import SHIPPED_BUNDLE, configs_dir
 from env.cluster_env import EnvConfig, simulator_factory
 from env.live.backend import LiveBackend, live_backend_factory
 from env.live.config import LiveConfig
@@ -95,8 +95,7 @@ def settings_from_config(cfg: DictConfig) -> Settings:
     config = ControllerConfig.from_dict(_container(cfg.controller))
     # checked here, where the daemon starts, not in ControllerConfig: a site's settings validate anywhere
     env_errors.require(config.bundle is None or Path(config.bundle).is_dir(), "controller.bundle",
-                              config.bundle, "no such directory: give a policy bundle directory, e.g. "
-                              "policies/disaggpilot-ppo-v4")
+                       config.bundle, f"no such directory: give a policy bundle directory, e.g. {SHIPPED_BUNDLE}")
     env_errors.require(config.actuator != "local" or cfg.backend == "live", "controller.actuator",
                               config.actuator, "local replicas are read through Prometheus: add backend=live env=live")
     env_raw = _container(cfg.env)

@@ -14,6 +14,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from agent.baselines.headroom_planner import HeadroomPlannerSettings
+from env.catalog import SHIPPED_BUNDLE
 from env.config_store import SCHEMA_GROUP
 from env.errors import require
 from env.live.kubernetes import KubernetesActuatorConfig
@@ -129,7 +130,7 @@ class FallbackConfig:
     planner: str = "headroom_planner"
     """The fallback planner: a baseline of ``agent.baselines``. By default the fixed-headroom planner, the one
     baseline that holds every tenant's target on the simulator's scenarios (Dynamo's ``sla_planner`` plans
-    for the mean and misses them all; see ``policies/README.md``)."""
+    for the mean and misses them all; see ``docs/experiments/2026-12-06-yardsticks.md``)."""
     planner_settings: dict[str, Any] = field(default_factory=dict)
     """Its settings (``configs/policy/<planner>.yaml``); an SLA planner's ``adjustment_interval_s`` defaults to
     the controller's interval."""
@@ -277,7 +278,7 @@ class ControllerConfig:
         require(not (self.fallback_only and self.bundle is not None), "controller.fallback_only", self.fallback_only,
                 "drop it to run the bundle, or drop controller.bundle to run the fallback planner alone")
         require(self.bundle is not None or self.fallback_only or self.mode != "active", "controller.bundle",
-                self.bundle, "active mode needs a policy bundle (e.g. controller.bundle=policies/disaggpilot-ppo-v4);"
+                self.bundle, f"active mode needs a policy bundle (e.g. controller.bundle={SHIPPED_BUNDLE});"
                 " set controller.fallback_only=true to act with the fallback planner alone")
 
     def _check_kubernetes(self) -> None:

@@ -14,30 +14,41 @@ from omegaconf import OmegaConf
 
 from agent.bundle import MANIFEST_FILE, MODEL_FILE, save_bundle
 from agent.headroom import HeadroomEnv, HeadroomSettings
+from agent.training.prior import apply_prior
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.observation import ObservationConfig
 from tests.env.sim.conftest import small_scenario
 
 COLD_START_OBSERVATION = ObservationConfig(cold_start_feature=True, reference_cold_start_s=120.0)
 """Observation settings with the opt-in ``cluster/cold_start`` feature, which the default config lacks."""
+PRIOR_PROBABILITY = 0.9
+"""Probability the biased untrained policy puts on its prior action (per dimension): the logit gap (~4) dwarfs
+what an untrained net_arch [8] network adds to it, so its greedy action is the prior one in every state."""
 
 
-def build_bundle(directory: Path, headroom: bool = False, observation: ObservationConfig | None = None) -> Path:
+def build_bundle(directory: Path, headroom: bool = False, observation: ObservationConfig | None = None,
+                 levels: HeadroomSettings | None = None, prior_action: list[int] | None = None) -> Path:
     """A tiny untrained MaskablePPO bundle (net_arch [8]) for the small two-pool scenario, 30 s interval, in the
-    ``delta`` action mode or (``headroom``) the utilisation-level mode; with ``observation``, trained on those
-    observation settings and recording them in its config.yaml as training does."""
+    ``delta`` action mode or (``headroom``, or ``levels`` given) the utilisation-level mode with ``levels``
+    (default: the defaults); with ``observation``, trained on those observation settings and recording them in
+    its config.yaml as training does. With ``prior_action``, the action head is biased as ``agent.prior_action``
+    does (probability 0.9), so the greedy untrained policy picks those level indices: a fixed-headroom planner
+    in a bundle, which acts sensibly without training."""
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     settings = EnvConfig(observation=observation or ObservationConfig())
-    environment: DisaggClusterEnv | HeadroomEnv = DisaggClusterEnv(small_scenario(duration_s=300.0), config=settings)
-    if headroom:
-        environment = HeadroomEnv(environment, HeadroomSettings())
+    cluster = DisaggClusterEnv(small_scenario(duration_s=300.0), config=settings)
+    environment: DisaggClusterEnv | HeadroomEnv = cluster
+    if headroom or levels is not None:
+        environment = HeadroomEnv(cluster, levels or HeadroomSettings())
     model = MaskablePPO("MlpPolicy", DummyVecEnv([lambda: environment]), n_steps=16, batch_size=16, seed=0,
                         device="cpu", policy_kwargs={"net_arch": [8]})
+    if prior_action is not None:
+        apply_prior(model, prior_action, PRIOR_PROBABILITY)
     directory.mkdir(parents=True, exist_ok=True)
     model.save(str(directory / "model.zip"))
-    size = environment.observation_space.shape[0]
+    size = cluster.builder.size
     normalization = {"mean": [0.0] * size, "var": [1.0] * size, "clip_obs": 10.0, "epsilon": 1e-8}
     config_yaml = "seed: 0\n" if observation is None else OmegaConf.to_yaml({"env": {"observation": observation}})
     return save_bundle(directory / "bundle", directory / "model.zip", normalization, environment.spec_dict(),

@@ -1,4 +1,6 @@
-"""Fixtures every test package shares: tiny policy bundles, built once per test module."""
+"""Fixtures every test package shares: tiny policy bundles, built once per session (~2 s each).
+
+They are read-only: a test that tampers with a bundle copies it first (``shutil.copytree``)."""
 
 from __future__ import annotations
 
@@ -9,19 +11,19 @@ import pytest
 from tests.bundles import COLD_START_OBSERVATION, build_bundle
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny policy bundle, built once per test module."""
+    """A tiny untrained ``delta``-mode policy bundle (replica changes and knob levels)."""
     return build_bundle(tmp_path_factory.mktemp("bundle"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def headroom_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny ``headroom``-mode policy bundle, built once per test module."""
+    """A tiny untrained ``headroom``-mode policy bundle (utilisation levels, the defaults)."""
     return build_bundle(tmp_path_factory.mktemp("headroom_bundle"), headroom=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cold_start_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny bundle trained with the opt-in ``cluster/cold_start`` feature, which the default config lacks."""
     return build_bundle(tmp_path_factory.mktemp("cold_start_bundle"), observation=COLD_START_OBSERVATION)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from env.catalog import SHIPPED_BUNDLE
 from env.live.rig import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +30,8 @@ DISAGGPILOT = ".venv/bin/disaggpilot"
 
 RUN: dict[str, list[str]] = {
     "disaggpilot simulate scenario=steady": [],
-    "disaggpilot controller controller.bundle=policies/disaggpilot-ppo-v4 clock=virtual": [],
-    "disaggpilot controller controller.bundle=policies/disaggpilot-ppo-v4 controller.mode=active clock=virtual": [],
+    f"disaggpilot controller controller.bundle={SHIPPED_BUNDLE} clock=virtual": [],
+    f"disaggpilot controller controller.bundle={SHIPPED_BUNDLE} controller.mode=active clock=virtual": [],
 }
 """Command prefix -> overrides appended besides the run directory and metrics port."""
 TRAIN, RAY_ENV, SWEEPS = "tests/agent/test_train.py", "tests/agent/test_ray_vec_env.py", "tests/agent/test_sweeps.py"

@@ -33,7 +33,7 @@ def resolve_path(path: str | Path) -> Path:
 
 
 def shipped_bundle() -> Path:
-    """The shipped policy bundle's directory (``policies/disaggpilot-ppo-v4``)."""
+    """The shipped policy bundle's directory (:data:`env.catalog.SHIPPED_BUNDLE`, under the repository root)."""
     return repo_root() / SHIPPED_BUNDLE
 
 
@@ -71,7 +71,7 @@ def policy_set(baselines: Sequence[str], bundles: Mapping[str, str | Path] | Non
 
     Args:
         baselines: names of baseline configs, e.g. ``["static", "threshold"]``.
-        bundles: policy name → bundle directory, e.g. ``{"ppo": "policies/disaggpilot-ppo-v4"}``.
+        bundles: policy name → bundle directory, e.g. ``{"ppo": SHIPPED_BUNDLE}``.
 
     Raises:
         AnalysisError: an unknown baseline, a missing bundle directory, or a name used twice.

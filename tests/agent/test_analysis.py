@@ -67,7 +67,7 @@ def test_paths_resolve_here_first_then_under_the_repository(tmp_path: Path, monk
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").mkdir()
     assert resolve_path("configs") == tmp_path / "configs"
-    assert resolve_path("policies/disaggpilot-ppo-v1") == repo_root() / "policies" / "disaggpilot-ppo-v1"
+    assert resolve_path(SHIPPED_BUNDLE) == repo_root() / SHIPPED_BUNDLE
     assert resolve_path(tmp_path / "x") == tmp_path / "x"
     assert load_bundle(shipped_bundle()).content_hash
 
@@ -82,7 +82,7 @@ def test_policy_set_reads_configs_and_adds_bundles() -> None:
     with pytest.raises(AnalysisError, match="no directory"):
         policy_set([], {"ppo": "policies/no-such-bundle"})
     with pytest.raises(AnalysisError, match=r"bundles\.static"):
-        policy_set(["static"], {"static": "policies/disaggpilot-ppo-v1"})
+        policy_set(["static"], {"static": SHIPPED_BUNDLE})
 
 
 # ----- tables ------------------------------------------------------------------------------------------------
@@ -250,8 +250,8 @@ def test_a_recorded_episode_keeps_observations_changes_and_reward_terms() -> Non
     assert all(0 <= value <= 1 for value in log.info("slo/chat/attainment"))
 
 
-def test_the_action_surface_of_a_delta_bundle_covers_the_grid() -> None:
-    policy = build_policy("ppo", policy_set([], {"ppo": repo_root() / "policies" / "disaggpilot-ppo-v1"})["ppo"])
+def test_the_action_surface_of_a_delta_bundle_covers_the_grid(bundle_dir: Path) -> None:
+    policy = build_policy("ppo", policy_set([], {"ppo": bundle_dir})["ppo"])
     assert isinstance(policy, PpoPolicy)
     log = record_episode(policy, tiny(), seed=0)
     step = log.steps[5]

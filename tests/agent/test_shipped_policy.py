@@ -17,9 +17,8 @@ from agent.ppo_policy import PpoPolicy
 from env.catalog import configs_dir
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 
-POLICIES = Path(__file__).resolve().parents[2] / "policies"
 SHIPPED = shipped_bundle()
-"""The shipped policy (headroom mode); ``disaggpilot-ppo-v1`` (delta mode) stays for comparison."""
+"""The shipped policy (headroom mode), the one bundle ``policies/`` carries; a delta-mode one is ``bundle_dir``."""
 
 
 def play_episode(policy: PpoPolicy, environment: DisaggClusterEnv) -> dict[str, Any]:
@@ -52,21 +51,19 @@ def test_shipped_bundle_matches_the_headroom_spec_and_sizes_from_demand() -> Non
     assert 0.0 <= info["slo/consumer/attainment"] <= 1.0
 
 
-def test_the_delta_mode_v1_bundle_still_matches_the_environment_spec_and_acts() -> None:
-    path = POLICIES / "disaggpilot-ppo-v1"
+def test_a_delta_mode_bundle_matches_a_scenarios_environment_spec_and_acts(bundle_dir: Path) -> None:
     environment = DisaggClusterEnv("diurnal", config=EnvConfig(horizon_s=600.0))
-    bundle = load_bundle(path, expected_spec=environment.spec_dict())
-    play_episode(PpoPolicy(path, expected_hash=bundle.content_hash), environment)
+    bundle = load_bundle(bundle_dir, expected_spec=environment.spec_dict())
+    play_episode(PpoPolicy(bundle_dir, expected_hash=bundle.content_hash), environment)
     assert environment.history[-1].pools["decode"].replicas_billed >= 1
 
 
-def test_new_runs_observe_the_cold_start_and_old_bundles_keep_their_layout() -> None:
-    """``configs/env/default.yaml`` turns the cold-start feature on; each shipped bundle brings its own (off)."""
+def test_new_runs_observe_the_cold_start_and_the_shipped_bundle_keeps_its_layout() -> None:
+    """``configs/env/default.yaml`` turns the cold-start feature on; the shipped bundle brings its own (off)."""
     with initialize_config_dir(version_base=None, config_dir=str(configs_dir()), job_name="test_cold_start"):
         train = compose(config_name="train")
     assert EnvConfig(**OmegaConf.to_container(train.env, resolve=True)).observation.cold_start_feature  # type: ignore[arg-type]
-    for version in ("v2", "v3", "v4"):
-        bundle = load_bundle(POLICIES / f"disaggpilot-ppo-{version}")
-        trained = bundle.trained_observation()
-        assert trained is not None and not trained.cold_start_feature
-        assert "cluster/cold_start" not in bundle.spec["observation_features"]
+    bundle = load_bundle(SHIPPED)
+    trained = bundle.trained_observation()
+    assert trained is not None and not trained.cold_start_feature
+    assert "cluster/cold_start" not in bundle.spec["observation_features"]

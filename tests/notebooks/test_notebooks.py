@@ -131,10 +131,10 @@ def test_what_if_sweeps_every_axis_and_compares_serving_modes(kernel_name: str, 
 
 
 @pytest.mark.slow
-def test_policy_behaviour_maps_actions_and_reward_terms(kernel_name: str, tmp_path: Path) -> None:
-    # the delta-mode v1 bundle: its surfaces are replica changes and knob levels (the shipped v3's are
+def test_policy_behaviour_maps_actions_and_reward_terms(kernel_name: str, bundle_dir: Path, tmp_path: Path) -> None:
+    # a tiny untrained delta-mode bundle: its surfaces are replica changes and knob levels (the shipped v4's are
     # utilisation levels, tested in tests/agent/test_analysis.py)
-    results = execute("policy_behaviour.ipynb", kernel_name, tmp_path, bundle="policies/disaggpilot-ppo-v1",
+    results = execute("policy_behaviour.ipynb", kernel_name, tmp_path, bundle=str(bundle_dir),
                       scenario="diurnal", seed=0, duration_s=600.0, grid_size=4, compare_with="threshold")
     assert results["steps"] == 20
     # the info terms add up to the reward the environment paid, step by step

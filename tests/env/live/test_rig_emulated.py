@@ -1,17 +1,22 @@
-"""Proof "Emulated GPU cluster": the controller runs a headroom-mode policy bundle (``policies/disaggpilot-ppo-v3``,
-the previous shipped one: its 2-minute demand window lets it scale down within this 8-minute run, where the
-shipped v4's 20-minute window would still hold the crowd's replicas) against a local cluster of emulated H100
-replicas through a flash crowd, in active mode with ``controller.actuator=local``, scaling up for the crowd
-and down after it, and no request is lost.
+"""Proof "Emulated GPU cluster": the controller runs a headroom-mode policy bundle against a local cluster of
+emulated H100 replicas through a flash crowd, in active mode with ``controller.actuator=local``, scaling up for
+the crowd and down after it, and no request is lost.
+
+The bundle (``planner_bundle_dir``, built by the fixture in ``tests/env/live/conftest.py``) is untrained, with
+its action head biased to fixed cautious levels (prefill 0.2, decode 0.6) and the 2-minute demand window of
+``disaggpilot-ppo-v3``, which this proof ran until v1-v3 left the repository: a 2-minute window lets it
+scale down within this 8-minute run, where the shipped v4's 20-minute window would still hold the crowd's
+replicas. What is proved is the control plane (bundle loaded, spec and hash checked, decisions sized from
+measured demand and applied to emulated replicas), not what training learned.
 
 The rig (``env.live.rig.LocalCluster``) runs Prometheus and the gateway; the controller (a subprocess,
 ``disaggpilot controller ... controller=local``) owns the replicas: it starts the scenario's 2 prefill + 2
 decode emulated Llama-3.1-70B TP4 replicas and scales them. The load generator replays a flash crowd (the
 consumer tenant's rate x5 for three minutes of GPU time). Everything runs 8x faster than real GPUs
 (``time_scale`` 0.125); the controller reads the cluster in GPU time (``env.live.time_scale``), so the bundle
-decides every 30 GPU seconds (3.75 wall seconds), the interval it was trained at, on the rates and latencies
+decides every 30 GPU seconds (3.75 wall seconds), the interval its spec pins, on the rates and latencies
 it would see on real H100s. A headroom bundle sizes the pools from measured demand, so it carries over to
-this one-tenant scenario it never saw; the delta-mode v1 does not (it grows prefill to its maximum at the base
+this one-tenant scenario it never saw; the delta-mode v1 did not (it grew prefill to its maximum at the base
 load).
 """
 
@@ -32,7 +37,6 @@ from env.live.loadgen import run_loadgen
 from env.live.rig import LocalCluster, RigConfig
 from tests.env.live.conftest import requires_prometheus
 from tests.env.live.controller_watch import (
-    ROOT,
     Watch,
     controller_process,
     controller_value,
@@ -42,8 +46,7 @@ from tests.env.live.controller_watch import (
 )
 
 TIME_SCALE = 0.125
-INTERVAL_GPU_S = 30.0  # the bundle's training interval (its spec pins it)
-BUNDLE = ROOT / "policies" / "disaggpilot-ppo-v3"
+INTERVAL_GPU_S = 30.0  # the bundle's interval (its spec pins it)
 SCENARIO = """
 name: rig_flash_crowd
 description: one tenant's rate jumps 5x for three minutes; prefill-heavy (6k-token prompts, 24-token answers)
@@ -81,10 +84,12 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-def controller(cluster: LocalCluster, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+def controller(cluster: LocalCluster, planner_bundle_dir: Path, tmp_path: Path
+               ) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
     port = free_port()
+    bundle = planner_bundle_dir
     overrides = merge_overrides(cluster.controller_overrides(interval_s=INTERVAL_GPU_S), [
-        f"controller.bundle={BUNDLE}", f"controller.expected_hash={load_bundle(BUNDLE).content_hash}",
+        f"controller.bundle={bundle}", f"controller.expected_hash={load_bundle(bundle).content_hash}",
         "controller.shield.up_cooldown_s=0",
         f"controller.shield.down_cooldown_s={2 * INTERVAL_GPU_S}", f"controller.metrics_port={port}",
         "controller.launcher.health_timeout_s=60", "controller.log_format=json", f"hydra.run.dir={tmp_path}/ctl"])
@@ -106,7 +111,7 @@ def crowd_peaks(watch: Watch) -> tuple[float, float]:
 def settled(watch: Watch) -> bool:
     """Back down after the crowd: near the base load's size, at most half the peak.
 
-    The shipped bundle keeps a replica or two of margin after a crowd; the demand window has long forgotten
+    The bundle keeps a replica or two of margin after a crowd; the demand window has long forgotten
     the crowd by the end.
     """
     if not watch.samples:
