@@ -97,7 +97,7 @@ def settings_from_config(cfg: DictConfig) -> Settings:
     env_errors.require(config.bundle is None or Path(config.bundle).is_dir(), "controller.bundle",
                        config.bundle, f"no such directory: give a policy bundle directory, e.g. {SHIPPED_BUNDLE}")
     env_errors.require(config.actuator != "local" or cfg.backend == "live", "controller.actuator",
-                              config.actuator, "local replicas are read through Prometheus: add backend=live env=live")
+                       config.actuator, "local replicas are read through Prometheus: add backend=live env=live")
     env_raw = _container(cfg.env)
     live = live_settings(cfg.backend, env_raw.pop("live", None), config, cfg.clock)
     clock: Clock = VirtualClock() if cfg.clock == "virtual" else WallClock(clock_speedup(cfg, live))
