@@ -4,11 +4,17 @@ For every configuration in a CSV in the format of Splitwise's ``perf_model.csv``
 prompt_size, batch_size, token_size, prompt_time, token_time, tensor_parallel; times in ms), print the
 predicted and measured prefill time and decode step time and the absolute percentage error. Repeated
 measurements of one configuration are aggregated by their median, so each configuration counts once.
-The last line is ``median_abs_pct_error prefill=X% decode=Y%`` over all configurations.
+
+Then the median and p90 absolute error per (model, GPU, TP, phase) group (lines ``group MODEL GPU tpN
+PHASE: ...``), and a leave-one-TP-out check: for each (model, GPU) measured at two or more TPs, the
+calibration is refitted by ``benchmarks/fit_perf.py``'s :func:`fit` without the largest TP's points and
+scored on them (lines ``holdout MODEL GPU tpN PHASE: ...``), so extrapolation to an unseen TP is measured
+rather than assumed. The shipped calibration is not changed. The last line is
+``median_abs_pct_error prefill=X% decode=Y%`` over all configurations, in sample.
 
 Usage::
 
-    python benchmarks/fidelity.py [--points FILE] [--configs DIR]
+    python benchmarks/fidelity.py [--points FILE] [--configs DIR] [--restarts N]
 
 ``benchmarks/fit_perf.py`` imports :func:`read_points` and :func:`predict_ms` from here, so the fit and
 this check read the measurements the same way.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import statistics
 import sys
@@ -160,11 +167,63 @@ def pct_error(predicted: float, measured: float) -> float:
     return 100.0 * abs(predicted - measured) / measured
 
 
+Group = tuple[str, str, int]
+"""(model, GPU, TP): the points one replica configuration was measured on."""
+PHASES = ("prefill", "decode")
+"""The two errors of a point, in the order of :func:`point_errors`."""
+
+
+def point_errors(perf: PerfModel, point: Point) -> tuple[float, float]:
+    """Absolute percentage errors (prefill, decode) of ``perf``'s predictions of ``point``."""
+    prefill, decode = predict_ms(perf, point)
+    return pct_error(prefill, point.prefill_ms), pct_error(decode, point.decode_ms)
+
+
+def leave_one_tp_out(points: list[Point], models: dict[str, ModelSpec], gpus: dict[str, GpuSpec],
+                     restarts: int) -> dict[Group, tuple[list[int], list[tuple[float, float]]]]:
+    """For each (model, GPU) measured at several TPs: refit without the largest TP and score its points.
+
+    Returns (model, GPU, held-out TP) -> (the TPs fitted on, the held-out points' errors). The refit is
+    ``benchmarks/fit_perf.py``'s, with its held fields, so it is the fit that produced the shipped values.
+    """
+    from fit_perf import HELD, fit  # here, not at the top: fit_perf imports this module
+
+    result: dict[Group, tuple[list[int], list[tuple[float, float]]]] = {}
+    for model, hardware in sorted({(p.model, p.hardware) for p in points}):
+        mine = [p for p in points if (p.model, p.hardware) == (model, hardware)]
+        held_out = max(p.tp for p in mine)
+        train = [p for p in mine if p.tp < held_out]
+        if not train:
+            continue  # one TP only: nothing to extrapolate from
+        calibration = fit(gpus[hardware], models[model], train, HELD, restarts)
+        perf = perf_model(models[model], dataclasses.replace(gpus[hardware], calibration=calibration), held_out)
+        result[(model, hardware, held_out)] = (sorted({p.tp for p in train}),
+                                               [point_errors(perf, p) for p in mine if p.tp == held_out])
+    return result
+
+
+def print_groups(label: str, groups: dict[Group, list[tuple[float, float]]]) -> None:
+    """One line per group and phase: ``LABEL MODEL GPU tpN PHASE: n points, median ..%, p90 ..%``."""
+    for (model, hardware, tp), pairs in sorted(groups.items()):
+        for index, phase in enumerate(PHASES):
+            values = [pair[index] for pair in pairs]
+            print(f"{label} {model} {hardware} tp{tp} {phase}: {len(values)} points, "
+                  f"median_abs_pct_error={statistics.median(values):.1f}% p90={_p90(values):.1f}%")
+
+
+def summary(pairs: list[tuple[float, float]]) -> str:
+    """``median_abs_pct_error prefill=X% decode=Y%, p90 prefill=X% decode=Y%`` of ``pairs``."""
+    return (f"median_abs_pct_error prefill={statistics.median(e[0] for e in pairs):.1f}% "
+            f"decode={statistics.median(e[1] for e in pairs):.1f}%, "
+            f"p90 prefill={_p90([e[0] for e in pairs]):.1f}% decode={_p90([e[1] for e in pairs]):.1f}%")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Print the per-point table and the summary; return the exit status."""
+    """Print the per-point table, the per-group and leave-one-TP-out figures and the summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--points", type=Path, default=DEFAULT_POINTS, help="measurements CSV")
     parser.add_argument("--configs", type=Path, default=None, help="config tree (default: the repo's)")
+    parser.add_argument("--restarts", type=int, default=16, help="Nelder-Mead restarts of each refit")
     args = parser.parse_args(argv)
     try:
         points = read_points(args.points)
@@ -176,26 +235,38 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     print(f"# {args.points}: {len(points)} configurations")
-    print(f"{'hardware':<10} {'tp':>2} {'prompt':>6} {'batch':>5} {'out':>5} {'n':>2} | "
-          f"{'prefill pred':>12} {'meas':>9} {'err%':>6} | {'decode pred':>11} {'meas':>7} {'err%':>6}")
-    errors: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for p in sorted(points, key=lambda q: (q.hardware, q.tp, q.prompt_size, q.batch_size, q.token_size)):
-        prefill, decode = predict_ms(perfs[(p.model, p.hardware, p.tp)], p)
-        pair = (pct_error(prefill, p.prefill_ms), pct_error(decode, p.decode_ms))
-        errors[p.hardware].append(pair)
-        print(f"{p.hardware:<10} {p.tp:>2} {p.prompt_size:>6} {p.batch_size:>5} {p.token_size:>5} "
-              f"{p.samples:>2} | {prefill:>12.1f} {p.prefill_ms:>9.1f} {pair[0]:>6.1f} | "
-              f"{decode:>11.2f} {p.decode_ms:>7.2f} {pair[1]:>6.1f}")
-
-    every = [pair for pairs in errors.values() for pair in pairs]
-    for hardware, pairs in sorted(errors.items()):
-        print(f"{hardware}: {len(pairs)} points, median_abs_pct_error "
-              f"prefill={statistics.median(e[0] for e in pairs):.1f}% "
-              f"decode={statistics.median(e[1] for e in pairs):.1f}%, "
-              f"p90 prefill={_p90([e[0] for e in pairs]):.1f}% decode={_p90([e[1] for e in pairs]):.1f}%")
+    groups = print_points(points, perfs)
+    print("# per (model, GPU, TP, phase), shipped calibration, in sample")
+    print_groups("group", groups)
+    for hardware in sorted({p.hardware for p in points}):
+        mine = [pair for (_, gpu, _), pairs in groups.items() if gpu == hardware for pair in pairs]
+        print(f"{hardware}: {len(mine)} points, {summary(mine)}")
+    held_out = leave_one_tp_out(points, models, gpus, args.restarts)
+    for (model, hardware, tp), (fitted, _) in sorted(held_out.items()):
+        print(f"# leave-one-TP-out {model} {hardware}: refitted on tp {fitted}, scored on tp {tp}")
+    print_groups("holdout", {group: pairs for group, (_, pairs) in held_out.items()})
+    if held_out:
+        print(f"leave_one_tp_out {summary([pair for _, pairs in held_out.values() for pair in pairs])}")
+    every = [pair for pairs in groups.values() for pair in pairs]
     print(f"median_abs_pct_error prefill={statistics.median(e[0] for e in every):.1f}% "
           f"decode={statistics.median(e[1] for e in every):.1f}%")
     return 0
+
+
+def print_points(points: list[Point], perfs: dict[Group, PerfModel]) -> dict[Group, list[tuple[float, float]]]:
+    """Print predicted against measured times per point; return the errors per group."""
+    print(f"{'hardware':<10} {'tp':>2} {'prompt':>6} {'batch':>5} {'out':>5} {'n':>2} | "
+          f"{'prefill pred':>12} {'meas':>9} {'err%':>6} | {'decode pred':>11} {'meas':>7} {'err%':>6}")
+    groups: dict[Group, list[tuple[float, float]]] = defaultdict(list)
+    for p in sorted(points, key=lambda q: (q.model, q.hardware, q.tp, q.prompt_size, q.batch_size, q.token_size)):
+        perf = perfs[(p.model, p.hardware, p.tp)]
+        prefill, decode = predict_ms(perf, p)
+        pair = point_errors(perf, p)
+        groups[(p.model, p.hardware, p.tp)].append(pair)
+        print(f"{p.hardware:<10} {p.tp:>2} {p.prompt_size:>6} {p.batch_size:>5} {p.token_size:>5} "
+              f"{p.samples:>2} | {prefill:>12.1f} {p.prefill_ms:>9.1f} {pair[0]:>6.1f} | "
+              f"{decode:>11.2f} {p.decode_ms:>7.2f} {pair[1]:>6.1f}")
+    return groups
 
 
 def _p90(values: list[float]) -> float:

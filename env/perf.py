@@ -78,6 +78,8 @@ class PerfModel:
         memory_rate = tp * gpu.hbm_bytes_per_s * cal.decode_memory_efficiency
         self._kv_read_s_per_token = self.kv_bytes_per_token / memory_rate
         self._decode_fixed_s = cal.decode_overhead_s + self._weights_read_s + self._allreduce_latency_s
+        overhead_s = min(cal.prefill_overhead_s, cal.decode_overhead_s)
+        self._shared_step_s = overhead_s + self._weights_read_s + self._allreduce_latency_s
 
     def allreduce_time(self, tokens: float) -> float:
         """Tensor-parallel all-reduces of one iteration over ``tokens`` tokens (seconds; 0 at tp=1)."""
@@ -116,11 +118,34 @@ class PerfModel:
     def mixed_step_time(self, prefill_tokens: float, attention_pairs: float, batch: int,
                         context_tokens: float) -> float:
         """A chunked-prefill iteration: ``prefill_tokens`` of prompt plus one token for each of ``batch``
-        decoding sequences, as vLLM schedules without disaggregation (seconds)."""
+        decoding sequences, as vLLM schedules without disaggregation (seconds).
+
+        The step is its two parts added, less what one iteration pays only once (:meth:`shared_step_s`):
+        ``prefill_time(prefill_tokens, attention_pairs) + decode_step_time(batch, context_tokens) - shared``.
+        Guaranteed, for every input: with no decode sequences it is exactly :meth:`prefill_time` (plus the
+        KV read of ``context_tokens``, which is 0 in practice), with no prompt tokens exactly
+        :meth:`decode_step_time`; otherwise ``max(prefill, decode) <= mixed <= prefill + decode``; and it is
+        non-decreasing in each of ``prefill_tokens``, ``attention_pairs``, ``batch`` and ``context_tokens``
+        (adding prompt tokens or decode sequences never makes a step faster).
+        """
         if prefill_tokens <= 0:
             return self.decode_step_time(batch, context_tokens)
-        return (self.prefill_time(prefill_tokens + batch, attention_pairs)
-                + self._kv_read_s_per_token * context_tokens)
+        prefill_s = self.prefill_time(prefill_tokens, attention_pairs)
+        if batch <= 0:
+            return prefill_s + self._kv_read_s_per_token * context_tokens
+        # The prefill part's excess over the shared cost first: it is >= 0 in floating point too, so the
+        # step is never below the decode step by a rounding error (the simulator's segment arithmetic).
+        return self.decode_step_time(batch, context_tokens) + (prefill_s - self._shared_step_s)
+
+    @property
+    def shared_step_s(self) -> float:
+        """What a mixed step pays once though its prefill and decode parts each pay it alone (seconds).
+
+        One weight read, one round of all-reduce latencies and the smaller of the two fixed overheads.
+        It is at most each part's fixed cost (a prefill's floor plus all-reduce latency, a decode step's
+        fixed cost), so a mixed step never costs less than either part alone.
+        """
+        return self._shared_step_s
 
     def kv_transfer_time(self, tokens: float, link_gbps: float, latency_s: float) -> float:
         """Ship ``tokens`` tokens of KV cache from a prefill replica to a decode replica (seconds).
