@@ -19,6 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from agent.config_store import register_configs
 from agent.evaluation import EpisodeResult, evaluate, plan_from_config, write_outputs
 from agent.evaluation.dispatch import progress_line
 from agent.evaluation.verdict import VerdictSettings
@@ -28,6 +29,7 @@ from env.errors import ConfigError, PermanentError
 from env.runlog import log_resolved_config, runlog
 
 log = logging.getLogger("disaggpilot.evaluate")
+register_configs()  # the schemas configs/evaluate.yaml composes (agent/config_store.py)
 
 
 class EpisodeProgress:

@@ -22,6 +22,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from agent.config_store import register_configs
 from agent.ray_cluster import RayConfig, RayUnavailableError
 from agent.training.config import PpoConfig, RunConfig
 from env.catalog import configs_dir
@@ -31,6 +32,7 @@ from env.reward import RewardConfig
 from env.runlog import log_resolved_config
 
 log = logging.getLogger("disaggpilot.train")
+register_configs()  # the schemas configs/train.yaml composes (agent/config_store.py)
 FEASIBLE_SHORTFALL = 1e-9
 """SLO shortfall below which a validation counts as meeting every attainment target."""
 

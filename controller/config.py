@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 
 from agent.baselines.headroom_planner import HeadroomPlannerSettings
 from env.config_store import SCHEMA_GROUP
+from env.config_store import register_configs as register_env_configs
 from env.errors import require
 from env.live.kubernetes import KubernetesActuatorConfig
 from env.live.launcher_config import LauncherConfig
@@ -37,7 +38,7 @@ class PoolBounds:
 
     min_replicas: int = 1
     """Fewest replicas the controller may leave in the pool (replicas)."""
-    max_replicas: int = 32
+    max_replicas: int = 12
     """Most replicas the controller may ask for (replicas)."""
 
     def validate(self, key: str) -> None:
@@ -48,6 +49,7 @@ class PoolBounds:
 
 
 def _default_pools() -> dict[str, PoolBounds]:
+    """The default scenario's pools (``configs/scenario/steady.yaml``: 1..12 replicas each)."""
     return {"prefill": PoolBounds(), "decode": PoolBounds()}
 
 
@@ -57,8 +59,10 @@ class ShieldConfig:
 
     pools: dict[str, PoolBounds] = field(default_factory=_default_pools)
     """Bounds per pool role; every pool the cluster has must be listed (replicas)."""
-    gpu_budget: int = 128
-    """GPUs the controller may have billed at once over every pool, draining replicas included (GPUs)."""
+    gpu_budget: int = 64
+    """GPUs the controller may have billed at once over every pool, draining replicas included (GPUs). The
+    default is the default scenario's budget (``steady``: 64), the one ``deploy/controller/configmap.yaml``
+    deploys; a larger cluster raises it with its pools' bounds."""
     max_step: int = 2
     """Largest replica change per pool per interval (replicas)."""
     up_cooldown_s: float = 60.0
@@ -327,5 +331,7 @@ class ControllerConfig:
 
 
 def register_configs() -> None:
-    """Store the :class:`ControllerConfig` schema in Hydra's ``ConfigStore`` (idempotent)."""
+    """Store the :class:`ControllerConfig` schema, and the environment's the controller composes beside it, in
+    Hydra's ``ConfigStore`` (idempotent)."""
+    register_env_configs()
     ConfigStore.instance().store(group=SCHEMA_GROUP, name="controller", node=ControllerConfig)

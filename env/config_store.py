@@ -13,14 +13,19 @@ and is checked by ``TenantSpec`` itself; set it with ``scenario.tenants.0.trace=
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from env.cluster_env import EnvConfig
 from env.live.loadgen_config import LoadgenConfig
+from env.reward import RewardConfig
 from env.scenario import ScenarioConfig
+
+SchemaT = TypeVar("SchemaT")
 
 SCHEMA_GROUP = "schema"
 """Config group of the schemas. No app selects from it, so a schema is never offered (or selectable) as an
@@ -36,6 +41,23 @@ class LoadgenAppConfig(LoadgenConfig):
 
     scenario: Any = None
     """The scenario node (``scenario=<name>``), checked by the scenario schema."""
+
+
+def defaults_node(schema: type) -> DictConfig:
+    """``schema``'s defaults as an untyped config: its keys exist (``env.interval_s=60`` overrides, a misspelt
+    key is refused) and its defaults come from the dataclass alone, but values are checked by the dataclass's
+    own validation, whose messages name the fix (``env.interval_s='abc' is invalid: use a number``), not by
+    OmegaConf. For schemas whose type errors the command line's messages pin (``env``, ``run``)."""
+    return OmegaConf.create(dataclasses.asdict(schema()))
+
+
+def build(schema: type[SchemaT], values: Any) -> SchemaT:
+    """``schema`` (a settings dataclass) built by OmegaConf from a mapping or a config node: nested dataclasses
+    included, each validated by its ``__post_init__``; an unknown key or a value of the wrong type raises
+    OmegaConf's error, naming the key."""
+    built = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+    assert isinstance(built, schema)
+    return built
 
 
 LOADGEN_SCHEMA = f"/{SCHEMA_GROUP}/loadgen@_here_"
@@ -54,4 +76,6 @@ def register_configs() -> None:
     """Store every schema in Hydra's ``ConfigStore``; call before composing (idempotent)."""
     store = ConfigStore.instance()
     store.store(group=SCHEMA_GROUP, name="scenario", node=ScenarioConfig)
+    store.store(group=SCHEMA_GROUP, name="env", node=defaults_node(EnvConfig))
+    store.store(group=SCHEMA_GROUP, name="reward", node=RewardConfig)
     store.store(group=SCHEMA_GROUP, name="loadgen", node=loadgen_schema())
