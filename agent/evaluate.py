@@ -25,6 +25,7 @@ from agent.evaluation.dispatch import progress_line
 from agent.evaluation.verdict import VerdictSettings
 from agent.ray_cluster import RayConfig, RayUnavailableError
 from env.catalog import configs_dir
+from env.config_store import build
 from env.errors import ConfigError, PermanentError
 from env.runlog import log_resolved_config, runlog
 
@@ -72,9 +73,7 @@ def ray_settings(cfg: DictConfig) -> RayConfig | None:
         raise ConfigError(f"launcher={launcher!r} is invalid: use launcher=local or launcher=ray")
     if launcher == "local":
         return None
-    settings = OmegaConf.to_container(cfg.ray, resolve=True) if "ray" in cfg else {}
-    assert isinstance(settings, dict)
-    return RayConfig(**{str(key): value for key, value in settings.items()})
+    return build(RayConfig, cfg.ray if "ray" in cfg else {})
 
 
 @hydra.main(version_base=None, config_path=str(configs_dir()), config_name="evaluate")

@@ -27,6 +27,7 @@ from agent.ray_cluster import RayConfig, RayUnavailableError
 from agent.training.config import PpoConfig, RunConfig
 from env.catalog import configs_dir
 from env.cluster_env import EnvConfig
+from env.config_store import build
 from env.errors import PermanentError
 from env.reward import RewardConfig
 from env.runlog import log_resolved_config
@@ -64,9 +65,9 @@ def main(cfg: DictConfig) -> float:
     from agent.training.runner import train  # deferred: imports torch
 
     try:  # settings first: a bad input is named before anything else is printed
-        run, ppo = RunConfig(**_container(cfg.run)), PpoConfig(**_container(cfg.agent))
-        env_config, reward = EnvConfig(**_container(cfg.env)), RewardConfig(**_container(cfg.reward))
-        ray = RayConfig(**_container(cfg.ray)) if "ray" in cfg else None
+        run, ppo = RunConfig(**_container(cfg.run)), build(PpoConfig, cfg.agent)
+        env_config, reward = EnvConfig(**_container(cfg.env)), build(RewardConfig, cfg.reward)
+        ray = build(RayConfig, cfg.ray) if "ray" in cfg else None
     except (PermanentError, TypeError) as error:
         raise SystemExit(f"disaggpilot train: {error}") from None
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)

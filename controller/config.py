@@ -8,13 +8,15 @@ itself at construction, naming the key, the bad value and the fix.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
 
 from agent.baselines.headroom_planner import HeadroomPlannerSettings
-from env.config_store import SCHEMA_GROUP
+from env.config_store import SCHEMA_GROUP, build
 from env.config_store import register_configs as register_env_configs
 from env.errors import require
 from env.live.kubernetes import KubernetesActuatorConfig
@@ -79,8 +81,7 @@ class ShieldConfig:
     """How far below its attainment target a tenant may be before scale-downs stop (fraction, 0..1)."""
 
     def __post_init__(self) -> None:
-        self.pools = {str(role): PoolBounds(**bounds) if isinstance(bounds, dict) else bounds
-                      for role, bounds in dict(self.pools).items()}
+        self.pools = dict(self.pools)
         key = "controller.shield"
         require(len(self.pools) >= 1, f"{key}.pools", self.pools, "give bounds for every pool of the cluster")
         for role, bounds in self.pools.items():
@@ -141,8 +142,6 @@ class FallbackConfig:
     """Retry schedule for temporary errors."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.backoff, dict):
-            self.backoff = BackoffConfig(**self.backoff)
         self.planner_settings = dict(self.planner_settings)
         key = "controller.fallback"
         require(self.staleness_limit_s > 0, f"{key}.staleness_limit_s", self.staleness_limit_s, "use > 0 seconds")
@@ -240,16 +239,6 @@ class ControllerConfig:
     """Snapshots kept for the policies (intervals); must cover the fallback planner's adjustment interval."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.shield, dict):
-            self.shield = ShieldConfig(**self.shield)
-        if isinstance(self.fallback, dict):
-            self.fallback = FallbackConfig(**self.fallback)
-        if isinstance(self.kubernetes, dict):
-            self.kubernetes = KubernetesActuatorConfig(**self.kubernetes)
-        if isinstance(self.leader_election, dict):
-            self.leader_election = LeaderElectionConfig(**self.leader_election)
-        if isinstance(self.launcher, dict):
-            self.launcher = LauncherConfig(**self.launcher)
         self._check_choices()
         self._check_bundle()
         self._check_kubernetes()
@@ -325,9 +314,10 @@ class ControllerConfig:
             require(getattr(self, key) in choices, f"controller.{key}", getattr(self, key), f"use one of {choices}")
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> ControllerConfig:
-        """Build from a plain dict (a resolved Hydra/OmegaConf container)."""
-        return cls(**raw)
+    def from_dict(cls, raw: Mapping[str, Any] | DictConfig) -> ControllerConfig:
+        """Build from a mapping or a composed ``controller`` node: OmegaConf types it against this schema and
+        builds the nested settings (``OmegaConf.to_object``), each validating itself."""
+        return build(cls, raw)
 
 
 def register_configs() -> None:

@@ -55,7 +55,12 @@ def build(schema: type[SchemaT], values: Any) -> SchemaT:
     """``schema`` (a settings dataclass) built by OmegaConf from a mapping or a config node: nested dataclasses
     included, each validated by its ``__post_init__``; an unknown key or a value of the wrong type raises
     OmegaConf's error, naming the key."""
-    built = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+    if isinstance(values, DictConfig) and OmegaConf.get_type(values) is schema:
+        built = OmegaConf.to_object(values)  # composed against the schema already: typed, and frozen parts kept
+    else:
+        if OmegaConf.is_config(values):  # resolved where it sits: interpolations may point outside it
+            values = OmegaConf.to_container(values, resolve=True)
+        built = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
     assert isinstance(built, schema)
     return built
 

@@ -18,6 +18,7 @@ from agent.ppo_policy import ModelPolicy, PpoPolicy
 from agent.training.config import PpoConfig
 from env.action import ActionConfig
 from env.cluster_env import DisaggClusterEnv, EnvConfig
+from env.config_store import build
 from env.errors import ConfigError
 from env.metrics import MetricsSnapshot
 from env.scenario import load_scenario
@@ -48,7 +49,7 @@ def test_bad_levels_name_the_field() -> None:
 
 
 def test_ppo_config_reads_headroom_from_a_mapping() -> None:
-    config = PpoConfig(action_mode="headroom", headroom={"prefill_utilization_levels": [0.4, 0.8]})  # type: ignore[arg-type]
+    config = build(PpoConfig, {"action_mode": "headroom", "headroom": {"prefill_utilization_levels": [0.4, 0.8]}})
     assert config.headroom_settings is not None
     assert config.headroom_settings.nvec == [2, 6]
     assert PpoConfig().headroom_settings is None
