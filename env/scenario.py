@@ -48,8 +48,11 @@ class ScenarioConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ScenarioConfig:
-        """Build from a plain dict (a resolved Hydra/OmegaConf container)."""
-        return cls(**raw)
+        """Build from a plain dict (a resolved Hydra/OmegaConf container): OmegaConf types it against this
+        schema and builds the nested settings (``OmegaConf.to_object``), each validating itself."""
+        from env.config_store import build  # deferred: env.config_store imports this module
+
+        return build(cls, raw)
 
 
 def load_scenario(name_or_path: str | Path) -> ScenarioConfig:
