@@ -11,8 +11,9 @@ from hydra.core.config_store import ConfigStore
 
 from agent.ray_cluster import RayConfig
 from agent.training.config import PpoConfig, RunConfig
-from env.config_store import SCHEMA_GROUP, defaults_node
+from env.config_store import SCHEMA_GROUP
 from env.config_store import register_configs as register_env_configs
+from env.structured import defaults_node
 
 
 def register_configs() -> None:

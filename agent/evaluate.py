@@ -25,9 +25,9 @@ from agent.evaluation.dispatch import progress_line
 from agent.evaluation.verdict import VerdictSettings
 from agent.ray_cluster import RayConfig, RayUnavailableError
 from env.catalog import configs_dir
-from env.config_store import build
 from env.errors import ConfigError, PermanentError
 from env.runlog import log_resolved_config, runlog
+from env.structured import build
 
 log = logging.getLogger("disaggpilot.evaluate")
 register_configs()  # the schemas configs/evaluate.yaml composes (agent/config_store.py)

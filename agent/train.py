@@ -27,10 +27,10 @@ from agent.ray_cluster import RayConfig, RayUnavailableError
 from agent.training.config import PpoConfig, RunConfig
 from env.catalog import configs_dir
 from env.cluster_env import EnvConfig
-from env.config_store import build
 from env.errors import PermanentError
 from env.reward import RewardConfig
 from env.runlog import log_resolved_config
+from env.structured import build
 
 log = logging.getLogger("disaggpilot.train")
 register_configs()  # the schemas configs/train.yaml composes (agent/config_store.py)

@@ -16,11 +16,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from agent.baselines.headroom_planner import HeadroomPlannerSettings
-from env.config_store import SCHEMA_GROUP, build
+from env.config_store import SCHEMA_GROUP
 from env.config_store import register_configs as register_env_configs
 from env.errors import require
 from env.live.kubernetes import KubernetesActuatorConfig
 from env.live.launcher_config import LauncherConfig
+from env.structured import build
 
 DEFAULT_DEMAND_WINDOW = HeadroomPlannerSettings().demand_window_intervals
 

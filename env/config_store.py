@@ -6,6 +6,12 @@ against the dataclass (``scenario.cluster.decode.replicas=abc`` fails, naming th
 keys. Ranges and cross-field rules stay with the dataclasses' own validation, which runs when
 ``env.simulate.scenario_from_config`` builds them from the composed config.
 
+The environment's (``env``) and the training run's (``run``, ``agent.config_store``) schemas are their
+dataclasses' defaults as untyped configs (``env.structured.defaults_node``): their keys and defaults come from
+the dataclass alone, and their type errors are reported by the dataclasses' own checks, whose messages the
+command line pins. Config yamls state only what differs from these defaults (``tests/test_configs.py`` keeps it
+so), and ``env.structured.build`` turns a composed node into its dataclass with ``OmegaConf.to_object``.
+
 One field is left untyped in the schema: OmegaConf 2.3 cannot fill a ``null`` nested dataclass from an override
 (omry/omegaconf#1035), so ``TenantSpec.trace`` is ``Any`` to OmegaConf (still ``TraceSpec | None`` to mypy)
 and is checked by ``TenantSpec`` itself; set it with ``scenario.tenants.0.trace={path:...}``.
@@ -13,9 +19,8 @@ and is checked by ``TenantSpec`` itself; set it with ``scenario.tenants.0.trace=
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -24,8 +29,7 @@ from env.cluster_env import EnvConfig
 from env.live.loadgen_config import LoadgenConfig
 from env.reward import RewardConfig
 from env.scenario import ScenarioConfig
-
-SchemaT = TypeVar("SchemaT")
+from env.structured import defaults_node
 
 SCHEMA_GROUP = "schema"
 """Config group of the schemas. No app selects from it, so a schema is never offered (or selectable) as an
@@ -41,28 +45,6 @@ class LoadgenAppConfig(LoadgenConfig):
 
     scenario: Any = None
     """The scenario node (``scenario=<name>``), checked by the scenario schema."""
-
-
-def defaults_node(schema: type) -> DictConfig:
-    """``schema``'s defaults as an untyped config: its keys exist (``env.interval_s=60`` overrides, a misspelt
-    key is refused) and its defaults come from the dataclass alone, but values are checked by the dataclass's
-    own validation, whose messages name the fix (``env.interval_s='abc' is invalid: use a number``), not by
-    OmegaConf. For schemas whose type errors the command line's messages pin (``env``, ``run``)."""
-    return OmegaConf.create(dataclasses.asdict(schema()))
-
-
-def build(schema: type[SchemaT], values: Any) -> SchemaT:
-    """``schema`` (a settings dataclass) built by OmegaConf from a mapping or a config node: nested dataclasses
-    included, each validated by its ``__post_init__``; an unknown key or a value of the wrong type raises
-    OmegaConf's error, naming the key."""
-    if isinstance(values, DictConfig) and OmegaConf.get_type(values) is schema:
-        built = OmegaConf.to_object(values)  # composed against the schema already: typed, and frozen parts kept
-    else:
-        if OmegaConf.is_config(values):  # resolved where it sits: interpolations may point outside it
-            values = OmegaConf.to_container(values, resolve=True)
-        built = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
-    assert isinstance(built, schema)
-    return built
 
 
 LOADGEN_SCHEMA = f"/{SCHEMA_GROUP}/loadgen@_here_"

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from env.catalog import configs_dir
 from env.cluster_config import ClusterConfig
 from env.errors import ConfigError, require
+from env.structured import build
 from env.workload import TenantSpec, tenants_from_config
 
 
@@ -50,8 +51,6 @@ class ScenarioConfig:
     def from_dict(cls, raw: dict[str, Any]) -> ScenarioConfig:
         """Build from a plain dict (a resolved Hydra/OmegaConf container): OmegaConf types it against this
         schema and builds the nested settings (``OmegaConf.to_object``), each validating itself."""
-        from env.config_store import build  # deferred: env.config_store imports this module
-
         return build(cls, raw)
 
 

@@ -18,10 +18,10 @@ from agent.evaluation.episode import EpisodeTask, has_prepare_hook
 from agent.evaluation.policies import PolicySpec, build_policy
 from agent.evaluation.scenarios import ScenarioEntry, TraceOverride, resolve_scenarios
 from env.cluster_env import EnvConfig
-from env.config_store import build
 from env.errors import ConfigError, require, require_seconds, require_seeds
 from env.reward import RewardConfig
 from env.scenario import ScenarioConfig
+from env.structured import build
 
 
 @dataclass

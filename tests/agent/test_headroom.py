@@ -18,10 +18,10 @@ from agent.ppo_policy import ModelPolicy, PpoPolicy
 from agent.training.config import PpoConfig
 from env.action import ActionConfig
 from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.config_store import build
 from env.errors import ConfigError
 from env.metrics import MetricsSnapshot
 from env.scenario import load_scenario
+from env.structured import build
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT = EnvConfig(horizon_s=600.0)
