@@ -19,6 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from agent.config_store import register_configs
 from agent.evaluation import EpisodeResult, evaluate, plan_from_config, write_outputs
 from agent.evaluation.dispatch import progress_line
 from agent.evaluation.verdict import VerdictSettings
@@ -26,8 +27,10 @@ from agent.ray_cluster import RayConfig, RayUnavailableError
 from env.catalog import configs_dir
 from env.errors import ConfigError, PermanentError
 from env.runlog import log_resolved_config, runlog
+from env.structured import build
 
 log = logging.getLogger("disaggpilot.evaluate")
+register_configs()  # the schemas configs/evaluate.yaml composes (agent/config_store.py)
 
 
 class EpisodeProgress:
@@ -70,9 +73,7 @@ def ray_settings(cfg: DictConfig) -> RayConfig | None:
         raise ConfigError(f"launcher={launcher!r} is invalid: use launcher=local or launcher=ray")
     if launcher == "local":
         return None
-    settings = OmegaConf.to_container(cfg.ray, resolve=True) if "ray" in cfg else {}
-    assert isinstance(settings, dict)
-    return RayConfig(**{str(key): value for key, value in settings.items()})
+    return build(RayConfig, cfg.ray if "ray" in cfg else {})
 
 
 @hydra.main(version_base=None, config_path=str(configs_dir()), config_name="evaluate")

@@ -22,6 +22,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from agent.config_store import register_configs
 from agent.ray_cluster import RayConfig, RayUnavailableError
 from agent.training.config import PpoConfig, RunConfig
 from env.catalog import configs_dir
@@ -29,8 +30,10 @@ from env.cluster_env import EnvConfig
 from env.errors import PermanentError
 from env.reward import RewardConfig
 from env.runlog import log_resolved_config
+from env.structured import build
 
 log = logging.getLogger("disaggpilot.train")
+register_configs()  # the schemas configs/train.yaml composes (agent/config_store.py)
 FEASIBLE_SHORTFALL = 1e-9
 """SLO shortfall below which a validation counts as meeting every attainment target."""
 
@@ -62,9 +65,9 @@ def main(cfg: DictConfig) -> float:
     from agent.training.runner import train  # deferred: imports torch
 
     try:  # settings first: a bad input is named before anything else is printed
-        run, ppo = RunConfig(**_container(cfg.run)), PpoConfig(**_container(cfg.agent))
-        env_config, reward = EnvConfig(**_container(cfg.env)), RewardConfig(**_container(cfg.reward))
-        ray = RayConfig(**_container(cfg.ray)) if "ray" in cfg else None
+        run, ppo = RunConfig(**_container(cfg.run)), build(PpoConfig, cfg.agent)
+        env_config, reward = EnvConfig(**_container(cfg.env)), build(RewardConfig, cfg.reward)
+        ray = build(RayConfig, cfg.ray) if "ray" in cfg else None
     except (PermanentError, TypeError) as error:
         raise SystemExit(f"disaggpilot train: {error}") from None
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)

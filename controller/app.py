@@ -92,7 +92,7 @@ def settings_from_config(cfg: DictConfig) -> Settings:
     env_errors.require(max_decisions is None or (isinstance(max_decisions, int) and max_decisions >= 0),
                               "max_decisions", max_decisions, "use a count >= 0, or null to run until SIGTERM")
     seed = env_errors.require_seed("seed", cfg.seed)
-    config = ControllerConfig.from_dict(_container(cfg.controller))
+    config = ControllerConfig.from_dict(cfg.controller)
     # checked here, where the daemon starts, not in ControllerConfig: a site's settings validate anywhere
     env_errors.require(config.bundle is None or Path(config.bundle).is_dir(), "controller.bundle",
                        config.bundle, f"no such directory: give a policy bundle directory, e.g. {SHIPPED_BUNDLE}")

@@ -8,17 +8,21 @@ itself at construction, naming the key, the bad value and the fix.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
 
 from agent.baselines.headroom_planner import HeadroomPlannerSettings
 from env.catalog import SHIPPED_BUNDLE
 from env.config_store import SCHEMA_GROUP
+from env.config_store import register_configs as register_env_configs
 from env.errors import require
 from env.live.kubernetes import KubernetesActuatorConfig
 from env.live.launcher_config import LauncherConfig
+from env.structured import build
 
 DEFAULT_DEMAND_WINDOW = HeadroomPlannerSettings().demand_window_intervals
 
@@ -38,7 +42,7 @@ class PoolBounds:
 
     min_replicas: int = 1
     """Fewest replicas the controller may leave in the pool (replicas)."""
-    max_replicas: int = 32
+    max_replicas: int = 12
     """Most replicas the controller may ask for (replicas)."""
 
     def validate(self, key: str) -> None:
@@ -49,6 +53,7 @@ class PoolBounds:
 
 
 def _default_pools() -> dict[str, PoolBounds]:
+    """The default scenario's pools (``configs/scenario/steady.yaml``: 1..12 replicas each)."""
     return {"prefill": PoolBounds(), "decode": PoolBounds()}
 
 
@@ -58,8 +63,10 @@ class ShieldConfig:
 
     pools: dict[str, PoolBounds] = field(default_factory=_default_pools)
     """Bounds per pool role; every pool the cluster has must be listed (replicas)."""
-    gpu_budget: int = 128
-    """GPUs the controller may have billed at once over every pool, draining replicas included (GPUs)."""
+    gpu_budget: int = 64
+    """GPUs the controller may have billed at once over every pool, draining replicas included (GPUs). The
+    default is the default scenario's budget (``steady``: 64), the one ``deploy/controller/configmap.yaml``
+    deploys; a larger cluster raises it with its pools' bounds."""
     max_step: int = 2
     """Largest replica change per pool per interval (replicas)."""
     up_cooldown_s: float = 60.0
@@ -76,8 +83,7 @@ class ShieldConfig:
     """How far below its attainment target a tenant may be before scale-downs stop (fraction, 0..1)."""
 
     def __post_init__(self) -> None:
-        self.pools = {str(role): PoolBounds(**bounds) if isinstance(bounds, dict) else bounds
-                      for role, bounds in dict(self.pools).items()}
+        self.pools = dict(self.pools)
         key = "controller.shield"
         require(len(self.pools) >= 1, f"{key}.pools", self.pools, "give bounds for every pool of the cluster")
         for role, bounds in self.pools.items():
@@ -138,8 +144,6 @@ class FallbackConfig:
     """Retry schedule for temporary errors."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.backoff, dict):
-            self.backoff = BackoffConfig(**self.backoff)
         self.planner_settings = dict(self.planner_settings)
         key = "controller.fallback"
         require(self.staleness_limit_s > 0, f"{key}.staleness_limit_s", self.staleness_limit_s, "use > 0 seconds")
@@ -237,16 +241,6 @@ class ControllerConfig:
     """Snapshots kept for the policies (intervals); must cover the fallback planner's adjustment interval."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.shield, dict):
-            self.shield = ShieldConfig(**self.shield)
-        if isinstance(self.fallback, dict):
-            self.fallback = FallbackConfig(**self.fallback)
-        if isinstance(self.kubernetes, dict):
-            self.kubernetes = KubernetesActuatorConfig(**self.kubernetes)
-        if isinstance(self.leader_election, dict):
-            self.leader_election = LeaderElectionConfig(**self.leader_election)
-        if isinstance(self.launcher, dict):
-            self.launcher = LauncherConfig(**self.launcher)
         self._check_choices()
         self._check_bundle()
         self._check_kubernetes()
@@ -322,11 +316,14 @@ class ControllerConfig:
             require(getattr(self, key) in choices, f"controller.{key}", getattr(self, key), f"use one of {choices}")
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> ControllerConfig:
-        """Build from a plain dict (a resolved Hydra/OmegaConf container)."""
-        return cls(**raw)
+    def from_dict(cls, raw: Mapping[str, Any] | DictConfig) -> ControllerConfig:
+        """Build from a mapping or a composed ``controller`` node: OmegaConf types it against this schema and
+        builds the nested settings (``OmegaConf.to_object``), each validating itself."""
+        return build(cls, raw)
 
 
 def register_configs() -> None:
-    """Store the :class:`ControllerConfig` schema in Hydra's ``ConfigStore`` (idempotent)."""
+    """Store the :class:`ControllerConfig` schema, and the environment's the controller composes beside it, in
+    Hydra's ``ConfigStore`` (idempotent)."""
+    register_env_configs()
     ConfigStore.instance().store(group=SCHEMA_GROUP, name="controller", node=ControllerConfig)

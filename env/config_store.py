@@ -6,6 +6,12 @@ against the dataclass (``scenario.cluster.decode.replicas=abc`` fails, naming th
 keys. Ranges and cross-field rules stay with the dataclasses' own validation, which runs when
 ``env.simulate.scenario_from_config`` builds them from the composed config.
 
+The environment's (``env``) and the training run's (``run``, ``agent.config_store``) schemas are their
+dataclasses' defaults as untyped configs (``env.structured.defaults_node``): their keys and defaults come from
+the dataclass alone, and their type errors are reported by the dataclasses' own checks, whose messages the
+command line pins. Config yamls state only what differs from these defaults (``tests/test_configs.py`` keeps it
+so), and ``env.structured.build`` turns a composed node into its dataclass with ``OmegaConf.to_object``.
+
 One field is left untyped in the schema: OmegaConf 2.3 cannot fill a ``null`` nested dataclass from an override
 (omry/omegaconf#1035), so ``TenantSpec.trace`` is ``Any`` to OmegaConf (still ``TraceSpec | None`` to mypy)
 and is checked by ``TenantSpec`` itself; set it with ``scenario.tenants.0.trace={path:...}``.
@@ -19,8 +25,11 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from env.cluster_env import EnvConfig
 from env.live.loadgen_config import LoadgenConfig
+from env.reward import RewardConfig
 from env.scenario import ScenarioConfig
+from env.structured import defaults_node
 
 SCHEMA_GROUP = "schema"
 """Config group of the schemas. No app selects from it, so a schema is never offered (or selectable) as an
@@ -54,4 +63,6 @@ def register_configs() -> None:
     """Store every schema in Hydra's ``ConfigStore``; call before composing (idempotent)."""
     store = ConfigStore.instance()
     store.store(group=SCHEMA_GROUP, name="scenario", node=ScenarioConfig)
+    store.store(group=SCHEMA_GROUP, name="env", node=defaults_node(EnvConfig))
+    store.store(group=SCHEMA_GROUP, name="reward", node=RewardConfig)
     store.store(group=SCHEMA_GROUP, name="loadgen", node=loadgen_schema())

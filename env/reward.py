@@ -94,8 +94,6 @@ class RewardConfig:
     """Adaptive lambda_t for training."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.lagrangian, dict):
-            self.lagrangian = LagrangianConfig(**self.lagrangian)
         check_types(self, "reward")
         require(self.form in REWARD_FORMS, "reward.form", self.form, f"use one of {REWARD_FORMS}")
         require(self.reference_tokens_per_usd > 0, "reward.reference_tokens_per_usd",

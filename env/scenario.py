@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from env.catalog import configs_dir
 from env.cluster_config import ClusterConfig
 from env.errors import ConfigError, require
+from env.structured import build
 from env.workload import TenantSpec, tenants_from_config
 
 
@@ -48,8 +49,9 @@ class ScenarioConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ScenarioConfig:
-        """Build from a plain dict (a resolved Hydra/OmegaConf container)."""
-        return cls(**raw)
+        """Build from a plain dict (a resolved Hydra/OmegaConf container): OmegaConf types it against this
+        schema and builds the nested settings (``OmegaConf.to_object``), each validating itself."""
+        return build(cls, raw)
 
 
 def load_scenario(name_or_path: str | Path) -> ScenarioConfig:

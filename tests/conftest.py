@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from agent.config_store import register_configs
+from controller.config import register_configs as register_controller_configs
 from tests.bundles import COLD_START_OBSERVATION, build_bundle
+
+
+@pytest.fixture(autouse=True, scope="session")
+def config_schemas() -> None:
+    """Every app's Hydra schemas, for the tests that compose configs in-process (the apps register their own)."""
+    register_configs()
+    register_controller_configs()
 
 
 @pytest.fixture(scope="session")

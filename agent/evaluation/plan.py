@@ -21,6 +21,7 @@ from env.cluster_env import EnvConfig
 from env.errors import ConfigError, require, require_seconds, require_seeds
 from env.reward import RewardConfig
 from env.scenario import ScenarioConfig
+from env.structured import build
 
 
 @dataclass
@@ -123,6 +124,6 @@ def plan_from_config(cfg: DictConfig) -> EvaluationPlan:
         policies=select_policies(policies, only),
         scenarios=resolve_scenarios(entries, duration, trace),
         seeds=require_seeds("seeds", _plain(cfg.seeds)),
-        env=EnvConfig(**env_settings), reward=RewardConfig(**_plain(cfg.reward)),
+        env=EnvConfig(**env_settings), reward=build(RewardConfig, cfg.reward),
         jobs=cfg.jobs, start_method=str(cfg.get("start_method", "spawn")),
     )

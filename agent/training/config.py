@@ -70,8 +70,6 @@ class PpoConfig:
         _require(0 <= self.gae_lambda <= 1, "agent.gae_lambda", self.gae_lambda, "use [0, 1]")
         _require(all(int(n) > 0 for n in self.net_arch), "agent.net_arch", self.net_arch, "use positive widths")
         _require(self.action_mode in ACTION_MODES, "agent.action_mode", self.action_mode, f"use one of {ACTION_MODES}")
-        if isinstance(self.headroom, dict):
-            self.headroom = HeadroomSettings(**self.headroom)
         _require(0 < self.prior_probability < 1, "agent.prior_probability", self.prior_probability, "use (0, 1)")
         if self.prior_action is not None:
             _require(all(int(i) >= 0 for i in self.prior_action), "agent.prior_action", self.prior_action,

@@ -21,6 +21,7 @@ from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.errors import ConfigError
 from env.metrics import MetricsSnapshot
 from env.scenario import load_scenario
+from env.structured import build
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT = EnvConfig(horizon_s=600.0)
@@ -48,7 +49,7 @@ def test_bad_levels_name_the_field() -> None:
 
 
 def test_ppo_config_reads_headroom_from_a_mapping() -> None:
-    config = PpoConfig(action_mode="headroom", headroom={"prefill_utilization_levels": [0.4, 0.8]})  # type: ignore[arg-type]
+    config = build(PpoConfig, {"action_mode": "headroom", "headroom": {"prefill_utilization_levels": [0.4, 0.8]}})
     assert config.headroom_settings is not None
     assert config.headroom_settings.nvec == [2, 6]
     assert PpoConfig().headroom_settings is None

@@ -11,7 +11,14 @@ from omegaconf import DictConfig
 
 from controller.app import settings_from_config
 from controller.clock import VirtualClock
-from controller.config import BackoffConfig, ControllerConfig, FallbackConfig, ShieldConfig, register_configs
+from controller.config import (
+    BackoffConfig,
+    ControllerConfig,
+    FallbackConfig,
+    PoolBounds,
+    ShieldConfig,
+    register_configs,
+)
 from controller.errors import ConfigError
 from env.catalog import configs_dir
 
@@ -23,7 +30,7 @@ from env.catalog import configs_dir
     (lambda: ControllerConfig(metrics_port=70000), r"controller\.metrics_port=70000"),
     (lambda: ControllerConfig(interval_s=2, fallback=FallbackConfig(backoff=BackoffConfig(attempts=3))),
      r"controller\.fallback\.backoff=.*keep it under interval_s=2"),
-    (lambda: ShieldConfig(pools={"prefill": {"min_replicas": 4, "max_replicas": 2}}),
+    (lambda: ShieldConfig(pools={"prefill": PoolBounds(min_replicas=4, max_replicas=2)}),
      r"controller\.shield\.pools\.prefill\.max_replicas=2 is invalid: use at least min_replicas=4"),
     (lambda: ShieldConfig(up_cooldown_s=-1), r"controller\.shield\.up_cooldown_s=-1"),
     (lambda: ShieldConfig(down_hysteresis_intervals=0), r"controller\.shield\.down_hysteresis_intervals=0"),

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 import env.metrics as contract
 from controller.config import ControllerConfig, register_configs
@@ -70,7 +69,7 @@ def _compose_site(text: str) -> ControllerConfig:
         (Path(site) / "controller" / "site.yaml").write_text(text)
         with initialize_config_dir(str(configs_dir()), version_base=None):
             cfg = compose("controller", overrides=["controller=site", f"hydra.searchpath=[file://{site}]"])
-    return ControllerConfig.from_dict(OmegaConf.to_container(cfg.controller, resolve=True))  # type: ignore[arg-type]
+    return ControllerConfig.from_dict(cfg.controller)
 
 
 # ----- Kubernetes ------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def test_bad_reward_settings_are_rejected() -> None:
     with pytest.raises(ConfigError, match="reference_tokens_per_usd"):
         RewardConfig(reference_tokens_per_usd=0)
     with pytest.raises(ConfigError, match=r"lagrangian\.kp"):
-        RewardConfig(lagrangian={"kp": -1.0})  # type: ignore[arg-type]
+        RewardConfig(lagrangian=LagrangianConfig(kp=-1.0))
     with pytest.raises(ConfigError, match=r"reward\.form='ratio'.*contract"):
         RewardConfig(form="ratio")
     with pytest.raises(ConfigError, match="slo_margin"):
