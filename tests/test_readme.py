@@ -164,3 +164,30 @@ def test_the_top_level_help_lists_every_command() -> None:
 def test_a_broken_command_fails_here() -> None:
     broken = ".venv/bin/disaggpilot loadgen url=http://127.0.0.1:8 api_keys=3 seeed=1"
     assert disaggpilot([*arguments(broken), "--cfg", "all"]).returncode != 0
+
+
+def make_run_commands() -> list[list[str]]:
+    """The ``disaggpilot`` arguments of each command in the Makefile's ``run`` recipe, its variables filled with
+    their defaults."""
+    text = (ROOT / "Makefile").read_text()
+    defaults = dict(re.findall(r"^(\w+) \?= (\S+)$", text, re.M))
+    recipe = re.search(r"^run:.*\n((?:\t.*\n)+)", text, re.M)
+    assert recipe is not None, "the Makefile has no run target"
+    lines = recipe.group(1).replace("\\\n", " ").splitlines()
+    commands = []
+    for line in lines:
+        line = re.sub(r"\$\((\w+)\)", lambda match: defaults.get(match.group(1), ""), line.strip())
+        words = shlex.split(line)
+        assert words[0].endswith("/disaggpilot"), line
+        commands.append(words[1:])
+    return commands
+
+
+def test_make_runs_commands_compose() -> None:
+    commands = make_run_commands()
+    assert [args[0] for args in commands] == ["train", "evaluate"]
+    for args in commands:
+        result = disaggpilot([*args, "--cfg", "job"])
+        assert result.returncode == 0, f"make run: {args}\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+    train = disaggpilot([*commands[0], "--cfg", "job"]).stdout
+    assert "action_mode: headroom" in train  # it starts from the validated fixed point, not from scratch
