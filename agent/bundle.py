@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from agent.errors import BundleError
 from env.errors import ConfigError
-from env.observation import ObservationConfig
+from env.observation import ObservationConfig, unknown_features
 
 MODEL_FILE, NORMALIZE_FILE, SPEC_FILE, CONFIG_FILE, MANIFEST_FILE = (
     "model.zip", "normalization.json", "spec.json", "config.yaml", "manifest.json")
@@ -71,22 +71,38 @@ class Bundle:
         return _read_json(self.path / NORMALIZE_FILE, "normalization")
 
     def trained_observation(self) -> ObservationConfig | None:
-        """The observation settings the model was trained with: ``env.observation`` in its config.yaml, or the
-        settings' defaults when the config does not record them (a bundle built by hand, or one older than the
-        settings: both observed with the defaults, whatever the evaluation or controller config now turns on).
+        """The observation the model was trained with: its spec's feature list (``observation_features``, the
+        layout) with the settings ``env.observation`` in its config.yaml records (their defaults when it records
+        none: a bundle built by hand, or one older than the settings).
 
-        The feature layout and every scale (``reference_usd_per_hour``...) follow from them, so a policy runs
-        on exactly the observation it learned on, whatever the evaluation or controller config says.
+        The scales (``reference_usd_per_hour``...) follow from the settings and the layout from the list, so a policy
+        runs on exactly the observation it learned on, whatever the evaluation or controller config says.
 
         Raises:
-            BundleError: ``env.observation`` is not a mapping, has a field this version lacks, or a bad value.
+            BundleError: the spec lists a feature this version does not compute, or ``env.observation`` is not a
+                mapping, has a field this version lacks, or a bad value.
         """
+        features = self.spec.get("observation_features")
+        unknown = unknown_features(features) if isinstance(features, list) else []
+        if unknown:
+            raise BundleError(f"{self.path}: the bundle observes {unknown[0]!r}, which this version does not "
+                              "compute: use the older disaggpilot that trained it, or retrain")
+        values = self._observation_settings()
+        if isinstance(features, list):
+            values["features"] = features
+        try:
+            return ObservationConfig(**values)
+        except ConfigError as error:
+            raise BundleError(f"{self.path / CONFIG_FILE}: env.observation: {error}") from None
+
+    def _observation_settings(self) -> dict[str, Any]:
+        """``env.observation`` of config.yaml as keyword arguments (empty when it records none)."""
         where = f"{self.path / CONFIG_FILE}: env.observation"
         config = OmegaConf.to_container(OmegaConf.load(self.path / CONFIG_FILE), resolve=True)
         env = config.get("env") if isinstance(config, dict) else None
         values = env.get("observation") if isinstance(env, dict) else None
         if values is None:
-            return ObservationConfig()
+            return {}
         if not isinstance(values, dict):
             raise BundleError(f"{where} must be a mapping of observation settings, not {values!r}")
         known = {item.name for item in dataclasses.fields(ObservationConfig)}
@@ -94,10 +110,7 @@ class Bundle:
         if unknown:
             raise BundleError(f"{where}.{unknown[0]} is not an observation setting of this version (it has "
                               f"{sorted(known)}); run the bundle with the disaggpilot version that trained it")
-        try:
-            return ObservationConfig(**{str(key): value for key, value in values.items()})
-        except ConfigError as error:
-            raise BundleError(f"{where}: {error}") from None
+        return {str(key): value for key, value in values.items()}
 
 
 def _sha256(path: Path) -> str:

@@ -78,11 +78,17 @@ def environment_for(policy: Policy, configured: EnvConfig) -> EnvConfig:
     trained = getattr(policy, "trained_observation", None)
     chosen = observing_as(trained if isinstance(trained, ObservationConfig) else None, configured)
     if chosen is not configured:
-        changed = {item.name: f"{getattr(configured.observation, item.name)!r} -> {getattr(trained, item.name)!r}"
+        changed = {item.name: f"{_brief(getattr(configured.observation, item.name))} -> "
+                              f"{_brief(getattr(trained, item.name))}"
                    for item in dataclasses.fields(ObservationConfig)
                    if getattr(configured.observation, item.name) != getattr(trained, item.name)}
         log.info("policy %s observes as it was trained: env.observation %s", getattr(policy, "name", "?"), changed)
     return chosen
+
+
+def _brief(value: object) -> str:
+    """``value`` for a log line: a list of features by its length, anything else as its repr."""
+    return f"<{len(value)} features>" if isinstance(value, list) else repr(value)
 
 
 def observing_as(trained: ObservationConfig | None, configured: EnvConfig) -> EnvConfig:

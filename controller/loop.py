@@ -34,12 +34,10 @@ from controller.telemetry import ControllerMetrics
 from controller.validate import ACTUATOR, BUNDLE, NO_BUNDLE, SCRAPE, Problem, validate_snapshot
 from controller.validate import POLICY as POLICY_ERROR
 from env import errors as env_errors
-from env.action import ActionCodec
 from env.backend import ClusterAction
-from env.cluster_env import EnvConfig
+from env.cluster_env import EnvConfig, interface
 from env.errors import ConfigError
 from env.metrics import MetricsSnapshot
-from env.observation import ObservationBuilder
 from env.scenario import ScenarioConfig
 
 log = logging.getLogger("disaggpilot.controller")
@@ -86,7 +84,7 @@ class ControllerLoop:
     Args:
         config: the controller's settings.
         scenario: tenants (SLOs, attainment targets) and pools of the cluster.
-        env_config: observation and action layout (as the policy was trained with).
+        env_config: observation and action layout (as the policy was trained with: a bundle's feature list).
         source: the metrics source.
         actuator: applies shielded actions (active mode only; never called in shadow mode).
         clock: time.
@@ -109,10 +107,8 @@ class ControllerLoop:
         self.pools, self.tenants = scenario.cluster.enabled_roles(), [t.name for t in scenario.tenants]
         self._check_shield_covers_pools()
         self.shield = Shield(config.shield, {t.name: t.attainment_target for t in scenario.tenants})
-        self.codec = ActionCodec(env_config.action, scenario.cluster)
-        self.builder = ObservationBuilder(env_config.observation, scenario.tenants, scenario.cluster,
-                                          len(env_config.action.token_budget_levels),
-                                          len(env_config.action.batch_cap_levels), scenario.duration_s)
+        # the environment's codec and observer; a controller's SLO period is the scenario's duration
+        self.codec, self.observer = interface(env_config, scenario, period_s=scenario.duration_s)
         if policy is None and startup_problem is None:
             startup_problem = Problem(NO_BUNDLE, "no policy given: running the fallback planner only")
         self.startup_problem = startup_problem
@@ -139,7 +135,7 @@ class ControllerLoop:
         """Prepare the policy and the fallback for this cluster, then take the first snapshot. A source that
         does not answer does not stop the daemon: it holds, says so, and tries again every interval."""
         self.origin_s, self.next_tick_s = self.clock.now(), self.clock.now() + self.config.interval_s
-        context = PolicyContext(self.scenario, self.config.interval_s, feature_names=self.builder.names)
+        context = PolicyContext(self.scenario, self.config.interval_s, feature_names=self.observer.names)
         self.policy = self._prepared(self.policy, context, is_fallback=False)
         self.fallback = self._prepared(self.fallback, context, is_fallback=True)
         self.started = True
@@ -161,7 +157,7 @@ class ControllerLoop:
         self.targets, self.primed = current_targets(snapshot), True
         self._set_first_scrape_pending(False)
         if self.policy is not None:
-            self.builder.build(snapshot, self.codec.knob_levels(snapshot))  # as the environment's reset does
+            self.observer.build(snapshot, self.codec.knob_levels(snapshot))  # as the environment's reset does
         return None
 
     def _set_first_scrape_pending(self, pending: bool) -> None:
@@ -286,7 +282,7 @@ class ControllerLoop:
         if self.policy is None:
             return None, None
         try:
-            observation = self.builder.build(snapshot, self.codec.knob_levels(snapshot))
+            observation = self.observer.build(snapshot, self.codec.knob_levels(snapshot))
             action = self.policy.act(observation, self.history)
             if not isinstance(action, ClusterAction):
                 raise TypeError(f"the policy returned {type(action).__name__}, not a ClusterAction")

@@ -20,7 +20,7 @@ from env.backend import ClusterAction, ClusterBackend
 from env.catalog import load_gpu
 from env.errors import ConfigError, check_types, require
 from env.metrics import MetricsSnapshot
-from env.observation import CLIP, OBSERVATION_VERSION, ObservationBuilder, ObservationConfig
+from env.observation import CLIP, OBSERVATION_VERSION, ObservationConfig, Observer
 from env.randomization import RandomizationConfig, randomize
 from env.reward import RewardCalculator, RewardConfig
 from env.scenario import ScenarioConfig, load_scenario
@@ -52,6 +52,19 @@ class EnvConfig:
         require(self.interval_s > 0, "env.interval_s", self.interval_s, "use a positive interval in seconds")
         require(self.horizon_s is None or self.horizon_s >= self.interval_s, "env.horizon_s", self.horizon_s,
                 f"use at least one interval ({self.interval_s} s), or null for the scenario's duration")
+
+
+def interface(config: EnvConfig, scenario: ScenarioConfig, world: ScenarioConfig | None = None,
+              period_s: float | None = None) -> tuple[ActionCodec, Observer]:
+    """The action codec and the observer of ``scenario`` under ``config``: the environment's, and the controller's
+    (whose ``config`` carries a bundle's feature list, so it observes as the bundle was trained). The observer
+    scales by the randomised ``world``'s cluster (its cold start) when given; the budget features' SLO period is
+    ``period_s``, by default the horizon or else the scenario's duration."""
+    codec = ActionCodec(config.action, scenario.cluster)
+    observer = Observer(config.observation, scenario.tenants, (world or scenario).cluster,
+                        len(config.action.token_budget_levels), len(config.action.batch_cap_levels),
+                        period_s or config.horizon_s or scenario.duration_s)
+    return codec, observer
 
 
 def simulator_factory(scenario: ScenarioConfig) -> ClusterBackend:
@@ -87,7 +100,7 @@ class DisaggClusterEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         self._rewards = {id(s): RewardCalculator(self.reward_config, s.tenants) for s in self.scenarios}
         self._use(first)
         self.action_space = spaces.MultiDiscrete(self.codec.nvec)
-        self.observation_space = spaces.Box(-CLIP, CLIP, shape=(self.builder.size,), dtype=np.float32)
+        self.observation_space = spaces.Box(-CLIP, CLIP, shape=(self.observer.size,), dtype=np.float32)
         self.backend: ClusterBackend | None = None
         self.snapshot: MetricsSnapshot | None = None
         self.history: list[MetricsSnapshot] = []
@@ -112,12 +125,12 @@ class DisaggClusterEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         self.snapshot = self.backend.reset(episode_seed)
         self.history = [self.snapshot]
         self.world = world
-        self.builder.reset()
+        self.observer.reset()
         self.levels = self.codec.knob_levels(self.snapshot)
         self.elapsed_s = 0.0
         info: dict[str, Any] = {"scenario": scenario.name, "episode_seed": episode_seed,
                                 **{f"randomization/{k}": v for k, v in factors.items()}}
-        return self.builder.build(self.snapshot, self.levels), info
+        return self.observer.build(self.snapshot, self.levels), info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply ``action`` for one interval."""
@@ -153,7 +166,7 @@ class DisaggClusterEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         info.update({"action/clipped": clipped, "action/replicas_changed": replicas_changed,
                      "action/knobs_changed": knobs_changed})
         truncated = self.elapsed_s >= self.horizon_s - 1e-9
-        return self.builder.build(self.snapshot, self.levels), float(reward), False, truncated, info
+        return self.observer.build(self.snapshot, self.levels), float(reward), False, truncated, info
 
     def action_masks(self) -> np.ndarray:
         """Allowed choices per action dimension, flattened (sb3-contrib's MaskablePPO reads this)."""
@@ -171,7 +184,7 @@ class DisaggClusterEnv(gymnasium.Env[np.ndarray, np.ndarray]):
     def spec_dict(self) -> dict[str, Any]:
         """The observation/action contract, stored in policy bundles and checked when they are loaded."""
         return {
-            "observation_version": OBSERVATION_VERSION, "observation_features": list(self.builder.names),
+            "observation_version": OBSERVATION_VERSION, "observation_features": list(self.observer.names),
             "action_dimensions": list(self.codec.names), "action_nvec": [int(n) for n in self.codec.nvec],
             "max_step": self.config.action.max_step,
             "token_budget_levels": list(self.config.action.token_budget_levels),
@@ -182,11 +195,7 @@ class DisaggClusterEnv(gymnasium.Env[np.ndarray, np.ndarray]):
     def _use(self, scenario: ScenarioConfig, world: ScenarioConfig | None = None) -> None:
         """Switch to ``scenario``; the observation describes its randomised ``world`` (its cold start)."""
         self.scenario = scenario
-        self.codec = ActionCodec(self.config.action, scenario.cluster)
-        self.builder = ObservationBuilder(self.config.observation, scenario.tenants, (world or scenario).cluster,
-                                          len(self.config.action.token_budget_levels),
-                                          len(self.config.action.batch_cap_levels),
-                                          self.config.horizon_s or scenario.duration_s)
+        self.codec, self.observer = interface(self.config, scenario, world)
         self.reward_calculator = self._rewards[id(scenario)]
         self.horizon_s = self.config.horizon_s or scenario.duration_s
 

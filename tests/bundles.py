@@ -48,7 +48,7 @@ def build_bundle(directory: Path, headroom: bool = False, observation: Observati
         apply_prior(model, prior_action, PRIOR_PROBABILITY)
     directory.mkdir(parents=True, exist_ok=True)
     model.save(str(directory / "model.zip"))
-    size = cluster.builder.size
+    size = cluster.observer.size
     normalization = {"mean": [0.0] * size, "var": [1.0] * size, "clip_obs": 10.0, "epsilon": 1e-8}
     config_yaml = "seed: 0\n" if observation is None else OmegaConf.to_yaml({"env": {"observation": observation}})
     return save_bundle(directory / "bundle", directory / "model.zip", normalization, environment.spec_dict(),

@@ -111,7 +111,7 @@ def record_episode(policy: Policy, scenario: ScenarioConfig, seed: int, env: Env
              info: dict[str, Any]) -> None:
         before, now = environment.history[-2], environment.history[-1]
         asked, after = environment.codec.targets(before), environment.codec.targets(now)
-        seen = dict(zip(environment.builder.names, (float(v) for v in observation), strict=True))
+        seen = dict(zip(environment.observer.names, (float(v) for v in observation), strict=True))
         roles = environment.codec.roles
         steps.append(StepLog(before.end_s, seen, before, {r: after[r] for r in roles},
                              {r: after[r] - asked[r] for r in roles}, step_reward, _numeric(info)))

@@ -114,7 +114,7 @@ def policy_context(env: DisaggClusterEnv, spec: PolicySpec) -> PolicyContext:
             raise PolicyConfigError(f"policies.{spec.name}.sees_future=true needs a backend that knows the episode's "
                               f"requests (the simulator); {type(env.backend).__name__} does not")
     return PolicyContext(scenario=env.world, interval_s=env.config.interval_s, requests=requests,
-                         feature_names=list(env.builder.names))
+                         feature_names=list(env.observer.names))
 
 
 StepObserver = Callable[[DisaggClusterEnv, np.ndarray, float, dict[str, Any]], None]

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from agent.errors import BundleError
 from agent.policy import PolicyContext, environment_for
 from agent.ppo_policy import PpoPolicy
 from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.observation import ObservationConfig
+from env.observation import ObservationConfig, feature_names
 from tests.bundles import COLD_START_OBSERVATION, plant_payload, rehash
 from tests.env.sim.conftest import small_scenario
 
@@ -42,7 +43,7 @@ def test_a_saved_bundle_verifies_and_runs_as_a_policy(bundle_dir: Path) -> None:
     policy = PpoPolicy(bundle_dir)
     environment = DisaggClusterEnv(small_scenario(duration_s=300.0))
     observation, _ = environment.reset(seed=0)
-    policy.reset(PolicyContext(scenario=environment.world, interval_s=30.0, feature_names=environment.builder.names))
+    policy.reset(PolicyContext(scenario=environment.world, interval_s=30.0, feature_names=environment.observer.names))
     for _ in range(3):
         action = policy.act(observation, environment.history)
         assert set(action.pools) == {"prefill", "decode"}
@@ -110,10 +111,22 @@ def test_normalisation_matches_the_stored_statistics(bundle_dir: Path) -> None:
 
 
 def test_a_bundle_says_which_observation_it_was_trained_on(bundle_dir: Path) -> None:
+    default_layout = feature_names(ObservationConfig())
     for shipped in sorted((ROOT / "policies").glob("disaggpilot-ppo-v*")):  # trained on the default layout
-        assert load_bundle(shipped).trained_observation() == ObservationConfig(), shipped.name
+        trained = load_bundle(shipped).trained_observation()
+        assert trained == ObservationConfig(features=default_layout), shipped.name
     # Its config.yaml does not record it: it was observed with the defaults, whatever a config now turns on.
-    assert load_bundle(bundle_dir).trained_observation() == ObservationConfig()
+    assert load_bundle(bundle_dir).trained_observation() == ObservationConfig(features=default_layout)
+
+
+def test_a_bundle_observing_a_feature_this_version_lacks_is_refused_naming_it(bundle_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    spec = load_bundle(bundle_dir).spec
+    spec = {**spec, "observation_features": [*spec["observation_features"], "foo/bar"]}
+    bundle = save_bundle(tmp_path / "bundle", bundle_dir / "model.zip", None, spec, "seed: 0\n")
+    with pytest.raises(BundleError, match=r"the bundle observes 'foo/bar', which this version does not compute: "
+                                          r"use the older disaggpilot that trained it, or retrain"):
+        bundle.trained_observation()
 
 
 @pytest.mark.parametrize(("observation", "message"), [
@@ -133,7 +146,8 @@ def test_bad_observation_settings_in_a_bundle_config_are_named(bundle_dir: Path,
 def test_an_evaluation_runs_a_bundle_on_the_observation_it_was_trained_on(cold_start_bundle_dir: Path) -> None:
     policy = PpoPolicy(cold_start_bundle_dir)
     configured = EnvConfig()  # without the bundle's opt-in cold-start feature
-    assert environment_for(policy, configured).observation == COLD_START_OBSERVATION
+    layout = feature_names(COLD_START_OBSERVATION)  # the bundle's spec lists it; the flags do not matter then
+    assert environment_for(policy, configured).observation == replace(COLD_START_OBSERVATION, features=layout)
     assert environment_for(StaticPolicy(), configured) is configured
     scenario = small_scenario(duration_s=300.0)
     episode = record_episode(policy, scenario, seed=0, env=configured)

@@ -24,7 +24,7 @@ SHIPPED = shipped_bundle()
 def play_episode(policy: PpoPolicy, environment: DisaggClusterEnv) -> dict[str, Any]:
     """Run ``policy`` through one episode of ``environment`` (seed 0); the last step's ``info``."""
     observation, info = environment.reset(seed=0)
-    policy.reset(PolicyContext(scenario=environment.world, interval_s=30.0, feature_names=environment.builder.names))
+    policy.reset(PolicyContext(scenario=environment.world, interval_s=30.0, feature_names=environment.observer.names))
     done = False
     while not done:
         observation, _, terminated, truncated, info = environment.step_targets(

@@ -7,10 +7,12 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from agent.bundle import load_bundle, save_bundle
 from agent.ppo_policy import PpoPolicy
 from controller.actuators import DryRunActuator
 from controller.app import Settings, build_loop
@@ -115,6 +117,16 @@ def test_a_bundle_that_does_not_match_runs_the_fallback_for_good(bundle_dir: Pat
     rig = make_rig(None, settings, startup_problem=problem)
     assert trail(rig.run(6)) == [("fallback", "bundle_mismatch", False)] * 6
     assert fallbacks(rig, "bundle_mismatch") == 6
+
+
+def test_a_bundle_observing_a_feature_this_version_lacks_runs_the_fallback_naming_it(bundle_dir: Path,
+                                                                                      tmp_path: Path) -> None:
+    bundle = load_bundle(bundle_dir)
+    spec = {**bundle.spec, "observation_features": [*bundle.spec["observation_features"], "cluster/foo"]}
+    odd = save_bundle(tmp_path / "odd", bundle.model_path, bundle.normalization(), spec, "seed: 0\n").path
+    policy, problem = load_policy(config(bundle=str(odd)), small_scenario(), EnvConfig())
+    assert policy is None and problem is not None and problem.reason == "bundle_mismatch"
+    assert "the bundle observes 'cluster/foo', which this version does not compute" in problem.detail
 
 
 def test_a_pinned_hash_is_enforced_and_a_matching_bundle_loads(bundle_dir: Path) -> None:
@@ -237,7 +249,8 @@ def test_a_bundle_brings_the_observation_it_was_trained_on(cold_start_bundle_dir
     assert isinstance(policy, PpoPolicy) and problem is None
     loop = build_loop(Settings(settings, EnvConfig(interval_s=INTERVAL_S), small_scenario(), None, 0, None,
                                VirtualClock()), ScriptedBackend([healthy_spec()]), None)
-    assert loop.builder.names[-1] == "cluster/cold_start"
-    assert loop.env_config.observation == COLD_START_OBSERVATION
+    assert loop.observer.names == load_bundle(cold_start_bundle_dir).spec["observation_features"]
+    assert loop.observer.names[-1] == "cluster/cold_start"
+    assert loop.env_config.observation == replace(COLD_START_OBSERVATION, features=loop.observer.names)
     loop.run(2)
     assert loop.last_decision is not None and loop.last_decision.source == "policy"

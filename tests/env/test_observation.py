@@ -21,7 +21,7 @@ def scripted_env(script, follow: bool = True, **observation) -> tuple[DisaggClus
 
 
 def features(environment: DisaggClusterEnv, observation: np.ndarray) -> dict[str, float]:
-    return dict(zip(environment.builder.names, observation.tolist(), strict=True))
+    return dict(zip(environment.observer.names, observation.tolist(), strict=True))
 
 
 def test_tenant_and_pool_features_are_exact() -> None:
@@ -140,4 +140,4 @@ def test_the_budget_features_are_opt_in_appended_and_count_the_episode() -> None
     assert seen[2]["tenant1/miss_budget_left"] == 1.0  # summarise: nothing judged, nothing spent
     assert seen[2]["tenant2/miss_budget_left"] == 0.0  # an empty slot
     environment.reset(seed=1)
-    assert environment.builder.size == len(with_budget)
+    assert environment.observer.size == len(with_budget)

@@ -31,7 +31,7 @@ def test_baseline_runs_a_short_episode(kind: str) -> None:
         policy.calibrate(scenario, config)
     observation, _ = env.reset(seed=7)
     policy.reset(PolicyContext(env.world, config.interval_s, requests=getattr(env.backend, "requests", None),
-                               feature_names=list(env.builder.names)))
+                               feature_names=list(env.observer.names)))
     done, steps = False, 0
     while not done:
         observation, reward, _, done, _ = env.step_targets(policy.act(observation, env.history))
