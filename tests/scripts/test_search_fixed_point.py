@@ -19,5 +19,5 @@ def test_the_search_scores_each_setting_against_static_tuned(tmp_path: Path) -> 
     assert set(lines) == {"static_tuned", "window4_prefill0p6_decode0p9", "window10_prefill0p6_decode0p9"}
     assert "gmean=1.000 steady=1.00(" in lines["static_tuned"]  # the reference against itself
     assert (tmp_path / "out" / "results.csv").is_file()
-    again = subprocess.run(command + ["--score-only"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    again = subprocess.run([*command, "--score-only"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert again.stdout == result.stdout  # scoring reads results.csv only
