@@ -32,7 +32,7 @@ run: $(VENV)/.installed
 	  +policy@policies.ppo_shipped=ppo policies.ppo_shipped.bundle=$(SHIPPED) \
 	  hydra.run.dir=$(MAIN_DIR)/evaluate
 
-# Real vLLM (CPU build), NIXL and guidellm in their own environment, for tests/env/live/test_real_vllm.py;
+# Real vLLM (CPU build), NIXL and guidellm in their own environment, for tests/localcluster/test_real_vllm.py;
 # the script does nothing once they are installed.
 VLLM_VENV ?= .venv-vllm
 

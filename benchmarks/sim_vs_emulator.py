@@ -2,8 +2,8 @@
 
 One short, modest-load scenario (one chat tenant, Poisson 1.5 req/s, ~3k-token prompts, ~64-token answers,
 one prefill and one decode replica of Llama-3.1-70B TP4 on H100-SXM) runs twice with the same seed, so both
-see the same requests: on ``env.sim`` (``SimBackend``), and through ``env.live.rig`` (gateway, P/D replicas
-of ``env.live.emulator``, the load generator replaying it with ``--time-scale``). Latencies are in GPU
+see the same requests: on ``env.sim`` (``SimBackend``), and through ``localcluster.rig`` (gateway, P/D replicas
+of ``localcluster.emulator``, the load generator replaying it with ``--time-scale``). Latencies are in GPU
 seconds on both sides: the load generator divides what it measures on the wall clock by the time scale.
 
 The table compares p50 and p90 TTFT and TPOT, exact (per request: the simulator's requests recorded as they
@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from env.live.loadgen import run_loadgen
-from env.live.rig import LocalCluster, RigConfig
 from env.scenario import load_scenario
 from env.sim.cluster import SimBackend
 from env.sim.request import Request
 from env.summary import summarize
+from localcluster.loadgen import run_loadgen
+from localcluster.rig import LocalCluster, RigConfig
 
 SCENARIO = """
 name: sim_vs_emulator

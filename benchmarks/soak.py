@@ -1,7 +1,7 @@
 """Load/soak run of the gateway on loopback: bounded in time and in requests; counts every request's fate.
 
-Processes: emulated replicas (``python -m env.live.emulator``, one prefill and ``--decodes`` decode replicas at
-``--time-scale``), the gateway (``python -m env.live.gateway``, a process of its own so its memory is its
+Processes: emulated replicas (``python -m localcluster.emulator``, one prefill and ``--decodes`` decode replicas at
+``--time-scale``), the gateway (``python -m localcluster.gateway``, a process of its own so its memory is its
 own) and this client, which keeps ``--concurrency`` streamed requests open until ``--requests`` were sent or
 ``--duration-s`` passed. Each request asks for ``--tokens`` tokens (``ignore_eos``) after a 64-word prompt.
 
@@ -30,7 +30,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.env.live.upstreams import free_port, start_emulators  # noqa: E402
+from tests.localcluster.upstreams import free_port, start_emulators  # noqa: E402
 
 KEY = "soak-benchmark-key-0001"
 
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> None:
                   "max_model_len": 4096, "replicas": [entry for entry, _ in started], "port": free_port()}
         path = Path(tmp) / "gateway.json"
         path.write_text(json.dumps(config))
-        gateway = subprocess.Popen([sys.executable, "-m", "env.live.gateway", "--config", str(path),
+        gateway = subprocess.Popen([sys.executable, "-m", "localcluster.gateway", "--config", str(path),
                                     "--log-level", "WARNING"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         try:
             url = (gateway.stdout.readline() if gateway.stdout else "").split()[-1]

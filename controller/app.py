@@ -5,7 +5,8 @@ the shield, the fallback and the metrics can be exercised anywhere), or a live c
 env=live env.live.prometheus.url=...``: ``env.live``'s Prometheus source). Actions go to the simulated
 cluster (``controller.actuator=backend``), to a log (``dry_run``), to Kubernetes (``kubernetes``:
 ``env.live.kubernetes``) or to replicas run as local processes (``controller=local``: the controller starts
-the scenario's initial replicas through ``env.live.launcher`` and stops them on exit; see ``env.live.rig``);
+the scenario's initial replicas through ``env.live.launcher`` and ``env.live.startup`` and stops them on exit;
+the local cluster's rig, ``python -m localcluster.rig``, runs the gateway and Prometheus around them);
 with ``controller.leader_election.enabled`` only the holder of a Lease acts (``controller.leader``). For example::
 
     disaggpilot controller controller.bundle=outputs/train/<run>/bundle                 # shadow mode
@@ -50,7 +51,7 @@ from env.live.config import LiveConfig
 from env.live.kubernetes import KubernetesActuator, bounded_retries
 from env.live.launcher import Launcher
 from env.live.local_actuator import LocalProcessActuator
-from env.live.rig import start_initial_replicas, wait_for_targets
+from env.live.startup import start_initial_replicas, wait_for_targets
 from env.runlog import log_resolved_config, resolved_config, runlog
 from env.scenario import ScenarioConfig, load_scenario
 

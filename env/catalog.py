@@ -242,7 +242,7 @@ def _hf_fields(raw: dict[str, Any], path: Path, name: str) -> dict[str, Any]:
 
 SHIPPED_BUNDLE = "policies/disaggpilot-ppo-v4"
 """The shipped policy bundle, relative to the repository root. It is named here, in the lowest layer, so that
-``env.live.rig`` can print a controller command that runs it; ``agent.analysis`` re-exports it."""
+``localcluster.rig`` can print a controller command that runs it; ``agent.analysis`` re-exports it."""
 
 CONFIGS_ENV_VAR = "DISAGGPILOT_CONFIGS"
 """Environment variable that points the loaders at another config tree."""

@@ -19,14 +19,9 @@ and is checked by ``TenantSpec`` itself; set it with ``scenario.tenants.0.trace=
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
 
 from env.cluster_env import EnvConfig
-from env.live.loadgen_config import LoadgenConfig
 from env.reward import RewardConfig
 from env.scenario import ScenarioConfig
 from env.structured import defaults_node
@@ -38,31 +33,10 @@ SCENARIO_SCHEMA = f"/{SCHEMA_GROUP}/scenario@_here_"
 """The defaults-list entry a scenario yaml starts with: the ``ScenarioConfig`` schema, merged at its own package."""
 
 
-@dataclass
-class LoadgenAppConfig(LoadgenConfig):
-    """The schema of ``configs/loadgen.yaml``: :class:`LoadgenConfig`'s fields, typed (so ``api_keys.<tenant>=``
-    adds a key to the typed mapping and ``seed=abc`` is refused naming the key), plus the scenario."""
-
-    scenario: Any = None
-    """The scenario node (``scenario=<name>``), checked by the scenario schema."""
-
-
-LOADGEN_SCHEMA = f"/{SCHEMA_GROUP}/loadgen@_here_"
-"""The defaults-list entry of ``configs/loadgen.yaml``."""
-
-
-def loadgen_schema() -> DictConfig:
-    """:class:`LoadgenAppConfig` as a config whose ``api_keys`` takes new tenants' keys: Hydra puts the whole
-    config in struct mode (no new keys), and tenant names are the user's, so that one mapping opts out."""
-    schema = OmegaConf.structured(LoadgenAppConfig)
-    OmegaConf.set_struct(schema.api_keys, False)
-    return schema
-
-
 def register_configs() -> None:
-    """Store every schema in Hydra's ``ConfigStore``; call before composing (idempotent)."""
+    """Store the environment's schemas in Hydra's ``ConfigStore``; call before composing (idempotent). The
+    agent's, the controller's and the load generator's (``localcluster.config_store``) register beside them."""
     store = ConfigStore.instance()
     store.store(group=SCHEMA_GROUP, name="scenario", node=ScenarioConfig)
     store.store(group=SCHEMA_GROUP, name="env", node=defaults_node(EnvConfig))
     store.store(group=SCHEMA_GROUP, name="reward", node=RewardConfig)
-    store.store(group=SCHEMA_GROUP, name="loadgen", node=loadgen_schema())

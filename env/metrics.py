@@ -97,7 +97,7 @@ DEFAULT_TPOT_SLO_S = 0.1
 
 class Objectives(Protocol):
     """A tenant's two objectives, as every tenant settings class spells them (``env.workload.TenantSpec``,
-    ``env.live.gateway.config.TenantConfig``)."""
+    ``localcluster.gateway.config.TenantConfig``)."""
 
     @property
     def ttft_slo_s(self) -> float:

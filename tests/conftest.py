@@ -10,6 +10,7 @@ import pytest
 
 from agent.config_store import register_configs
 from controller.config import register_configs as register_controller_configs
+from localcluster.config_store import register_configs as register_loadgen_configs
 from tests.bundles import COLD_START_OBSERVATION, build_bundle
 
 
@@ -18,6 +19,7 @@ def config_schemas() -> None:
     """Every app's Hydra schemas, for the tests that compose configs in-process (the apps register their own)."""
     register_configs()
     register_controller_configs()
+    register_loadgen_configs()
 
 
 @pytest.fixture(scope="session")

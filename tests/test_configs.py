@@ -25,8 +25,8 @@ from agent.training.config import PpoConfig, RunConfig
 from controller.config import ControllerConfig
 from env.catalog import configs_dir
 from env.cluster_env import EnvConfig
-from env.live.loadgen_config import LoadgenConfig
 from env.reward import RewardConfig
+from localcluster.loadgen_config import LoadgenConfig
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "env/*.yaml": {"": EnvConfig},

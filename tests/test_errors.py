@@ -20,7 +20,7 @@ from env import errors as env_errors
 from env.errors import DisaggpilotError, PermanentError, TemporaryError
 from env.live.errors import LiveError, PrometheusUnavailableError
 
-PACKAGES = ("env", "agent", "controller")
+PACKAGES = ("env", "agent", "controller", "localcluster")
 FAMILIES = (PermanentError, TemporaryError)
 BASES: frozenset[type] = frozenset({DisaggpilotError, *FAMILIES, env_errors.EnvError, agent_errors.AgentError,
                                     controller_errors.ControllerError, LiveError})
@@ -28,11 +28,12 @@ BASES: frozenset[type] = frozenset({DisaggpilotError, *FAMILIES, env_errors.EnvE
 SHARED: frozenset[type] = frozenset({DisaggpilotError, *FAMILIES, env_errors.ConfigError})
 """Defined in ``env.errors`` for every package, so they belong to none."""
 PACKAGE_BASE: dict[str, type] = {"env": env_errors.EnvError, "agent": agent_errors.AgentError,
-                                 "controller": controller_errors.ControllerError}
+                                 "controller": controller_errors.ControllerError,
+                                 "localcluster": env_errors.EnvError}  # the local cluster raises env's errors
 
 
 def all_modules() -> list[ModuleType]:
-    """Every module of the three packages (``__main__`` modules aside: importing one runs it)."""
+    """Every module of the packages (``__main__`` modules aside: importing one runs it)."""
     modules = []
     for name in PACKAGES:
         package = importlib.import_module(name)
@@ -50,7 +51,7 @@ def modules() -> list[ModuleType]:
 
 @pytest.fixture(scope="module")
 def error_classes(modules: list[ModuleType]) -> list[type[Exception]]:
-    """Every exception class defined (not imported) in a module of the three packages; warnings aside."""
+    """Every exception class defined (not imported) in a module of the packages; warnings aside."""
     found = {cls for module in modules for _, cls in inspect.getmembers(module, inspect.isclass)
              if cls.__module__ == module.__name__ and issubclass(cls, Exception) and not issubclass(cls, Warning)}
     return sorted(found, key=lambda cls: f"{cls.__module__}.{cls.__qualname__}")
@@ -63,7 +64,8 @@ def name(cls: type) -> str:
 def test_the_walk_finds_every_package_s_errors(error_classes: list[type[Exception]]) -> None:
     names = {name(cls) for cls in error_classes}
     assert {"env.errors.TraceError", "env.live.errors.PrometheusUnavailableError", "agent.errors.BundleError",
-            "agent.ray_cluster.RayWorkerError", "controller.errors.ActuatorError"} <= names
+            "agent.ray_cluster.RayWorkerError", "controller.errors.ActuatorError",
+            "localcluster.prometheus_server.PrometheusServerError"} <= names
 
 
 def test_every_error_has_the_one_root_and_exactly_one_family(error_classes: list[type[Exception]]) -> None:

@@ -31,7 +31,8 @@ def test_mypy_is_clean() -> None:
 
 
 def test_layering_contracts_hold() -> None:
-    """controller -> agent -> env, and the simulator and live backend never import each other."""
+    """controller -> agent -> env, the simulator and live backend never import each other, and none of them
+    imports the local cluster (``localcluster``), which imports ``env`` alone."""
     result = run_tool(str(BIN / "lint-imports"))
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from env.catalog import SHIPPED_BUNDLE
-from env.live.rig import parse_args
+from localcluster.rig import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -50,8 +50,8 @@ COVERED: dict[str, str] = {
     "disaggpilot controller backend=live env=live":
         "tests/controller/test_kubernetes_wiring.py::test_the_kubernetes_controller_config_composes_and_validates",
     "disaggpilot loadgen":
-        "tests/env/live/test_rig_commands.py::test_the_printed_load_command_composes_with_the_tenants_keys",
-    "disaggpilot rig": "tests/env/live/test_rig_emulated.py::"
+        "tests/localcluster/test_rig_commands.py::test_the_printed_load_command_composes_with_the_tenants_keys",
+    "disaggpilot rig": "tests/localcluster/test_rig_emulated.py::"
                        "test_the_controller_scales_emulated_replicas_through_a_flash_crowd_without_losing_a_request",
 }
 """Command prefix -> the test that runs it (or its equivalent with a tiny budget)."""

@@ -35,7 +35,3 @@ class MetricsFormatError(LiveError, PermanentError):
 
 class SelectorMatchesNothingError(LiveError, PermanentError):
     """A pool's or the gateway's selector matches no scrape target at all when the backend starts."""
-
-
-class PrometheusServerError(LiveError, PermanentError):
-    """The local Prometheus process could not be configured, started or reloaded."""

@@ -103,7 +103,7 @@ def replica_command(config: LauncherConfig, role: str, port: int, knobs: Replica
     OpenMP threads go to ``vllm.omp_cores[omp_slot]`` (default: the role's ``index``, in turn)."""
     if config.kind == "emulator":
         settings = config.emulator
-        argv = [settings.python, "-m", "env.live.emulator", "--role", role, "--host", config.host,
+        argv = [settings.python, "-m", "localcluster.emulator", "--role", role, "--host", config.host,
                 "--port", str(port), "--model", settings.model, "--hardware", settings.hardware,
                 "--tensor-parallel", str(settings.tensor_parallel), "--served-model-name", config.served_model_name,
                 "--max-num-seqs", str(knobs.max_num_seqs), "--max-num-batched-tokens",

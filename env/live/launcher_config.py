@@ -28,7 +28,7 @@ class ReplicaKnobs:
 
 @dataclass
 class EmulatorSettings:
-    """Replicas of kind ``emulator``: ``python -m env.live.emulator`` (a GPU-timed stand-in for vLLM)."""
+    """Replicas of kind ``emulator``: ``python -m localcluster.emulator`` (a GPU-timed stand-in for vLLM)."""
 
     model: str = "llama-3.1-70b"
     """Catalog model whose timing is emulated."""
@@ -142,7 +142,7 @@ class LauncherConfig:
     def check_launchable(self) -> None:
         """Raise ``ConfigError`` when the chosen kind lacks what it needs (vLLM: a model folder)."""
         require(self.kind != "vllm" or bool(self.vllm.model_dir), "launcher.vllm.model_dir", self.vllm.model_dir,
-                "give the folder of a local model (python -m env.live.tiny_model DIR builds a tiny one), or set "
+                "give the folder of a local model (python -m localcluster.tiny_model DIR builds a tiny one), or set "
                 "launcher.kind=emulator")
 
     def startup_wait_s(self) -> float:

@@ -1,6 +1,6 @@
 """``controller=local``: the daemon's settings and wiring of the local-process actuator (the rig's replicas).
 
-The whole loop on emulated replicas is proven in ``tests/env/live/test_rig_emulated.py``; here only what
+The whole loop on emulated replicas is proven in ``tests/localcluster/test_rig_emulated.py``; here only what
 needs no process: composition, validation and which actuator the live backend gets.
 """
 

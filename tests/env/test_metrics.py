@@ -12,17 +12,11 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-import env.live.emulator.metrics as emulator_metrics
-import env.live.gateway.metrics as gateway_metrics
-import env.live.loadgen as loadgen
 import env.sim.cluster as sim_cluster
 import env.sim.replica as sim_replica
-from env.live.emulator.engine import EngineRequest
-from env.live.emulator.metrics import ReplicaMetrics
-from env.live.gateway.config import TenantConfig
-from env.live.gateway.metrics import GatewayMetrics
-from env.live.loadgen import RequestResult, tenant_metrics
-from env.live.rig_config import scaled_scenario
+import localcluster.emulator.metrics as emulator_metrics
+import localcluster.gateway.metrics as gateway_metrics
+import localcluster.loadgen as loadgen
 from env.metrics import (
     DEFAULT_TPOT_SLO_S,
     DEFAULT_TTFT_SLO_S,
@@ -45,6 +39,12 @@ from env.scenario import ScenarioConfig
 from env.sim.cluster import SimBackend
 from env.sim.request import Request
 from env.workload import RequestBatch, TenantSpec
+from localcluster.emulator.engine import EngineRequest
+from localcluster.emulator.metrics import ReplicaMetrics
+from localcluster.gateway.config import TenantConfig
+from localcluster.gateway.metrics import GatewayMetrics
+from localcluster.loadgen import RequestResult, tenant_metrics
+from localcluster.rig_config import scaled_scenario
 
 
 def lognormal_histogram(count: int = 20_000, seed: int = 0) -> tuple[Histogram, np.ndarray]:

@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 
 from controller.config import register_configs as register_controller_configs
 from env.catalog import configs_dir
-from env.config_store import register_configs
 from env.runlog import REDACTED, RUNLOG, resolved_config
+from localcluster.config_store import register_configs as register_loadgen_configs
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ["simulate", "train", "evaluate", "controller", "loadgen"]
@@ -21,7 +21,7 @@ APPS = ["simulate", "train", "evaluate", "controller", "loadgen"]
 
 @pytest.mark.parametrize("app", APPS)
 def test_every_app_routes_the_runlog_loggers_to_the_file_only(app: str) -> None:
-    register_configs()  # the schemas the defaults lists name
+    register_loadgen_configs()  # the schemas the defaults lists name (the environment's among them)
     register_controller_configs()
     with initialize_config_dir(version_base=None, config_dir=str(configs_dir()), job_name=app):
         cfg = compose(config_name=app, return_hydra_config=True, overrides=["url=http://x"] if app == "loadgen" else [])

@@ -14,9 +14,9 @@ import pytest
 
 from env.live.launcher import Launcher
 from env.live.launcher_config import EmulatorSettings, LauncherConfig
-from env.live.rig import RigStartError, start_initial_replicas
+from env.live.startup import ReplicasNotReadyError, start_initial_replicas
 from env.scenario import load_scenario
-from tests.env.live.real_vllm_support import scenario_yaml
+from tests.localcluster.real_vllm_support import scenario_yaml
 
 STALL_LINE = "loading weights (stalls here)"
 
@@ -62,7 +62,7 @@ def test_a_stalled_start_is_killed_and_started_again_within_the_startup_wait(tmp
 
 def test_start_up_that_stalls_every_time_names_the_replica_and_its_last_log_line(tmp_path: Path) -> None:
     config = launcher_config(tmp_path, stalls=100)
-    with Launcher(config) as launcher, pytest.raises(RigStartError) as raised:
+    with Launcher(config) as launcher, pytest.raises(ReplicasNotReadyError) as raised:
         start_initial_replicas(launcher, load_scenario(one_decode_scenario(tmp_path)), timeout_s=2.0)
     message = str(raised.value)
     assert "not ready within 2 s" in message and "still starting: " in message

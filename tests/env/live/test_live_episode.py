@@ -14,10 +14,10 @@ import pytest
 from env.backend import ClusterAction
 from env.cluster_env import DisaggClusterEnv, EnvConfig
 from env.live.backend import live_backend_factory
-from env.live.loadgen import LoadgenReport, run_loadgen
-from env.live.rig import LocalCluster, RigConfig
 from env.metrics import GW_ARRIVED
 from env.scenario import load_scenario
+from localcluster.loadgen import LoadgenReport, run_loadgen
+from localcluster.rig import LocalCluster, RigConfig
 from tests.env.live.conftest import requires_prometheus
 
 SCENARIO = """

@@ -14,8 +14,8 @@ import pytest
 
 from env.errors import PermanentError, TemporaryError
 from env.live.errors import MalformedResponseError, PrometheusQueryError, PrometheusUnavailableError
-from env.live.prometheus_server import free_port
 from env.live.promql import HttpResponse, PrometheusClient, first_of, range_of
+from localcluster.prometheus_server import free_port
 from tests.env.live.conftest import Rig
 
 

@@ -15,7 +15,6 @@ from controller.validate import validate_snapshot
 from env.errors import TemporaryError
 from env.live.config import PrometheusSourceConfig
 from env.live.errors import MetricsFormatError, PrometheusUnavailableError, SelectorMatchesNothingError
-from env.live.prometheus_server import free_port
 from env.live.source import MISSING, NAN, OUT_OF_RANGE, STALE, PrometheusSource, Reading
 from env.metrics import (
     E2E,
@@ -37,6 +36,7 @@ from env.metrics import (
     WAITING,
     Histogram,
 )
+from localcluster.prometheus_server import free_port
 from tests.env.live.conftest import SCRAPE_S, TENANTS, Rig, recorded_histogram, recorded_value
 
 WINDOW_S = 2.0

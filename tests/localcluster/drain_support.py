@@ -1,0 +1,107 @@
+"""A scale-down while streamed requests are provably in flight on the replica it removes (issue 21, finding 6),
+shared by the emulator test (``test_drain.py``) and the real-vLLM one (``test_real_vllm.py``).
+
+Long streamed answers start through the gateway; once every client has its first token and the replica's own
+``vllm:num_requests_running`` shows some on the replica a scale-down drains first (the newest), the decode
+target drops by one through :meth:`Launcher.set_target`, the path the local actuator takes. Every answer must
+then arrive whole, with no retry at the gateway (a retry would mean a stream was cut and resumed elsewhere,
+which the gateway hides from the client), and the drained process must exit cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from env.live.launcher import Launcher, Replica
+from tests.localcluster.upstreams import Answer
+
+RETRIES = "disaggpilot_gateway_upstream_retries_total"
+FAILED = "disaggpilot_gateway_requests_failed_total"
+
+
+@dataclass
+class DrainRun:
+    """What a drain under load left behind."""
+
+    answers: list[Answer]
+    in_flight_at_drain: float
+    """``vllm:num_requests_running`` on the drained replica at the moment its drain began."""
+    retries: float
+    """Gateway upstream retries during the run."""
+    failures: float
+    """Requests the gateway failed during the run."""
+
+
+def counter(text: str, name: str) -> float:
+    """The sum of a family's samples in a Prometheus exposition."""
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+
+def running_requests(url: str) -> float:
+    """The replica's own ``vllm:num_requests_running``."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+        return counter(response.read().decode(), "vllm:num_requests_running")
+
+
+def listed(launcher: Launcher) -> list[str]:
+    """Replica names in the launcher's discovery file."""
+    return [e["name"] for e in json.loads(Path(launcher.config.discovery_path).read_text())["replicas"]]
+
+
+async def drain_during_streams(launcher: Launcher, gateway_url: str, key: str, model: str, streams: int,
+                               output_tokens: int, first_token_timeout_s: float = 20.0) -> DrainRun:
+    """Start ``streams`` long answers through the gateway, drain the newest decode replica once each has a
+    first token, and wait for every answer."""
+    drained = launcher.replicas("decode")[-1]
+    async with aiohttp.ClientSession() as session:
+        before = await (await session.get(gateway_url + "/metrics")).text()
+        first_tokens = [asyncio.Event() for _ in range(streams)]
+        tasks = [asyncio.create_task(_stream(session, gateway_url, key, model, output_tokens, seen))
+                 for seen in first_tokens]
+        await asyncio.wait_for(asyncio.gather(*(seen.wait() for seen in first_tokens)), first_token_timeout_s)
+        in_flight = await asyncio.to_thread(running_requests, drained.url)
+        launcher.set_target("decode", len(launcher.replicas("decode")) - 1)
+        answers = await asyncio.gather(*tasks)
+        after = await (await session.get(gateway_url + "/metrics")).text()
+    return DrainRun(answers, in_flight, counter(after, RETRIES) - counter(before, RETRIES),
+                    counter(after, FAILED) - counter(before, FAILED))
+
+
+def assert_none_lost(run: DrainRun, launcher: Launcher, drained: Replica, output_tokens: int) -> None:
+    """Every answer whole, no retry or failure at the gateway, the drained replica gone and exited cleanly."""
+    assert run.in_flight_at_drain > 0, "no request was running on the replica when it was drained"
+    assert all(a.status == 200 and a.done for a in run.answers), [a.status for a in run.answers]
+    assert [(a.usage or {}).get("completion_tokens") for a in run.answers] == [output_tokens] * len(run.answers)
+    assert (run.retries, run.failures) == (0.0, 0.0)
+    assert launcher.wait_until(lambda: drained.process.poll() is not None, 60)
+    assert drained.process.returncode == 0
+    assert launcher.wait_until(lambda: drained.name not in listed(launcher), 5)
+
+
+async def _stream(session: aiohttp.ClientSession, url: str, key: str, model: str, output_tokens: int,
+                  first_token: asyncio.Event) -> Answer:
+    """One long streamed completion; sets ``first_token`` when its first text chunk arrives."""
+    body = {"model": model, "prompt": "a b c d e f g h", "max_tokens": output_tokens, "stream": True,
+            "ignore_eos": True, "stream_options": {"include_usage": True}}
+    answer = Answer(0, {})
+    async with session.post(url + "/v1/completions", json=body,
+                            headers={"Authorization": f"Bearer {key}"}) as response:
+        answer.status = response.status
+        async for raw in response.content:
+            line = raw.decode().strip()
+            if line == "data: [DONE]":
+                answer.done = True
+            elif line.startswith("data: "):
+                event = json.loads(line[6:])
+                answer.usage = event.get("usage") or answer.usage
+                answer.tokens += [c["text"] for c in event.get("choices") or [] if c.get("text")]
+                if event.get("choices"):
+                    first_token.set()
+    return answer
