@@ -104,3 +104,17 @@ def test_cited_documents_are_in_the_repository() -> None:
     assert not outside, f"cite docs/*.md, not a design note outside the repository: {outside}"
     assert {"docs/metrics.md", "docs/architecture.md"} <= cited
     assert all((ROOT / name).is_file() for name in cited), sorted(name for name in cited if not (ROOT / name).is_file())
+
+
+def test_every_root_a_test_computes_is_the_repository() -> None:
+    """``ROOT = Path(__file__).resolve().parents[N]`` in tests and code: N must reach the repository's root
+    (a file moved one folder up or down keeps a stale N; a subprocess started there then runs outside it)."""
+    pattern = re.compile(r"^\w+ = Path\(__file__\)\.resolve\(\)\.parents\[(\d+)\]\s*$", re.M)
+    checked, wrong = 0, []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for depth in pattern.findall(path.read_text()):
+            checked += 1
+            if path.resolve().parents[int(depth)] != ROOT:
+                wrong.append(f"{path.relative_to(ROOT)}: parents[{depth}]")
+    assert checked > 10, "the pattern found no roots: it no longer matches how tests compute them"
+    assert not wrong, f"these point outside the repository's root: {wrong}"

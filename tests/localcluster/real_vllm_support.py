@@ -21,7 +21,7 @@ from env.data import data_dir
 from env.live.launcher_config import LauncherConfig, VllmSettings
 from localcluster.prometheus_server import DEFAULT_BINARY
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 RECORDED = data_dir() / "vllm"
 """vLLM's recorded ``/metrics`` scrapes, inside the repository's data folder."""
 VENV_VARIABLE = "DISAGGPILOT_VLLM_VENV"

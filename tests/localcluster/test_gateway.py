@@ -44,7 +44,7 @@ from tests.localcluster.upstreams import (
     start_emulators,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def pd_pair(**decode_options: object) -> list[FakeReplica]:

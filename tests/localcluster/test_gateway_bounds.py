@@ -20,7 +20,7 @@ from localcluster.gateway.config import BODY_OVERHEAD_BYTES, JSON_BYTES_PER_CHAR
 from localcluster.gateway.metrics import GW_REFUSED
 from tests.localcluster.upstreams import KEYS, MODEL, FakeReplica, call, gateway_config, rig, run
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 HUGE_BYTES = 60 * 1024 * 1024
 """The size of body that took the gateway from 87 MB to 769 MB when four were sent at once (bytes)."""
 ALLOWED_GROWTH_BYTES = 20 * 1024 * 1024

@@ -31,7 +31,7 @@ from localcluster.rig import (
     write_keys,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 ARGS = ["--scenario", "flash_crowd", "--time-scale", "0.1", "--replicas-by", "controller"]

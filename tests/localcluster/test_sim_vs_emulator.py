@@ -15,7 +15,7 @@ import pytest
 
 from tests.env.live.conftest import requires_prometheus
 
-BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "sim_vs_emulator.py"
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "sim_vs_emulator.py"
 
 
 def load_benchmark() -> ModuleType:

@@ -174,7 +174,7 @@ def _error(status: int, message: str) -> web.Response:
 
 
 # --- the rig: fake replicas behind a real gateway, and a client ------------------------------------------
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"alpha": "alpha-secret-key-0001", "beta": "beta-secret-key-0002"}
 MODEL = "tiny"
 _T = TypeVar("_T")
