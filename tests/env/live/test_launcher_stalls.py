@@ -22,13 +22,17 @@ STALL_LINE = "loading weights (stalls here)"
 
 
 def stalling_python(tmp_path: Path, stalls: int) -> Path:
-    """An interpreter stand-in whose first ``stalls`` runs hang after printing :data:`STALL_LINE`."""
+    """An interpreter stand-in whose first ``stalls`` runs hang after printing :data:`STALL_LINE`.
+
+    Each run claims the first free run number with ``mkdir``, which is atomic: replicas started together
+    never claim the same number (a counter file read by two at once let both stall)."""
     script = tmp_path / "python-that-stalls"
-    counter = tmp_path / "runs"
+    runs = tmp_path / "runs"
+    runs.mkdir()
     script.write_text(f"""#!/bin/sh
-runs=$(cat {counter} 2>/dev/null || echo 0)
-echo $((runs + 1)) > {counter}
-if [ "$runs" -lt {stalls} ]; then echo "{STALL_LINE}"; exec sleep 600; fi
+run=0
+until mkdir {runs}/$run 2>/dev/null; do run=$((run + 1)); done
+if [ "$run" -lt {stalls} ]; then echo "{STALL_LINE}"; exec sleep 600; fi
 exec {sys.executable} "$@"
 """)
     script.chmod(0o755)
