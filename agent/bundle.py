@@ -14,7 +14,7 @@ from the environment's, naming the first mismatch. Every file in the directory (
 listed in the manifest, and the files a policy reads (model, spec, config; normalisation when present) must
 be: a file slipped in beside the listed ones is refused, never read. The manifest only proves the files
 agree with each other: someone able to write the bundle can recompute it. Only a pinned content hash
-(``expected_hash``, computed on a trusted copy with ``python -m agent.bundle <dir>``) proves it is the
+(``expected_hash``, computed on a trusted copy with ``python -m disaggpilot.agent.bundle <dir>``) proves it is the
 bundle you meant.
 """
 
@@ -30,9 +30,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from agent.errors import BundleError
-from env.errors import ConfigError
-from env.observation import ObservationConfig, unknown_features
+from disaggpilot.agent.errors import BundleError
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.observation import ObservationConfig, unknown_features
 
 MODEL_FILE, NORMALIZE_FILE, SPEC_FILE, CONFIG_FILE, MANIFEST_FILE = (
     "model.zip", "normalization.json", "spec.json", "config.yaml", "manifest.json")
@@ -240,11 +240,11 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return value
 
 
-if __name__ == "__main__":  # python -m agent.bundle <dir>: print the hash to pin (controller.expected_hash)
+if __name__ == "__main__":  # python -m disaggpilot.agent.bundle <dir>: print the hash to pin (controller.expected_hash)
     import sys
 
     if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m agent.bundle <bundle directory>")
+        raise SystemExit("usage: python -m disaggpilot.agent.bundle <bundle directory>")
     try:
         print(content_hash(sys.argv[1]))
     except BundleError as failure:

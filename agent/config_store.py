@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
-from agent.ray_cluster import RayConfig
-from agent.training.config import PpoConfig, RunConfig
-from env.config_store import SCHEMA_GROUP
-from env.config_store import register_configs as register_env_configs
-from env.structured import defaults_node
+from disaggpilot.agent.ray_cluster import RayConfig
+from disaggpilot.agent.training.config import PpoConfig, RunConfig
+from disaggpilot.env.config_store import SCHEMA_GROUP
+from disaggpilot.env.config_store import register_configs as register_env_configs
+from disaggpilot.env.structured import defaults_node
 
 
 def register_configs() -> None:

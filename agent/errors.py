@@ -6,7 +6,7 @@ so that ``except PermanentError`` catches a permanent error of any package.
 
 from __future__ import annotations
 
-from env.errors import ConfigError, DisaggpilotError, PermanentError, TemporaryError
+from disaggpilot.env.errors import ConfigError, DisaggpilotError, PermanentError, TemporaryError
 
 __all__ = ["AgentError", "BundleError", "ConfigError", "PermanentError", "PolicyConfigError", "PolicyStateError",
            "TemporaryError"]

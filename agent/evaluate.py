@@ -19,15 +19,15 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from agent.config_store import register_configs
-from agent.evaluation import EpisodeResult, evaluate, plan_from_config, write_outputs
-from agent.evaluation.dispatch import progress_line
-from agent.evaluation.verdict import VerdictSettings
-from agent.ray_cluster import RayConfig, RayUnavailableError
-from env.catalog import configs_dir
-from env.errors import ConfigError, PermanentError
-from env.runlog import log_resolved_config, runlog
-from env.structured import build
+from disaggpilot.agent.config_store import register_configs
+from disaggpilot.agent.evaluation import EpisodeResult, evaluate, plan_from_config, write_outputs
+from disaggpilot.agent.evaluation.dispatch import progress_line
+from disaggpilot.agent.evaluation.verdict import VerdictSettings
+from disaggpilot.agent.ray_cluster import RayConfig, RayUnavailableError
+from disaggpilot.env.catalog import configs_dir
+from disaggpilot.env.errors import ConfigError, PermanentError
+from disaggpilot.env.runlog import log_resolved_config, runlog
+from disaggpilot.env.structured import build
 
 log = logging.getLogger("disaggpilot.evaluate")
 register_configs()  # the schemas configs/evaluate.yaml composes (agent/config_store.py)

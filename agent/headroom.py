@@ -18,9 +18,9 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from agent.errors import BundleError
-from agent.sizing.sizer import HeadroomSettings, HeadroomSizer
-from env.cluster_env import DisaggClusterEnv
+from disaggpilot.agent.errors import BundleError
+from disaggpilot.agent.sizing.sizer import HeadroomSettings, HeadroomSizer
+from disaggpilot.env.cluster_env import DisaggClusterEnv
 
 ACTION_MODES = ("delta", "headroom")
 

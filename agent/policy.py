@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from env.backend import ClusterAction
-from env.metrics import MetricsSnapshot
-from env.observation import ObservationConfig
-from env.scenario import ScenarioConfig
-from env.workload import RequestBatch
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.observation import ObservationConfig
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.workload import RequestBatch
 
 if TYPE_CHECKING:
-    from env.cluster_env import EnvConfig
+    from disaggpilot.env.cluster_env import EnvConfig
 
 log = logging.getLogger("disaggpilot.policy")
 

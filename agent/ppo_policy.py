@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from agent.bundle import Bundle, load_bundle, validate_spec
-from agent.errors import BundleError, PolicyStateError
-from agent.headroom import HeadroomSettings, HeadroomSizer, settings_from_spec
-from agent.policy import PolicyContext
-from env.action import ActionCodec, ActionConfig
-from env.backend import ClusterAction
-from env.metrics import MetricsSnapshot
+from disaggpilot.agent.bundle import Bundle, load_bundle, validate_spec
+from disaggpilot.agent.errors import BundleError, PolicyStateError
+from disaggpilot.agent.headroom import HeadroomSettings, HeadroomSizer, settings_from_spec
+from disaggpilot.agent.policy import PolicyContext
+from disaggpilot.env.action import ActionCodec, ActionConfig
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.metrics import MetricsSnapshot
 
 ActionPredictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """(raw observation, action masks) -> action indices; the predictor normalises the observation itself."""

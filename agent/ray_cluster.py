@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.errors import AgentError, PermanentError, TemporaryError
-from env.errors import require
+from disaggpilot.agent.errors import AgentError, PermanentError, TemporaryError
+from disaggpilot.env.errors import require
 
 log = logging.getLogger("disaggpilot.ray")
 

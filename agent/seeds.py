@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from env.errors import ConfigError
+from disaggpilot.env.errors import ConfigError
 
 EVALUATION_SEEDS: tuple[int, ...] = (100, 101, 102, 103, 104)
 """Episode seeds of ``disaggpilot evaluate`` by default; nothing else (training, validation, tuning) uses them."""

@@ -22,15 +22,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from agent.config_store import register_configs
-from agent.ray_cluster import RayConfig, RayUnavailableError
-from agent.training.config import PpoConfig, RunConfig
-from env.catalog import configs_dir
-from env.cluster_env import EnvConfig
-from env.errors import PermanentError
-from env.reward import RewardConfig
-from env.runlog import log_resolved_config
-from env.structured import build
+from disaggpilot.agent.config_store import register_configs
+from disaggpilot.agent.ray_cluster import RayConfig, RayUnavailableError
+from disaggpilot.agent.training.config import PpoConfig, RunConfig
+from disaggpilot.env.catalog import configs_dir
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.errors import PermanentError
+from disaggpilot.env.reward import RewardConfig
+from disaggpilot.env.runlog import log_resolved_config
+from disaggpilot.env.structured import build
 
 log = logging.getLogger("disaggpilot.train")
 register_configs()  # the schemas configs/train.yaml composes (agent/config_store.py)
@@ -62,7 +62,7 @@ def sweep_objective(validations: Sequence[Mapping[str, float]]) -> float:
 @hydra.main(version_base=None, config_path=str(configs_dir()), config_name="train")
 def main(cfg: DictConfig) -> float:
     """Entry point of ``disaggpilot train``; returns :func:`sweep_objective` for Hydra sweepers."""
-    from agent.training.runner import train  # deferred: imports torch
+    from disaggpilot.agent.training.runner import train  # deferred: imports torch
 
     try:  # settings first: a bad input is named before anything else is printed
         run, ppo = RunConfig(**_container(cfg.run)), build(PpoConfig, cfg.agent)

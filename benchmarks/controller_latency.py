@@ -32,16 +32,16 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from agent.bundle import content_hash
-from agent.policy import Policy
-from controller.actuators import BackendActuator
-from controller.clock import VirtualClock
-from controller.config import ControllerConfig, PoolBounds, ShieldConfig
-from controller.loop import ControllerLoop
-from controller.policies import load_policy, make_fallback
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.scenario import load_scenario
-from env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, TenantSpecimen
+from disaggpilot.agent.bundle import content_hash
+from disaggpilot.agent.policy import Policy
+from disaggpilot.controller.actuators import BackendActuator
+from disaggpilot.controller.clock import VirtualClock
+from disaggpilot.controller.config import ControllerConfig, PoolBounds, ShieldConfig
+from disaggpilot.controller.loop import ControllerLoop
+from disaggpilot.controller.policies import load_policy, make_fallback
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.scenario import load_scenario
+from disaggpilot.env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, TenantSpecimen
 
 ROOT = Path(__file__).resolve().parents[1]
 P99_FLOOR_S, RSS_FLOOR_MB, WARMUP = 0.010, 400.0, 20
@@ -52,7 +52,7 @@ def build_bundle(directory: Path) -> Path:
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from agent.bundle import save_bundle
+    from disaggpilot.agent.bundle import save_bundle
 
     net_arch = list(OmegaConf.load(ROOT / "configs" / "agent" / "ppo.yaml").net_arch)
     environment = DisaggClusterEnv("steady")

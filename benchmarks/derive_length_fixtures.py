@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from env.trace import Trace, load_trace, repo_root
+from disaggpilot.env.trace import Trace, load_trace, repo_root
 
 TRACES: dict[str, str] = {
     "code": "data/traces/azure2023_code.csv",

@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 
-from env.cluster_env import DisaggClusterEnv
-from env.metrics import MetricsSnapshot
-from env.sim.cluster import SimBackend
+from disaggpilot.env.cluster_env import DisaggClusterEnv
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.sim.cluster import SimBackend
 
 
 class TimedSimBackend(SimBackend):

@@ -32,10 +32,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from env.catalog import GpuSpec, ModelSpec, load_gpu, load_model
-from env.data import data_dir, missing_data_message
-from env.errors import DisaggpilotError
-from env.perf import PerfModel
+from disaggpilot.env.catalog import GpuSpec, ModelSpec, load_gpu, load_model
+from disaggpilot.env.data import data_dir, missing_data_message
+from disaggpilot.env.errors import DisaggpilotError
+from disaggpilot.env.perf import PerfModel
 
 DEFAULT_POINTS = data_dir() / "calibration" / "splitwise_perf_model.csv"
 """Splitwise's measured Llama-2-70B iteration times, the repository's copy (see ``data/README.md``)."""

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from env.trace import load_trace
-from env.workload import ArrivalSpec, sample_arrivals
+from disaggpilot.env.trace import load_trace
+from disaggpilot.env.workload import ArrivalSpec, sample_arrivals
 
 TRACES: dict[str, tuple[str, int, float]] = {
     "code": ("data/traces/azure2023_code.csv", 3, 5.0),

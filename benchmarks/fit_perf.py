@@ -34,8 +34,8 @@ from fidelity import (
     read_points,
 )
 
-from env.catalog import GpuSpec, ModelSpec, PerfCalibration
-from env.errors import DisaggpilotError
+from disaggpilot.env.catalog import GpuSpec, ModelSpec, PerfCalibration
+from disaggpilot.env.errors import DisaggpilotError
 
 FRACTIONS = ("prefill_compute_efficiency", "decode_memory_efficiency", "decode_compute_efficiency",
              "link_efficiency")

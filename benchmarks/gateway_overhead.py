@@ -1,8 +1,8 @@
 """Gateway overhead per request: through the gateway vs straight to the replicas, measured in one run.
 
-Three processes on loopback: emulated replicas (``python -m localcluster.emulator`` at ``--time-scale`` 1e-4,
-so the replicas cost next to nothing and the gateway's share is as large as it gets), the gateway
-(``python -m localcluster.gateway``) and this client. Each request streams ``--tokens`` tokens for a 64-word
+Three processes on loopback: emulated replicas (``python -m disaggpilot.localcluster.emulator`` at
+``--time-scale`` 1e-4, so the replicas cost next to nothing and the gateway's share is as large as it gets), the gateway
+(``python -m disaggpilot.localcluster.gateway``) and this client. Each request streams ``--tokens`` tokens for a 64-word
 prompt. Two layouts: aggregated (one replica; the gateway adds a hop) and P/D (a prefill and a decode
 replica; direct means this client does the prefill-then-decode handshake itself, as the gateway does).
 Printed per layout: median and p90 end-to-end latency over ``--requests`` sequential requests, and the
@@ -98,7 +98,7 @@ def run_layout(layout: str, roles: list[str], args: argparse.Namespace) -> None:
                   "max_model_len": 4096, "replicas": entries, "port": free_port()}
         path = Path(tmp) / "gateway.json"
         path.write_text(json.dumps(config))
-        gateway = subprocess.Popen([sys.executable, "-m", "localcluster.gateway", "--config", str(path),
+        gateway = subprocess.Popen([sys.executable, "-m", "disaggpilot.localcluster.gateway", "--config", str(path),
                                     "--log-level", "WARNING"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         try:
             line = gateway.stdout.readline() if gateway.stdout else ""

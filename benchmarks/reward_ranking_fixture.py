@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from agent.baselines import make_baseline
-from agent.evaluation.episode import EpisodeTask, play
-from agent.evaluation.policies import PolicySpec
-from env.cluster_env import DisaggClusterEnv
-from env.metrics import GW_GOODPUT_GENERATION_TOKENS, GW_GOODPUT_PROMPT_TOKENS, GW_MET, GW_MISSED
-from env.scenario import load_scenario
-from env.summary import summarize
+from disaggpilot.agent.baselines import make_baseline
+from disaggpilot.agent.evaluation.episode import EpisodeTask, play
+from disaggpilot.agent.evaluation.policies import PolicySpec
+from disaggpilot.env.cluster_env import DisaggClusterEnv
+from disaggpilot.env.metrics import GW_GOODPUT_GENERATION_TOKENS, GW_GOODPUT_PROMPT_TOKENS, GW_MET, GW_MISSED
+from disaggpilot.env.scenario import load_scenario
+from disaggpilot.env.summary import summarize
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "env" / "data" / "reward_ranking_diurnal.json"
 POLICIES: dict[str, dict[str, Any]] = {

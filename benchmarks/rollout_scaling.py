@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from agent.ray_cluster import RayConfig
-from agent.training.ray_vec_env import RayVecEnv
-from agent.training.runner import make_env_factory
-from env.cluster_env import EnvConfig
-from env.reward import RewardConfig
-from env.scenario import load_scenario
+from disaggpilot.agent.ray_cluster import RayConfig
+from disaggpilot.agent.training.ray_vec_env import RayVecEnv
+from disaggpilot.agent.training.runner import make_env_factory
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.reward import RewardConfig
+from disaggpilot.env.scenario import load_scenario
 
 FLOOR = 0.75
 """Ray's throughput at 2 workers must be at least this share of subprocesses' (within 25%)."""

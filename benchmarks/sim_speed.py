@@ -17,11 +17,11 @@ import os
 import resource
 import time
 
-from env.errors import TraceError
-from env.scenario import ScenarioConfig
-from env.sim.cluster import SimBackend
-from env.sim.config import ClusterConfig, PoolConfig
-from env.workload import TenantSpec, TraceSpec
+from disaggpilot.env.errors import TraceError
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.sim.cluster import SimBackend
+from disaggpilot.env.sim.config import ClusterConfig, PoolConfig
+from disaggpilot.env.workload import TenantSpec, TraceSpec
 
 TRACES = {"code": "data/traces/azure2023_code.csv", "conv": "data/traces/azure2023_conv.csv"}
 

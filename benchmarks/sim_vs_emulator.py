@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from env.scenario import load_scenario
-from env.sim.cluster import SimBackend
-from env.sim.request import Request
-from env.summary import summarize
-from localcluster.loadgen import run_loadgen
-from localcluster.rig import LocalCluster, RigConfig
+from disaggpilot.env.scenario import load_scenario
+from disaggpilot.env.sim.cluster import SimBackend
+from disaggpilot.env.sim.request import Request
+from disaggpilot.env.summary import summarize
+from disaggpilot.localcluster.loadgen import run_loadgen
+from disaggpilot.localcluster.rig import LocalCluster, RigConfig
 
 SCENARIO = """
 name: sim_vs_emulator

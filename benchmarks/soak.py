@@ -1,9 +1,9 @@
 """Load/soak run of the gateway on loopback: bounded in time and in requests; counts every request's fate.
 
-Processes: emulated replicas (``python -m localcluster.emulator``, one prefill and ``--decodes`` decode replicas at
-``--time-scale``), the gateway (``python -m localcluster.gateway``, a process of its own so its memory is its
-own) and this client, which keeps ``--concurrency`` streamed requests open until ``--requests`` were sent or
-``--duration-s`` passed. Each request asks for ``--tokens`` tokens (``ignore_eos``) after a 64-word prompt.
+Processes: emulated replicas (``python -m disaggpilot.localcluster.emulator``, one prefill and ``--decodes`` decode
+replicas at ``--time-scale``), the gateway (``python -m disaggpilot.localcluster.gateway``, a process of its own so its
+memory is its own) and this client, which keeps ``--concurrency`` streamed requests open until ``--requests`` were
+sent or ``--duration-s`` passed. Each request asks for ``--tokens`` tokens (``ignore_eos``) after a 64-word prompt.
 
 Printed: requests sent, answered (200 and every token, ending in ``[DONE]``), failed (an error status),
 lost (a 200 stream that ended short, or a broken connection), throughput, and the gateway's resident memory:
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> None:
                   "max_model_len": 4096, "replicas": [entry for entry, _ in started], "port": free_port()}
         path = Path(tmp) / "gateway.json"
         path.write_text(json.dumps(config))
-        gateway = subprocess.Popen([sys.executable, "-m", "localcluster.gateway", "--config", str(path),
+        gateway = subprocess.Popen([sys.executable, "-m", "disaggpilot.localcluster.gateway", "--config", str(path),
                                     "--log-level", "WARNING"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         try:
             url = (gateway.stdout.readline() if gateway.stdout else "").split()[-1]

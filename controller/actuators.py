@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from env.backend import Actuator, ClusterAction, ClusterBackend
+from disaggpilot.env.backend import Actuator, ClusterAction, ClusterBackend
 
 __all__ = ["Actuator", "BackendActuator", "DryRunActuator"]
 

@@ -6,7 +6,7 @@ env=live env.live.prometheus.url=...``: ``env.live``'s Prometheus source). Actio
 cluster (``controller.actuator=backend``), to a log (``dry_run``), to Kubernetes (``kubernetes``:
 ``env.live.kubernetes``) or to replicas run as local processes (``controller=local``: the controller starts
 the scenario's initial replicas through ``env.live.launcher`` and ``env.live.startup`` and stops them on exit;
-the local cluster's rig, ``python -m localcluster.rig``, runs the gateway and Prometheus around them);
+the local cluster's rig, ``python -m disaggpilot.localcluster.rig``, runs the gateway and Prometheus around them);
 with ``controller.leader_election.enabled`` only the holder of a Lease acts (``controller.leader``). For example::
 
     disaggpilot controller controller.bundle=outputs/train/<run>/bundle                 # shadow mode
@@ -33,27 +33,27 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from agent.policy import environment_for
-from controller.actuators import Actuator, BackendActuator, DryRunActuator
-from controller.clock import Clock, VirtualClock, WallClock
-from controller.config import ControllerConfig, register_configs
-from controller.leader import LeaderElector
-from controller.logs import use_logs
-from controller.loop import ControllerLoop
-from controller.policies import describe, load_policy, make_fallback
-from controller.telemetry import ControllerMetrics, MetricsServer
-from env import errors as env_errors
-from env.backend import ClusterBackend
-from env.catalog import SHIPPED_BUNDLE, configs_dir
-from env.cluster_env import EnvConfig, simulator_factory
-from env.live.backend import LiveBackend, live_backend_factory
-from env.live.config import LiveConfig
-from env.live.kubernetes import KubernetesActuator, bounded_retries
-from env.live.launcher import Launcher
-from env.live.local_actuator import LocalProcessActuator
-from env.live.startup import start_initial_replicas, wait_for_targets
-from env.runlog import log_resolved_config, resolved_config, runlog
-from env.scenario import ScenarioConfig, load_scenario
+from disaggpilot.agent.policy import environment_for
+from disaggpilot.controller.actuators import Actuator, BackendActuator, DryRunActuator
+from disaggpilot.controller.clock import Clock, VirtualClock, WallClock
+from disaggpilot.controller.config import ControllerConfig, register_configs
+from disaggpilot.controller.leader import LeaderElector
+from disaggpilot.controller.logs import use_logs
+from disaggpilot.controller.loop import ControllerLoop
+from disaggpilot.controller.policies import describe, load_policy, make_fallback
+from disaggpilot.controller.telemetry import ControllerMetrics, MetricsServer
+from disaggpilot.env import errors as env_errors
+from disaggpilot.env.backend import ClusterBackend
+from disaggpilot.env.catalog import SHIPPED_BUNDLE, configs_dir
+from disaggpilot.env.cluster_env import EnvConfig, simulator_factory
+from disaggpilot.env.live.backend import LiveBackend, live_backend_factory
+from disaggpilot.env.live.config import LiveConfig
+from disaggpilot.env.live.kubernetes import KubernetesActuator, bounded_retries
+from disaggpilot.env.live.launcher import Launcher
+from disaggpilot.env.live.local_actuator import LocalProcessActuator
+from disaggpilot.env.live.startup import start_initial_replicas, wait_for_targets
+from disaggpilot.env.runlog import log_resolved_config, resolved_config, runlog
+from disaggpilot.env.scenario import ScenarioConfig, load_scenario
 
 log = logging.getLogger("disaggpilot.controller")
 BACKENDS = ("sim", "live")

@@ -20,19 +20,21 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from controller.cli_errors import is_user_error, one_line
+from disaggpilot.controller.cli_errors import is_user_error, one_line
 
 # subcommand -> (module, attribute, one-line help). Modules are imported only when their command runs,
 # so ``disaggpilot simulate`` never pays for importing torch, and the daemon's package never imports the local
 # cluster's (``localcluster``, named here by string: the import-linter contracts forbid the import).
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "simulate": ("env.simulate", "main", "run a scenario on the simulator with a fixed configuration"),
-    "train": ("agent.train", "main", "train a PPO policy on the simulator and write a policy bundle"),
-    "evaluate": ("agent.evaluate", "main", "compare policies over scenarios and seeds: CSVs, summary, plots"),
-    "controller": ("controller.app", "main", "run the control loop (shadow or active) with its shield and metrics"),
-    "loadgen": ("localcluster.loadgen_app", "main",
+    "simulate": ("disaggpilot.env.simulate", "main", "run a scenario on the simulator with a fixed configuration"),
+    "train": ("disaggpilot.agent.train", "main", "train a PPO policy on the simulator and write a policy bundle"),
+    "evaluate": ("disaggpilot.agent.evaluate", "main",
+                 "compare policies over scenarios and seeds: CSVs, summary, plots"),
+    "controller": ("disaggpilot.controller.app", "main",
+                   "run the control loop (shadow or active) with its shield and metrics"),
+    "loadgen": ("disaggpilot.localcluster.loadgen_app", "main",
                 "replay a scenario against an OpenAI-compatible endpoint, per-tenant table"),
-    "rig": ("localcluster.rig", "main",
+    "rig": ("disaggpilot.localcluster.rig", "main",
             "run a local cluster: emulated (or real CPU) vLLM replicas, gateway, Prometheus"),
 }
 FULL_ERROR = "HYDRA_FULL_ERROR"

@@ -16,7 +16,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from env.errors import PermanentError
+from disaggpilot.env.errors import PermanentError
 
 USER_ERRORS: tuple[type[Exception], ...] = (HydraException, OmegaConfBaseException, PermanentError)
 """What a user's input causes (and fixes); anything else is a bug and keeps its traceback."""

@@ -15,14 +15,14 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from agent.baselines.headroom_planner import HeadroomPlannerSettings
-from env.catalog import SHIPPED_BUNDLE
-from env.config_store import SCHEMA_GROUP
-from env.config_store import register_configs as register_env_configs
-from env.errors import require
-from env.live.kubernetes import KubernetesActuatorConfig
-from env.live.launcher_config import LauncherConfig
-from env.structured import build
+from disaggpilot.agent.baselines.headroom_planner import HeadroomPlannerSettings
+from disaggpilot.env.catalog import SHIPPED_BUNDLE
+from disaggpilot.env.config_store import SCHEMA_GROUP
+from disaggpilot.env.config_store import register_configs as register_env_configs
+from disaggpilot.env.errors import require
+from disaggpilot.env.live.kubernetes import KubernetesActuatorConfig
+from disaggpilot.env.live.launcher_config import LauncherConfig
+from disaggpilot.env.structured import build
 
 DEFAULT_DEMAND_WINDOW = HeadroomPlannerSettings().demand_window_intervals
 
@@ -205,7 +205,8 @@ class ControllerConfig:
     bundle, so that a forgotten ``controller.bundle`` never silently leaves the cluster to the fallback."""
     expected_hash: str | None = None
     """Refuse the bundle unless its SHA-256 content hash equals this (64 hex digits); null skips the pin, which
-    active mode refuses unless ``allow_unpinned``. Get it from a trusted copy: ``python -m agent.bundle <dir>``."""
+    active mode refuses unless ``allow_unpinned``. Get it from a trusted copy:
+    ``python -m disaggpilot.agent.bundle <dir>``."""
     allow_unpinned: bool = False
     """Let active mode run a bundle without ``expected_hash``. Dangerous: a bundle's model is a pickle, and its
     manifest proves nothing against whoever can write the bundle (they recompute it), so an unpinned bundle
@@ -251,8 +252,9 @@ class ControllerConfig:
                 "controller.expected_hash", self.expected_hash, "use the bundle's 64-hex-digit bundle_sha256")
         require(self.mode != "active" or self.bundle is None or self.expected_hash is not None or self.allow_unpinned,
                 "controller.expected_hash", self.expected_hash, f"active mode runs only a pinned bundle: set it to "
-                f"the content hash of a trusted copy of {self.bundle} (print it with `python -m agent.bundle "
-                "<dir>`), or set controller.allow_unpinned=true to run unverified code (experiments only)")
+                f"the content hash of a trusted copy of {self.bundle} (print it with "
+                "`python -m disaggpilot.agent.bundle <dir>`), or set controller.allow_unpinned=true to run unverified "
+                "code (experiments only)")
         require(0 <= self.metrics_port <= 65535, "controller.metrics_port", self.metrics_port,
                 "use a TCP port, or 0 to serve no metrics")
         require(self.history_intervals >= 2, "controller.history_intervals", self.history_intervals,

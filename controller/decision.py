@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from env.backend import ClusterAction
-from env.metrics import GW_ARRIVED, KV_USAGE, WAITING, MetricsSnapshot
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.metrics import GW_ARRIVED, KV_USAGE, WAITING, MetricsSnapshot
 
 POLICY, FALLBACK, HOLD = "policy", "fallback", "hold"
 """Where a decision's action came from; ``hold`` applies nothing and keeps the current targets."""

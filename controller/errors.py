@@ -8,7 +8,7 @@ The two families and :class:`ConfigError` (which :func:`env.errors.require` rais
 
 from __future__ import annotations
 
-from env.errors import ConfigError, DisaggpilotError, PermanentError, TemporaryError
+from disaggpilot.env.errors import ConfigError, DisaggpilotError, PermanentError, TemporaryError
 
 __all__ = ["ActuatorError", "ConfigError", "ControllerError", "PermanentError", "TemporaryError"]
 

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import overload
 
-from env.metrics import MetricsSnapshot
+from disaggpilot.env.metrics import MetricsSnapshot
 
 
 class History(Sequence[MetricsSnapshot]):

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from controller.clock import Clock
-from controller.config import LeaderElectionConfig
+from disaggpilot.controller.clock import Clock
+from disaggpilot.controller.config import LeaderElectionConfig
 
 if TYPE_CHECKING:  # the client takes most of a second to import: only a running elector loads it
     from kubernetes import client

@@ -22,23 +22,23 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from agent.errors import BundleError
-from agent.policy import Policy, PolicyContext
-from controller.actuators import Actuator
-from controller.clock import Clock
-from controller.config import ControllerConfig
-from controller.decision import FALLBACK, HOLD, POLICY, Decision, replicas_of
-from controller.history import History
-from controller.shield import Shield, ShieldState
-from controller.telemetry import ControllerMetrics
-from controller.validate import ACTUATOR, BUNDLE, NO_BUNDLE, SCRAPE, Problem, validate_snapshot
-from controller.validate import POLICY as POLICY_ERROR
-from env import errors as env_errors
-from env.backend import ClusterAction
-from env.cluster_env import EnvConfig, interface
-from env.errors import ConfigError
-from env.metrics import MetricsSnapshot
-from env.scenario import ScenarioConfig
+from disaggpilot.agent.errors import BundleError
+from disaggpilot.agent.policy import Policy, PolicyContext
+from disaggpilot.controller.actuators import Actuator
+from disaggpilot.controller.clock import Clock
+from disaggpilot.controller.config import ControllerConfig
+from disaggpilot.controller.decision import FALLBACK, HOLD, POLICY, Decision, replicas_of
+from disaggpilot.controller.history import History
+from disaggpilot.controller.shield import Shield, ShieldState
+from disaggpilot.controller.telemetry import ControllerMetrics
+from disaggpilot.controller.validate import ACTUATOR, BUNDLE, NO_BUNDLE, SCRAPE, Problem, validate_snapshot
+from disaggpilot.controller.validate import POLICY as POLICY_ERROR
+from disaggpilot.env import errors as env_errors
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.cluster_env import EnvConfig, interface
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.scenario import ScenarioConfig
 
 log = logging.getLogger("disaggpilot.controller")
 T = TypeVar("T")

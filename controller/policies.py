@@ -14,15 +14,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agent.baselines import make_baseline
-from agent.bundle import load_bundle, validate_spec
-from agent.errors import BundleError
-from agent.headroom import HeadroomEnv, settings_from_spec
-from agent.policy import Policy, observing_as
-from controller.config import ControllerConfig
-from controller.validate import BUNDLE, NO_BUNDLE, POLICY, Problem
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.scenario import ScenarioConfig
+from disaggpilot.agent.baselines import make_baseline
+from disaggpilot.agent.bundle import load_bundle, validate_spec
+from disaggpilot.agent.errors import BundleError
+from disaggpilot.agent.headroom import HeadroomEnv, settings_from_spec
+from disaggpilot.agent.policy import Policy, observing_as
+from disaggpilot.controller.config import ControllerConfig
+from disaggpilot.controller.validate import BUNDLE, NO_BUNDLE, POLICY, Problem
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.scenario import ScenarioConfig
 
 log = logging.getLogger("disaggpilot.controller")
 
@@ -43,13 +43,14 @@ def load_policy(config: ControllerConfig, scenario: ScenarioConfig, env_config: 
         return None, Problem(NO_BUNDLE, "controller.bundle is null: running the fallback planner only")
     if config.expected_hash is None:
         log.warning("policy bundle %s is not pinned (controller.expected_hash is null): any code slipped into it "
-                    "runs; pin it with the output of `python -m agent.bundle <dir>` on a trusted copy", config.bundle,
+                    "runs; pin it with the output of `python -m disaggpilot.agent.bundle <dir>` on a trusted copy",
+                    config.bundle,
                     extra={"fields": {"event": "startup", "bundle_pinned": False}})
     try:
         bundle = load_bundle(config.bundle, expected_hash=config.expected_hash)
         observing = observing_as(bundle.trained_observation(), env_config)  # as environment_for will
         validate_spec(bundle.spec, expected_spec(scenario, observing, bundle.spec, bundle.path), bundle.path)
-        from agent.ppo_policy import PpoPolicy  # deferred: imports torch
+        from disaggpilot.agent.ppo_policy import PpoPolicy  # deferred: imports torch
 
         return PpoPolicy(config.bundle, expected_hash=config.expected_hash), None
     except BundleError as error:

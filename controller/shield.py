@@ -25,9 +25,9 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from controller.config import ShieldConfig
-from env.backend import ClusterAction, PoolTarget
-from env.metrics import MetricsSnapshot
+from disaggpilot.controller.config import ShieldConfig
+from disaggpilot.env.backend import ClusterAction, PoolTarget
+from disaggpilot.env.metrics import MetricsSnapshot
 
 
 @dataclass(frozen=True)

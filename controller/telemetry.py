@@ -22,9 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from controller.config import MODES
-from controller.decision import POLICY, Decision, replicas_of
-from controller.validate import REASONS
+from disaggpilot.controller.config import MODES
+from disaggpilot.controller.decision import POLICY, Decision, replicas_of
+from disaggpilot.controller.validate import REASONS
 
 PREFIX = "disaggpilot_controller_"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)

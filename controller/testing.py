@@ -10,11 +10,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from agent.policy import PolicyContext
-from controller.errors import TemporaryError
-from controller.loop import MetricsSource
-from env.backend import ClusterAction, ClusterBackend
-from env.metrics import MetricsSnapshot
+from disaggpilot.agent.policy import PolicyContext
+from disaggpilot.controller.errors import TemporaryError
+from disaggpilot.controller.loop import MetricsSource
+from disaggpilot.env.backend import ClusterAction, ClusterBackend
+from disaggpilot.env.metrics import MetricsSnapshot
 
 
 class FlakyActuator:

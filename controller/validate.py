@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from env.metrics import KV_USAGE, RUNNING, WAITING, Histogram, MetricsSnapshot
+from disaggpilot.env.metrics import KV_USAGE, RUNNING, WAITING, Histogram, MetricsSnapshot
 
 STALE = "stale"
 NAN = "nan"

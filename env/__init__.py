@@ -8,4 +8,4 @@ import gymnasium
 ENV_ID = "disaggpilot/DisaggCluster-v0"
 
 if ENV_ID not in gymnasium.registry:
-    gymnasium.register(id=ENV_ID, entry_point="env.cluster_env:DisaggClusterEnv")
+    gymnasium.register(id=ENV_ID, entry_point="disaggpilot.env.cluster_env:DisaggClusterEnv")

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from env.backend import ClusterAction, PoolTarget
-from env.cluster_config import ClusterConfig
-from env.errors import check_types, require
-from env.metrics import MetricsSnapshot
+from disaggpilot.env.backend import ClusterAction, PoolTarget
+from disaggpilot.env.cluster_config import ClusterConfig
+from disaggpilot.env.errors import check_types, require
+from disaggpilot.env.metrics import MetricsSnapshot
 
 SCALED_ROLES = ("prefill", "decode", "aggregated")
 

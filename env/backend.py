@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from env.errors import require
-from env.metrics import MetricsSnapshot
+from disaggpilot.env.errors import require
+from disaggpilot.env.metrics import MetricsSnapshot
 
 POOL_ROLES: tuple[str, ...] = ("prefill", "decode", "aggregated")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from env.errors import CatalogError, ConfigError, require
+from disaggpilot.env.errors import CatalogError, ConfigError, require
 
 BYTES_PER_DTYPE: dict[str, float] = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp32": 4.0}
 

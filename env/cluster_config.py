@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from env.errors import require
+from disaggpilot.env.errors import require
 
 ROUTING_POLICIES = ("least_tokens", "round_robin")
 SCHEDULING_POLICIES = ("fcfs", "priority")

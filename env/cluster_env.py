@@ -15,15 +15,15 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from env.action import ActionCodec, ActionConfig
-from env.backend import ClusterAction, ClusterBackend
-from env.catalog import load_gpu
-from env.errors import ConfigError, check_types, require
-from env.metrics import MetricsSnapshot
-from env.observation import CLIP, OBSERVATION_VERSION, ObservationConfig, Observer
-from env.randomization import RandomizationConfig, randomize
-from env.reward import RewardCalculator, RewardConfig
-from env.scenario import ScenarioConfig, load_scenario
+from disaggpilot.env.action import ActionCodec, ActionConfig
+from disaggpilot.env.backend import ClusterAction, ClusterBackend
+from disaggpilot.env.catalog import load_gpu
+from disaggpilot.env.errors import ConfigError, check_types, require
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.observation import CLIP, OBSERVATION_VERSION, ObservationConfig, Observer
+from disaggpilot.env.randomization import RandomizationConfig, randomize
+from disaggpilot.env.reward import RewardCalculator, RewardConfig
+from disaggpilot.env.scenario import ScenarioConfig, load_scenario
 
 BackendFactory = Callable[[ScenarioConfig], ClusterBackend]
 
@@ -69,7 +69,7 @@ def interface(config: EnvConfig, scenario: ScenarioConfig, world: ScenarioConfig
 
 def simulator_factory(scenario: ScenarioConfig) -> ClusterBackend:
     """The default backend: the simulator. Imported lazily so ``env`` users of other backends skip it."""
-    from env.sim.cluster import SimBackend
+    from disaggpilot.env.sim.cluster import SimBackend
 
     return SimBackend(scenario)
 

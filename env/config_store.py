@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
-from env.cluster_env import EnvConfig
-from env.reward import RewardConfig
-from env.scenario import ScenarioConfig
-from env.structured import defaults_node
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.reward import RewardConfig
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.structured import defaults_node
 
 SCHEMA_GROUP = "schema"
 """Config group of the schemas. No app selects from it, so a schema is never offered (or selectable) as an

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import env
-from env.errors import TraceError
+import disaggpilot.env
+from disaggpilot.env.errors import TraceError
 
 DATA_FOLDER = "data"
 """The data folder's name, relative to the repository root."""
@@ -18,7 +18,7 @@ DATA_FOLDER = "data"
 
 def repo_root() -> Path:
     """The repository root: the directory that holds ``env/`` and ``configs/``."""
-    return Path(env.__file__).resolve().parents[1]
+    return Path(disaggpilot.env.__file__).resolve().parents[1]
 
 
 def data_dir() -> Path:

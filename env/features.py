@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from env.cluster_config import ClusterConfig
-from env.metrics import (
+from disaggpilot.env.cluster_config import ClusterConfig
+from disaggpilot.env.metrics import (
     GW_ARRIVED,
     GW_FINISHED,
     GW_GENERATION_TOKENS,
@@ -41,11 +41,11 @@ from env.metrics import (
     PoolMetrics,
     TenantMetrics,
 )
-from env.reward import miss_budget_left
-from env.workload import TenantSpec
+from disaggpilot.env.reward import miss_budget_left
+from disaggpilot.env.workload import TenantSpec
 
 if TYPE_CHECKING:
-    from env.observation import ObservationConfig
+    from disaggpilot.env.observation import ObservationConfig
 
 CLIP = 10.0
 """Every feature is clipped to ``[-CLIP, CLIP]``."""

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from env.cluster_config import ClusterConfig
-from env.errors import ConfigError, check_types, require
-from env.features import CLIP, POOL_ROLES, Frame, Memory, known_names, resolve
-from env.metrics import MetricsSnapshot
-from env.workload import TenantSpec
+from disaggpilot.env.cluster_config import ClusterConfig
+from disaggpilot.env.errors import ConfigError, check_types, require
+from disaggpilot.env.features import CLIP, POOL_ROLES, Frame, Memory, known_names, resolve
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.workload import TenantSpec
 
 __all__ = ["CLIP", "OBSERVATION_VERSION", "POOL_ROLES", "ObservationConfig", "Observer", "feature_names",
            "unknown_features"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from env.catalog import GpuSpec, ModelSpec
-from env.errors import ConfigError, require
+from disaggpilot.env.catalog import GpuSpec, ModelSpec
+from disaggpilot.env.errors import ConfigError, require
 
 
 @dataclass(frozen=True)

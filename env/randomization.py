@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from env.errors import check_types, require
-from env.scenario import ScenarioConfig
+from disaggpilot.env.errors import check_types, require
+from disaggpilot.env.scenario import ScenarioConfig
 
 
 @dataclass

@@ -33,10 +33,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from env.errors import check_types, require
-from env.metrics import GW_MET, GW_MISSED, MetricsSnapshot
-from env.summary import weighted_goodput
-from env.workload import TenantSpec
+from disaggpilot.env.errors import check_types, require
+from disaggpilot.env.metrics import GW_MET, GW_MISSED, MetricsSnapshot
+from disaggpilot.env.summary import weighted_goodput
+from disaggpilot.env.workload import TenantSpec
 
 REWARD_FORMS = ("contract", "interval")
 

@@ -8,11 +8,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from env.catalog import configs_dir
-from env.cluster_config import ClusterConfig
-from env.errors import ConfigError, require
-from env.structured import build
-from env.workload import TenantSpec, tenants_from_config
+from disaggpilot.env.catalog import configs_dir
+from disaggpilot.env.cluster_config import ClusterConfig
+from disaggpilot.env.errors import ConfigError, require
+from disaggpilot.env.structured import build
+from disaggpilot.env.workload import TenantSpec, tenants_from_config
 
 
 @dataclass

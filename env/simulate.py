@@ -17,14 +17,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from env.catalog import configs_dir
-from env.config_store import register_configs
-from env.errors import ConfigError, PermanentError, require_seconds, require_seed
-from env.metrics import KV_USAGE, RUNNING, WAITING, MetricsSnapshot
-from env.runlog import log_resolved_config
-from env.scenario import ScenarioConfig
-from env.sim.cluster import SimBackend
-from env.summary import RunSummary, summarize
+from disaggpilot.env.catalog import configs_dir
+from disaggpilot.env.config_store import register_configs
+from disaggpilot.env.errors import ConfigError, PermanentError, require_seconds, require_seed
+from disaggpilot.env.metrics import KV_USAGE, RUNNING, WAITING, MetricsSnapshot
+from disaggpilot.env.runlog import log_resolved_config
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.sim.cluster import SimBackend
+from disaggpilot.env.summary import RunSummary, summarize
 
 log = logging.getLogger("disaggpilot.simulate")
 

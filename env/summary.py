@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-from env.metrics import (
+from disaggpilot.env.metrics import (
     GW_ARRIVED,
     GW_FINISHED,
     GW_GENERATION_TOKENS,
@@ -21,7 +21,7 @@ from env.metrics import (
     MetricsSnapshot,
     TenantMetrics,
 )
-from env.workload import TenantSpec
+from disaggpilot.env.workload import TenantSpec
 
 
 @dataclass

@@ -13,8 +13,8 @@ import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from env.backend import ClusterAction
-from env.metrics import (
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.metrics import (
     GW_ARRIVED,
     GW_FINISHED,
     GW_GENERATION_TOKENS,

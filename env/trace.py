@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from env.data import DATA_FOLDER, repo_root
-from env.errors import TraceError
+from disaggpilot.env.data import DATA_FOLDER, repo_root
+from disaggpilot.env.errors import TraceError
 
 NATIVE_COLUMNS: tuple[str, ...] = ("timestamp_s", "tenant", "input_tokens", "output_tokens")
 """Columns of the project's own trace format."""

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from env.errors import ConfigError, require
-from env.metrics import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
-from env.trace import TRACE_FORMATS, load_length_table, load_trace
+from disaggpilot.env.errors import ConfigError, require
+from disaggpilot.env.metrics import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
+from disaggpilot.env.trace import TRACE_FORMATS, load_length_table, load_trace
 
 ARRIVAL_PROCESSES: tuple[str, ...] = ("poisson", "gamma", "mmpp")
 """Values of ``ArrivalSpec.process``."""

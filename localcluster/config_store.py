@@ -12,9 +12,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from env.config_store import SCHEMA_GROUP
-from env.config_store import register_configs as register_env_configs
-from localcluster.loadgen_config import LoadgenConfig
+from disaggpilot.env.config_store import SCHEMA_GROUP
+from disaggpilot.env.config_store import register_configs as register_env_configs
+from disaggpilot.localcluster.loadgen_config import LoadgenConfig
 
 
 @dataclass

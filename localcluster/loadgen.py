@@ -30,7 +30,7 @@ import aiohttp
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from env.metrics import (
+from disaggpilot.env.metrics import (
     GW_ARRIVED,
     GW_E2E,
     GW_FINISHED,
@@ -48,9 +48,9 @@ from env.metrics import (
     judge,
     tpot_s,
 )
-from env.summary import RunSummary, summarize
-from env.workload import RequestBatch, TenantSpec, TraceSpec, generate_requests
-from localcluster.loadgen_config import LoadgenConfig, scenario_workload
+from disaggpilot.env.summary import RunSummary, summarize
+from disaggpilot.env.workload import RequestBatch, TenantSpec, TraceSpec, generate_requests
+from disaggpilot.localcluster.loadgen_config import LoadgenConfig, scenario_workload
 
 log = logging.getLogger("disaggpilot.loadgen")
 REJECTED_STATUSES = (429, 503)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from env.catalog import configs_dir
-from env.errors import PermanentError
-from env.runlog import log_resolved_config
-from localcluster.config_store import register_configs
-from localcluster.loadgen import main as replay
+from disaggpilot.env.catalog import configs_dir
+from disaggpilot.env.errors import PermanentError
+from disaggpilot.env.runlog import log_resolved_config
+from disaggpilot.localcluster.config_store import register_configs
+from disaggpilot.localcluster.loadgen import main as replay
 
 # configs/loadgen.yaml names its schema, and the scenarios theirs: store them before Hydra composes.
 register_configs()

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from env.errors import require
-from env.scenario import ScenarioConfig, load_scenario
-from env.workload import TenantSpec
+from disaggpilot.env.errors import require
+from disaggpilot.env.scenario import ScenarioConfig, load_scenario
+from disaggpilot.env.workload import TenantSpec
 
 ENDPOINTS: tuple[str, ...] = ("completions", "chat")
 """Values of ``LoadgenConfig.endpoint``."""

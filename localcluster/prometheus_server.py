@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from env.errors import EnvError, PermanentError, require
+from disaggpilot.env.errors import EnvError, PermanentError, require
 
 DEFAULT_BINARY = "/usr/bin/prometheus"
 """Where Debian's ``prometheus`` package installs the server."""

@@ -16,7 +16,8 @@ wall time, from :attr:`LocalCluster.scenario_path` (the scenario in wall time, s
 readers of the cluster (the controller, ``DisaggClusterEnv``) work in the scenario's own time:
 :attr:`LocalCluster.live_config` carries ``time_scale``, so the live backend converts what it reads, and a
 policy trained on the scenario sees the rates, latencies and control interval it was trained with.
-``python -m localcluster.rig --scenario X`` runs one until SIGTERM and prints its URLs and the commands to use it.
+``python -m disaggpilot.localcluster.rig --scenario X`` runs one until SIGTERM and prints its URLs and the commands
+to use it.
 """
 
 from __future__ import annotations
@@ -44,18 +45,18 @@ from typing import Any
 
 import yaml
 
-from env.catalog import SHIPPED_BUNDLE
-from env.errors import PermanentError, require
-from env.live.config import LiveConfig, PrometheusSourceConfig
-from env.live.launcher import Launcher, ReplicaStartError, free_port
-from env.live.launcher_config import REPLICA_KINDS, LauncherConfig
-from env.live.local_actuator import LocalProcessActuator
-from env.live.startup import start_initial_replicas
-from env.scenario import load_scenario
-from env.trace import repo_root
-from localcluster.loadgen_config import LoadgenConfig
-from localcluster.prometheus_server import PrometheusServer, ScrapeJob, ScrapeTarget
-from localcluster.rig_config import RigConfig, scenario_mapping, write_wall_clock_view
+from disaggpilot.env.catalog import SHIPPED_BUNDLE
+from disaggpilot.env.errors import PermanentError, require
+from disaggpilot.env.live.config import LiveConfig, PrometheusSourceConfig
+from disaggpilot.env.live.launcher import Launcher, ReplicaStartError, free_port
+from disaggpilot.env.live.launcher_config import REPLICA_KINDS, LauncherConfig
+from disaggpilot.env.live.local_actuator import LocalProcessActuator
+from disaggpilot.env.live.startup import start_initial_replicas
+from disaggpilot.env.scenario import load_scenario
+from disaggpilot.env.trace import repo_root
+from disaggpilot.localcluster.loadgen_config import LoadgenConfig
+from disaggpilot.localcluster.prometheus_server import PrometheusServer, ScrapeJob, ScrapeTarget
+from disaggpilot.localcluster.rig_config import RigConfig, scenario_mapping, write_wall_clock_view
 
 log = logging.getLogger("disaggpilot.rig")
 GATEWAY_JOB = "disaggpilot-gateway"
@@ -338,7 +339,8 @@ class LocalCluster:
         keys = {f"DISAGGPILOT_RIG_KEY_{i}": self._keys[t.name] for i, t in enumerate(scenario.tenants)}
         with (self.workdir / "gateway.log").open("wb") as log_file:
             self.gateway_process = subprocess.Popen(
-                [sys.executable, "-m", "localcluster.gateway", "--config", str(path), "--log-level", "WARNING"],
+                [sys.executable, "-m", "disaggpilot.localcluster.gateway", "--config", str(path),
+                 "--log-level", "WARNING"],
                 stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **keys},
                 start_new_session=True)
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
@@ -397,9 +399,10 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 # ----- command line --------------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The command line of ``python -m localcluster.rig``."""
-    parser = argparse.ArgumentParser(prog="python -m localcluster.rig", description="Run a local cluster for a "
-                                     "scenario (replicas, gateway, Prometheus) until SIGTERM or Ctrl-C.")
+    """The command line of ``python -m disaggpilot.localcluster.rig``."""
+    parser = argparse.ArgumentParser(prog="python -m disaggpilot.localcluster.rig",
+                                     description="Run a local cluster for a scenario (replicas, gateway, Prometheus) "
+                                                 "until SIGTERM or Ctrl-C.")
     parser.add_argument("--scenario", default="steady", help="scenario name in configs/scenario/ or YAML path")
     parser.add_argument("--kind", default="emulator", choices=REPLICA_KINDS, help="replica kind")
     parser.add_argument("--time-scale", type=float, default=1.0, help="wall seconds per GPU second (emulator)")
@@ -427,7 +430,7 @@ def disaggpilot_command() -> str:
     """How to run ``disaggpilot`` from any shell: the script beside this interpreter (the virtual environment's
     ``bin/``, which need not be on ``PATH``), else this interpreter running the command's module."""
     script = Path(sys.executable).parent / "disaggpilot"
-    return str(script) if script.is_file() else f"{sys.executable} -m controller.cli"
+    return str(script) if script.is_file() else f"{sys.executable} -m disaggpilot.controller.cli"
 
 
 def loadgen_command(cluster: LocalCluster, keys_file: Path) -> str:
@@ -442,9 +445,9 @@ def controller_command(cluster: LocalCluster, bundle: str) -> str:
     """The controller's command line for ``cluster``, running ``bundle`` (``none``: the fallback alone).
 
     Active mode runs only a pinned bundle; the command pins it with the hash the shell computes when it runs
-    (``python -m agent.bundle`` prints it), so the command stays one line a user can paste.
+    (``python -m disaggpilot.agent.bundle`` prints it), so the command stays one line a user can paste.
     """
-    pin = f"controller.expected_hash=$({shlex.quote(sys.executable)} -m agent.bundle {shlex.quote(bundle)})"
+    pin = f"controller.expected_hash=$({shlex.quote(sys.executable)} -m disaggpilot.agent.bundle {shlex.quote(bundle)})"
     policy = "controller.fallback_only=true" if bundle == "none" else f"controller.bundle={bundle} {pin}"
     return f"{disaggpilot_command()} controller {' '.join(cluster.controller_overrides())} {policy}"
 
@@ -469,7 +472,7 @@ def write_keys(cluster: LocalCluster) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m localcluster.rig`` (and ``disaggpilot rig``): serve until SIGTERM/SIGINT."""
+    """Entry point of ``python -m disaggpilot.localcluster.rig`` (and ``disaggpilot rig``): serve until SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         args = parse_args(argv)

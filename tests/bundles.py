@@ -12,11 +12,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from agent.bundle import MANIFEST_FILE, MODEL_FILE, save_bundle
-from agent.headroom import HeadroomEnv, HeadroomSettings
-from agent.training.prior import apply_prior
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.observation import ObservationConfig
+from disaggpilot.agent.bundle import MANIFEST_FILE, MODEL_FILE, save_bundle
+from disaggpilot.agent.headroom import HeadroomEnv, HeadroomSettings
+from disaggpilot.agent.training.prior import apply_prior
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.observation import ObservationConfig
 from tests.env.sim.conftest import small_scenario
 
 COLD_START_OBSERVATION = ObservationConfig(cold_start_feature=True, reference_cold_start_s=120.0)

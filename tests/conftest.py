@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config_store import register_configs
-from controller.config import register_configs as register_controller_configs
-from localcluster.config_store import register_configs as register_loadgen_configs
+from disaggpilot.agent.config_store import register_configs
+from disaggpilot.controller.config import register_configs as register_controller_configs
+from disaggpilot.localcluster.config_store import register_configs as register_loadgen_configs
 from tests.bundles import COLD_START_OBSERVATION, build_bundle
 
 

@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from agent.ray_cluster import RayConfig
-from agent.training.config import PpoConfig, RunConfig
-from controller.config import ControllerConfig
-from env.catalog import configs_dir
-from env.cluster_env import EnvConfig
-from env.reward import RewardConfig
-from localcluster.loadgen_config import LoadgenConfig
+from disaggpilot.agent.ray_cluster import RayConfig
+from disaggpilot.agent.training.config import PpoConfig, RunConfig
+from disaggpilot.controller.config import ControllerConfig
+from disaggpilot.env.catalog import configs_dir
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.reward import RewardConfig
+from disaggpilot.localcluster.loadgen_config import LoadgenConfig
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "env/*.yaml": {"": EnvConfig},

@@ -11,25 +11,25 @@ from types import ModuleType
 
 import pytest
 
-from agent import errors as agent_errors
-from agent.ray_cluster import RayWorkerError
-from controller import errors as controller_errors
-from controller.cli_errors import is_user_error
-from controller.loop import TEMPORARY
-from env import errors as env_errors
-from env.errors import DisaggpilotError, PermanentError, TemporaryError
-from env.live.errors import LiveError, PrometheusUnavailableError
+from disaggpilot.agent import errors as agent_errors
+from disaggpilot.agent.ray_cluster import RayWorkerError
+from disaggpilot.controller import errors as controller_errors
+from disaggpilot.controller.cli_errors import is_user_error
+from disaggpilot.controller.loop import TEMPORARY
+from disaggpilot.env import errors as env_errors
+from disaggpilot.env.errors import DisaggpilotError, PermanentError, TemporaryError
+from disaggpilot.env.live.errors import LiveError, PrometheusUnavailableError
 
-PACKAGES = ("env", "agent", "controller", "localcluster")
+PACKAGES = ("disaggpilot.env", "disaggpilot.agent", "disaggpilot.controller", "disaggpilot.localcluster")
 FAMILIES = (PermanentError, TemporaryError)
 BASES: frozenset[type] = frozenset({DisaggpilotError, *FAMILIES, env_errors.EnvError, agent_errors.AgentError,
                                     controller_errors.ControllerError, LiveError})
 """The root, the two families and the bases of a package's (or sub-package's) errors: never raised themselves."""
 SHARED: frozenset[type] = frozenset({DisaggpilotError, *FAMILIES, env_errors.ConfigError})
 """Defined in ``env.errors`` for every package, so they belong to none."""
-PACKAGE_BASE: dict[str, type] = {"env": env_errors.EnvError, "agent": agent_errors.AgentError,
-                                 "controller": controller_errors.ControllerError,
-                                 "localcluster": env_errors.EnvError}  # the local cluster raises env's errors
+PACKAGE_BASE: dict[str, type] = {"disaggpilot.env": env_errors.EnvError, "disaggpilot.agent": agent_errors.AgentError,
+                                 "disaggpilot.controller": controller_errors.ControllerError,
+                                 "disaggpilot.localcluster": env_errors.EnvError}  # the local cluster raises env errors
 
 
 def all_modules() -> list[ModuleType]:
@@ -63,9 +63,10 @@ def name(cls: type) -> str:
 
 def test_the_walk_finds_every_package_s_errors(error_classes: list[type[Exception]]) -> None:
     names = {name(cls) for cls in error_classes}
-    assert {"env.errors.TraceError", "env.live.errors.PrometheusUnavailableError", "agent.errors.BundleError",
-            "agent.ray_cluster.RayWorkerError", "controller.errors.ActuatorError",
-            "localcluster.prometheus_server.PrometheusServerError"} <= names
+    assert {f"disaggpilot.{error}" for error in (
+        "env.errors.TraceError", "env.live.errors.PrometheusUnavailableError", "agent.errors.BundleError",
+        "agent.ray_cluster.RayWorkerError", "controller.errors.ActuatorError",
+        "localcluster.prometheus_server.PrometheusServerError")} <= names
 
 
 def test_every_error_has_the_one_root_and_exactly_one_family(error_classes: list[type[Exception]]) -> None:
@@ -85,7 +86,7 @@ def test_bases_are_in_no_family(error_classes: list[type[Exception]]) -> None:
 
 def test_every_error_subclasses_its_package_s_base(error_classes: list[type[Exception]]) -> None:
     wrong = [name(cls) for cls in error_classes
-             if cls not in SHARED and not issubclass(cls, PACKAGE_BASE[cls.__module__.partition(".")[0]])]
+             if cls not in SHARED and not issubclass(cls, PACKAGE_BASE[".".join(cls.__module__.split(".")[:2])])]
     assert wrong == []
 
 

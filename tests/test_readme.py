@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from env.catalog import SHIPPED_BUNDLE
-from localcluster.rig import parse_args
+from disaggpilot.env.catalog import SHIPPED_BUNDLE
+from disaggpilot.localcluster.rig import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -110,8 +110,8 @@ def one_job(args: list[str]) -> list[str]:
 
 
 def disaggpilot(args: list[str], timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "controller.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout_s)
+    return subprocess.run([sys.executable, "-m", "disaggpilot.controller.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout_s)
 
 
 COMMANDS = readme_commands()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from env.catalog import SHIPPED_BUNDLE
+from disaggpilot.env.catalog import SHIPPED_BUNDLE
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DEFAULTS = {"compare_policies.ipynb": r'bundles = \{"ppo": "([^"]+)"\}',
@@ -50,7 +50,7 @@ def test_the_controller_configmap_runs_and_pins_the_shipped_bundle() -> None:
     shipped = json.loads((ROOT / SHIPPED_BUNDLE / "manifest.json").read_text())
     assert site["expected_hash"] == shipped["bundle_sha256"], (
         "deploy/controller/configmap.yaml: expected_hash is not the shipped bundle's: set it to the output of "
-        f"`python -m agent.bundle {SHIPPED_BUNDLE}`")
+        f"`python -m disaggpilot.agent.bundle {SHIPPED_BUNDLE}`")
 
 
 @pytest.mark.parametrize("name", sorted(NOTEBOOK_DEFAULTS))

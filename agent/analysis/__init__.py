@@ -2,8 +2,8 @@
 
 Plain rows (lists of dicts) and series (lists of floats), no data-frame library; matplotlib draws them::
 
-    from agent.analysis import policy_set, shipped_bundle, summary_rows
-    from agent.evaluation import EvaluationPlan, evaluate, resolve_scenarios
+    from disaggpilot.agent.analysis import policy_set, shipped_bundle, summary_rows
+    from disaggpilot.agent.evaluation import EvaluationPlan, evaluate, resolve_scenarios
 
     policies = policy_set(["static", "threshold"], {"ppo": shipped_bundle()})
     results = evaluate(EvaluationPlan(policies, resolve_scenarios(["steady"], duration_s=900), seeds=[0]))
@@ -20,8 +20,8 @@ Plain rows (lists of dicts) and series (lists of floats), no data-frame library;
 - :mod:`agent.analysis.tensorboard`: a training run's TensorBoard scalars.
 """
 
-from agent.analysis.serving import serving_rows, serving_verdicts
-from agent.analysis.sources import (
+from disaggpilot.agent.analysis.serving import serving_rows, serving_verdicts
+from disaggpilot.agent.analysis.sources import (
     SHIPPED_BUNDLE,
     AnalysisError,
     bundle_config,
@@ -31,9 +31,9 @@ from agent.analysis.sources import (
     resolve_path,
     shipped_bundle,
 )
-from agent.analysis.spend import cost_gap, spend_by_load, spend_rows
-from agent.analysis.tables import Column, episode, markdown_table, summary_rows, tenant_rows, verdict_rows
-from agent.analysis.whatif import SERVING_MODES, SweepResult, WhatIf, aggregated, price_of, sweep
+from disaggpilot.agent.analysis.spend import cost_gap, spend_by_load, spend_rows
+from disaggpilot.agent.analysis.tables import Column, episode, markdown_table, summary_rows, tenant_rows, verdict_rows
+from disaggpilot.agent.analysis.whatif import SERVING_MODES, SweepResult, WhatIf, aggregated, price_of, sweep
 
 __all__ = [
     "SERVING_MODES",

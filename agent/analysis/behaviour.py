@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from agent.evaluation.episode import EpisodeTask, play
-from agent.evaluation.policies import PolicySpec
-from agent.policy import Policy
-from agent.ppo_policy import PpoPolicy
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.errors import require
-from env.metrics import MetricsSnapshot
-from env.reward import RewardConfig
-from env.scenario import ScenarioConfig
+from disaggpilot.agent.evaluation.episode import EpisodeTask, play
+from disaggpilot.agent.evaluation.policies import PolicySpec
+from disaggpilot.agent.policy import Policy
+from disaggpilot.agent.ppo_policy import PpoPolicy
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.errors import require
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.reward import RewardConfig
+from disaggpilot.env.scenario import ScenarioConfig
 
 REWARD_TERMS = ("reward/econ", "reward/slo_penalty", "reward/switching_cost")
 """The ``info`` keys whose sum is the reward (``env.reward``)."""

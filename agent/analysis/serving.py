@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from agent.analysis.tables import Row
-from agent.analysis.whatif import BASE, SweepResult
+from disaggpilot.agent.analysis.tables import Row
+from disaggpilot.agent.analysis.whatif import BASE, SweepResult
 
 SIDES = {BASE: "disaggregated", "serving": "aggregated"}
 """Sweep axis → serving mode it stands for."""

@@ -13,9 +13,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from agent.errors import AgentError, PermanentError
-from env.catalog import SHIPPED_BUNDLE, configs_dir
-from env.trace import repo_root
+from disaggpilot.agent.errors import AgentError, PermanentError
+from disaggpilot.env.catalog import SHIPPED_BUNDLE, configs_dir
+from disaggpilot.env.trace import repo_root
 
 
 class AnalysisError(AgentError, PermanentError, ValueError):

@@ -12,9 +12,9 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from agent.analysis.tables import Row, done, episode, tenants_of
-from agent.evaluation import EpisodeResult
-from env.errors import require
+from disaggpilot.agent.analysis.tables import Row, done, episode, tenants_of
+from disaggpilot.agent.evaluation import EpisodeResult
+from disaggpilot.env.errors import require
 
 
 def _roles(row: Row) -> list[str]:

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agent.analysis.sources import AnalysisError
-from agent.evaluation import EpisodeResult
-from agent.evaluation.verdict import VerdictSettings, aggregate, verdicts_by_scenario
+from disaggpilot.agent.analysis.sources import AnalysisError
+from disaggpilot.agent.evaluation import EpisodeResult
+from disaggpilot.agent.evaluation.verdict import VerdictSettings, aggregate, verdicts_by_scenario
 
 Row = dict[str, Any]
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from agent.analysis.sources import AnalysisError, resolve_path
-from env.errors import require
-from env.scenario import load_scenario
+from disaggpilot.agent.analysis.sources import AnalysisError, resolve_path
+from disaggpilot.env.errors import require
+from disaggpilot.env.scenario import load_scenario
 
 EVENTS_GLOB = "events.out.tfevents.*"
 

@@ -14,14 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from agent.analysis.tables import Row, done, summary_rows
-from agent.evaluation import EpisodeResult, EvaluationPlan, evaluate
-from env.catalog import load_gpu
-from env.cluster_config import ClusterConfig, PoolConfig
-from env.cluster_env import EnvConfig
-from env.errors import ConfigError, require
-from env.reward import RewardConfig
-from env.scenario import ScenarioConfig
+from disaggpilot.agent.analysis.tables import Row, done, summary_rows
+from disaggpilot.agent.evaluation import EpisodeResult, EvaluationPlan, evaluate
+from disaggpilot.env.catalog import load_gpu
+from disaggpilot.env.cluster_config import ClusterConfig, PoolConfig
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.errors import ConfigError, require
+from disaggpilot.env.reward import RewardConfig
+from disaggpilot.env.scenario import ScenarioConfig
 
 SERVING_MODES = ("disaggregated", "aggregated")
 """Values of ``WhatIf.serving``."""

@@ -30,19 +30,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.baselines.common import BaselineError
-from agent.baselines.dynamic_oracle import DynamicOraclePolicy
-from agent.baselines.dynamo_planner import DynamoPlannerPolicy, DynamoPlannerSettings
-from agent.baselines.headroom_planner import HeadroomPlannerPolicy, HeadroomPlannerSettings
-from agent.baselines.saturation import SaturationPolicy, SaturationSettings
-from agent.baselines.schedule import DynamicOracleSettings
-from agent.baselines.sla_planner import SlaPlannerPolicy, SlaPlannerSettings
-from agent.baselines.static import StaticPolicy, StaticSettings
-from agent.baselines.static_oracle import StaticOraclePolicy, StaticOracleSettings
-from agent.baselines.static_tuned import StaticTunedPolicy, StaticTunedSettings
-from agent.baselines.threshold import ThresholdPolicy, ThresholdSettings
-from agent.policy import Policy
-from env.errors import ConfigError
+from disaggpilot.agent.baselines.common import BaselineError
+from disaggpilot.agent.baselines.dynamic_oracle import DynamicOraclePolicy
+from disaggpilot.agent.baselines.dynamo_planner import DynamoPlannerPolicy, DynamoPlannerSettings
+from disaggpilot.agent.baselines.headroom_planner import HeadroomPlannerPolicy, HeadroomPlannerSettings
+from disaggpilot.agent.baselines.saturation import SaturationPolicy, SaturationSettings
+from disaggpilot.agent.baselines.schedule import DynamicOracleSettings
+from disaggpilot.agent.baselines.sla_planner import SlaPlannerPolicy, SlaPlannerSettings
+from disaggpilot.agent.baselines.static import StaticPolicy, StaticSettings
+from disaggpilot.agent.baselines.static_oracle import StaticOraclePolicy, StaticOracleSettings
+from disaggpilot.agent.baselines.static_tuned import StaticTunedPolicy, StaticTunedSettings
+from disaggpilot.agent.baselines.threshold import ThresholdPolicy, ThresholdSettings
+from disaggpilot.agent.policy import Policy
+from disaggpilot.env.errors import ConfigError
 
 BASELINES: dict[str, type] = {
     "static": StaticPolicy,

@@ -6,10 +6,10 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from agent.errors import AgentError, PermanentError
-from env.backend import ClusterAction, PoolTarget
-from env.cluster_config import ClusterConfig
-from env.errors import ConfigError
+from disaggpilot.agent.errors import AgentError, PermanentError
+from disaggpilot.env.backend import ClusterAction, PoolTarget
+from disaggpilot.env.cluster_config import ClusterConfig
+from disaggpilot.env.errors import ConfigError
 
 SCALED_ROLES: tuple[str, ...] = ("prefill", "decode", "aggregated")
 SettingsT = TypeVar("SettingsT")

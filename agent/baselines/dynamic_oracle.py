@@ -15,15 +15,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agent.baselines.common import BaselineError, build_settings
-from agent.baselines.oracle_schedule import dynamic_oracle_schedule
-from agent.baselines.oracle_search import scenario_digest
-from agent.baselines.schedule import DynamicOracleSettings, Schedule
-from agent.policy import PolicyContext
-from env.backend import ClusterAction
-from env.cluster_env import EnvConfig
-from env.metrics import MetricsSnapshot
-from env.scenario import ScenarioConfig, load_scenario
+from disaggpilot.agent.baselines.common import BaselineError, build_settings
+from disaggpilot.agent.baselines.oracle_schedule import dynamic_oracle_schedule
+from disaggpilot.agent.baselines.oracle_search import scenario_digest
+from disaggpilot.agent.baselines.schedule import DynamicOracleSettings, Schedule
+from disaggpilot.agent.policy import PolicyContext
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.scenario import ScenarioConfig, load_scenario
 
 log = logging.getLogger("disaggpilot.baselines.dynamic_oracle")
 

@@ -50,16 +50,16 @@ from typing import Any
 
 import numpy as np
 
-from agent.baselines.common import BaselineError, build_settings, make_action
-from agent.baselines.predictors import PREDICTORS, PredictorSpec, make_predictor
-from agent.baselines.sla_planner import SlaPlannerPolicy, fit_gpu_budget
-from agent.policy import PolicyContext
-from agent.sizing.pools import bounded, current_replicas
-from agent.sizing.profile import LoadProfile, PerfProfile
-from agent.sizing.signals import observed_load
-from env.backend import ClusterAction
-from env.errors import ConfigError, require
-from env.metrics import KV_USAGE, RUNNING, WAITING, MetricsSnapshot, PoolMetrics
+from disaggpilot.agent.baselines.common import BaselineError, build_settings, make_action
+from disaggpilot.agent.baselines.predictors import PREDICTORS, PredictorSpec, make_predictor
+from disaggpilot.agent.baselines.sla_planner import SlaPlannerPolicy, fit_gpu_budget
+from disaggpilot.agent.policy import PolicyContext
+from disaggpilot.agent.sizing.pools import bounded, current_replicas
+from disaggpilot.agent.sizing.profile import LoadProfile, PerfProfile
+from disaggpilot.agent.sizing.signals import observed_load
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.errors import ConfigError, require
+from disaggpilot.env.metrics import KV_USAGE, RUNNING, WAITING, MetricsSnapshot, PoolMetrics
 
 _UNLIMITED_CHANGE = 1_000_000  # today's planner has no per-adjustment step limit
 

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agent.baselines.common import make_action
-from agent.sizing.profile import PerfProfile
-from agent.sizing.sizer import fit_to_budget
-from env.backend import ClusterAction
-from env.scenario import ScenarioConfig
-from env.workload import RequestBatch
+from disaggpilot.agent.baselines.common import make_action
+from disaggpilot.agent.sizing.profile import PerfProfile
+from disaggpilot.agent.sizing.sizer import fit_to_budget
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.workload import RequestBatch
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from agent.baselines.common import BaselineError, build_settings
-from agent.policy import PolicyContext
-from agent.sizing.demand import validate_statistic
-from agent.sizing.sizer import HeadroomSettings, HeadroomSizer
-from env.backend import ClusterAction
-from env.errors import require
-from env.metrics import MetricsSnapshot
+from disaggpilot.agent.baselines.common import BaselineError, build_settings
+from disaggpilot.agent.policy import PolicyContext
+from disaggpilot.agent.sizing.demand import validate_statistic
+from disaggpilot.agent.sizing.sizer import HeadroomSettings, HeadroomSizer
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.errors import require
+from disaggpilot.env.metrics import MetricsSnapshot
 
 _FIXED_LEVELS = np.zeros(2, dtype=np.int64)  # the sizer's only level per pool
 

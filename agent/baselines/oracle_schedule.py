@@ -28,11 +28,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.baselines.feed_forward import FeedForwardFamily, FeedForwardParams, ScheduleCandidate
-from agent.baselines.oracle_search import Candidate, Evaluation, Trials, best_of, run_search, scenario_digest
-from agent.baselines.schedule import DynamicOracleSettings, Schedule
-from env.cluster_env import EnvConfig
-from env.scenario import ScenarioConfig
+from disaggpilot.agent.baselines.feed_forward import FeedForwardFamily, FeedForwardParams, ScheduleCandidate
+from disaggpilot.agent.baselines.oracle_search import (
+    Candidate,
+    Evaluation,
+    Trials,
+    best_of,
+    run_search,
+    scenario_digest,
+)
+from disaggpilot.agent.baselines.schedule import DynamicOracleSettings, Schedule
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.scenario import ScenarioConfig
 
 log = logging.getLogger("disaggpilot.baselines.dynamic_oracle")
 

@@ -22,11 +22,11 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from agent.baselines.common import make_action
-from env.backend import ClusterAction
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.scenario import ScenarioConfig
-from env.summary import summarize
+from disaggpilot.agent.baselines.common import make_action
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.summary import summarize
 
 _CACHE: dict[tuple[object, ...], Evaluation[Any]] = {}
 _CACHE_LIMIT = 4096

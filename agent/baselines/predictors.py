@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from env.errors import require
+from disaggpilot.env.errors import require
 
 PREDICTORS: tuple[str, ...] = ("constant", "moving_average", "holt")
 """Names accepted by :func:`make_predictor`."""

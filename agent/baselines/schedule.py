@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.baselines.common import make_action
-from agent.baselines.feed_forward import ScheduleCandidate
-from agent.baselines.oracle_search import Candidate, Evaluation, scenario_digest
-from env.backend import ClusterAction
-from env.errors import require
+from disaggpilot.agent.baselines.common import make_action
+from disaggpilot.agent.baselines.feed_forward import ScheduleCandidate
+from disaggpilot.agent.baselines.oracle_search import Candidate, Evaluation, scenario_digest
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.errors import require
 
 if TYPE_CHECKING:
-    from agent.baselines.feed_forward import FeedForwardFamily
-    from agent.baselines.oracle_search import Trials
+    from disaggpilot.agent.baselines.feed_forward import FeedForwardFamily
+    from disaggpilot.agent.baselines.oracle_search import Trials
 
 SCHEDULE_VERSION = 1
 """Layout version of the cached JSON files (a file of another version is searched again)."""

@@ -29,16 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from agent.baselines.common import BaselineError, build_settings, make_action
-from agent.baselines.predictors import PREDICTORS, Predictor, PredictorSpec, make_predictor
-from agent.policy import PolicyContext
-from agent.sizing.pools import bounded, current_replicas
-from agent.sizing.profile import PerfProfile, PlannerProfile
-from agent.sizing.signals import Load, observed_concurrency, observed_itl_s, observed_load, observed_ttft_s
-from env.backend import ClusterAction
-from env.cluster_config import ClusterConfig
-from env.errors import ConfigError, require
-from env.metrics import MetricsSnapshot
+from disaggpilot.agent.baselines.common import BaselineError, build_settings, make_action
+from disaggpilot.agent.baselines.predictors import PREDICTORS, Predictor, PredictorSpec, make_predictor
+from disaggpilot.agent.policy import PolicyContext
+from disaggpilot.agent.sizing.pools import bounded, current_replicas
+from disaggpilot.agent.sizing.profile import PerfProfile, PlannerProfile
+from disaggpilot.agent.sizing.signals import Load, observed_concurrency, observed_itl_s, observed_load, observed_ttft_s
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.cluster_config import ClusterConfig
+from disaggpilot.env.errors import ConfigError, require
+from disaggpilot.env.metrics import MetricsSnapshot
 
 
 @dataclass

@@ -18,14 +18,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agent.baselines.common import BaselineError, build_settings
-from agent.baselines.oracle_search import SearchResult, run_search, scenario_digest
-from agent.policy import PolicyContext
-from env.backend import ClusterAction
-from env.cluster_env import EnvConfig
-from env.errors import require
-from env.metrics import MetricsSnapshot
-from env.scenario import ScenarioConfig, load_scenario
+from disaggpilot.agent.baselines.common import BaselineError, build_settings
+from disaggpilot.agent.baselines.oracle_search import SearchResult, run_search, scenario_digest
+from disaggpilot.agent.policy import PolicyContext
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.errors import require
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.scenario import ScenarioConfig, load_scenario
 
 
 @dataclass

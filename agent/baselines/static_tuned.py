@@ -31,16 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from agent.baselines.common import BaselineError, build_settings
-from agent.baselines.oracle_search import Candidate, Evaluation, Trials, run_search, scenario_digest
-from agent.baselines.static_oracle import check_search_settings
-from agent.policy import PolicyContext
-from env.backend import ClusterAction
-from env.cluster_env import EnvConfig
-from env.errors import require
-from env.metrics import MetricsSnapshot
-from env.reward import RewardConfig
-from env.scenario import ScenarioConfig
+from disaggpilot.agent.baselines.common import BaselineError, build_settings
+from disaggpilot.agent.baselines.oracle_search import Candidate, Evaluation, Trials, run_search, scenario_digest
+from disaggpilot.agent.baselines.static_oracle import check_search_settings
+from disaggpilot.agent.policy import PolicyContext
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.errors import require
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.reward import RewardConfig
+from disaggpilot.env.scenario import ScenarioConfig
 
 CACHE_VERSION = 1
 """Bumped when the cached file's layout or the pick's rule changes, so stale picks are not reused."""

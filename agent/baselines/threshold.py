@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from agent.baselines.common import BaselineError, build_settings, enabled_roles, make_action
-from agent.policy import PolicyContext
-from agent.sizing.pools import bounded
-from env.backend import ClusterAction
-from env.cluster_config import ClusterConfig
-from env.errors import require
-from env.metrics import KV_USAGE, WAITING, MetricsSnapshot, PoolMetrics
+from disaggpilot.agent.baselines.common import BaselineError, build_settings, enabled_roles, make_action
+from disaggpilot.agent.policy import PolicyContext
+from disaggpilot.agent.sizing.pools import bounded
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.cluster_config import ClusterConfig
+from disaggpilot.env.errors import require
+from disaggpilot.env.metrics import KV_USAGE, WAITING, MetricsSnapshot, PoolMetrics
 
 
 @dataclass

@@ -9,12 +9,12 @@ The facade ``disaggpilot evaluate`` (``agent/evaluate.py``) is built on::
 Policies are built by one factory, :func:`build_policy`, which dispatches on a config's ``kind``.
 """
 
-from agent.evaluation.episode import EpisodeResult, EpisodeTask, run_episode
-from agent.evaluation.outputs import EvaluationOutputs, write_outputs
-from agent.evaluation.plan import EvaluationPlan, plan_from_config
-from agent.evaluation.policies import POLICY_KINDS, PolicySpec, build_policy, known_kinds
-from agent.evaluation.runner import evaluate, run_tasks
-from agent.evaluation.scenarios import TraceOverride, resolve_scenarios
+from disaggpilot.agent.evaluation.episode import EpisodeResult, EpisodeTask, run_episode
+from disaggpilot.agent.evaluation.outputs import EvaluationOutputs, write_outputs
+from disaggpilot.agent.evaluation.plan import EvaluationPlan, plan_from_config
+from disaggpilot.agent.evaluation.policies import POLICY_KINDS, PolicySpec, build_policy, known_kinds
+from disaggpilot.agent.evaluation.runner import evaluate, run_tasks
+from disaggpilot.agent.evaluation.scenarios import TraceOverride, resolve_scenarios
 
 __all__ = [
     "POLICY_KINDS",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from agent.evaluation.episode import EpisodeResult, EpisodeTask
+from disaggpilot.agent.evaluation.episode import EpisodeResult, EpisodeTask
 
 log = logging.getLogger("disaggpilot.evaluate")
 

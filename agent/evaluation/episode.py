@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from agent.errors import PolicyConfigError
-from agent.evaluation.policies import PolicySpec, build_policy
-from agent.evaluation.records import EpisodeTrace, StepRecord, results_row, timeline
-from agent.policy import Policy, PolicyContext, environment_for, sees_future
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.reward import RewardConfig
-from env.scenario import ScenarioConfig
+from disaggpilot.agent.errors import PolicyConfigError
+from disaggpilot.agent.evaluation.policies import PolicySpec, build_policy
+from disaggpilot.agent.evaluation.records import EpisodeTrace, StepRecord, results_row, timeline
+from disaggpilot.agent.policy import Policy, PolicyContext, environment_for, sees_future
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.reward import RewardConfig
+from disaggpilot.env.scenario import ScenarioConfig
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.evaluation.episode import EpisodeResult
-from agent.evaluation.report import summary_markdown, verdict_markdown
-from agent.evaluation.scenarios import file_label
-from agent.evaluation.verdict import VerdictSettings
-from env.scenario import ScenarioConfig
+from disaggpilot.agent.evaluation.episode import EpisodeResult
+from disaggpilot.agent.evaluation.report import summary_markdown, verdict_markdown
+from disaggpilot.agent.evaluation.scenarios import file_label
+from disaggpilot.agent.evaluation.verdict import VerdictSettings
+from disaggpilot.env.scenario import ScenarioConfig
 
 
 @dataclass
@@ -72,7 +72,7 @@ def write_outputs(results: Sequence[EpisodeResult], scenarios: Sequence[Scenario
     timelines = [write_csv(result.timeline, timeline_path(directory, result)) for result in done]
     drawn: list[Path] = []
     if plots and done:
-        from agent.evaluation.plots import plot_all  # matplotlib is imported only when plots are drawn
+        from disaggpilot.agent.evaluation.plots import plot_all  # matplotlib is imported only when plots are drawn
 
         drawn = plot_all(done, scenarios, directory / "plots")
     summary = summary_markdown(results, drawn, header, verdict)

@@ -14,14 +14,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from agent.evaluation.episode import EpisodeTask, has_prepare_hook
-from agent.evaluation.policies import PolicySpec, build_policy
-from agent.evaluation.scenarios import ScenarioEntry, TraceOverride, resolve_scenarios
-from env.cluster_env import EnvConfig
-from env.errors import ConfigError, require, require_seconds, require_seeds
-from env.reward import RewardConfig
-from env.scenario import ScenarioConfig
-from env.structured import build
+from disaggpilot.agent.evaluation.episode import EpisodeTask, has_prepare_hook
+from disaggpilot.agent.evaluation.policies import PolicySpec, build_policy
+from disaggpilot.agent.evaluation.scenarios import ScenarioEntry, TraceOverride, resolve_scenarios
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.errors import ConfigError, require, require_seconds, require_seeds
+from disaggpilot.env.reward import RewardConfig
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.structured import build
 
 
 @dataclass

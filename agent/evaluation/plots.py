@@ -22,9 +22,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-from agent.evaluation.episode import EpisodeResult
-from agent.evaluation.scenarios import file_label
-from env.scenario import ScenarioConfig
+from disaggpilot.agent.evaluation.episode import EpisodeResult
+from disaggpilot.agent.evaluation.scenarios import file_label
+from disaggpilot.env.scenario import ScenarioConfig
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
            "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#9edae5")

@@ -21,9 +21,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from agent.errors import PolicyConfigError
-from agent.policy import Policy
-from env.errors import ConfigError
+from disaggpilot.agent.errors import PolicyConfigError
+from disaggpilot.agent.policy import Policy
+from disaggpilot.env.errors import ConfigError
 
 HARNESS_KEYS: tuple[str, ...] = ("kind", "sees_future")
 """Keys of a policy config read by the harness and not passed to the policy."""
@@ -72,7 +72,7 @@ class PolicySpec:
 
 def _baseline(kind: str) -> PolicyFactory:
     def build(name: str, params: dict[str, Any]) -> Policy:
-        from agent.baselines import make_baseline
+        from disaggpilot.agent.baselines import make_baseline
 
         try:
             return make_baseline(kind, **params)
@@ -84,9 +84,9 @@ def _baseline(kind: str) -> PolicyFactory:
 def _ppo(name: str, params: dict[str, Any]) -> Policy:
     """A trained bundle (issue 5): ``agent.ppo_policy.PpoPolicy(bundle=..., ...)`` once it exists."""
     try:
-        from agent.ppo_policy import PpoPolicy
+        from disaggpilot.agent.ppo_policy import PpoPolicy
     except ModuleNotFoundError as error:
-        if error.name not in ("agent.ppo_policy", "agent.bundle"):
+        if error.name not in ("disaggpilot.agent.ppo_policy", "disaggpilot.agent.bundle"):
             raise
         raise PolicyConfigError(f"policies.{name}: kind 'ppo' needs agent.bundle (issue 5)") from None
     try:
@@ -105,7 +105,7 @@ POLICY_KINDS: dict[str, PolicyFactory] = {
 
 def baseline_kinds() -> list[str]:
     """The kinds registered in ``agent.baselines`` (imported lazily: the registry may import heavy code)."""
-    from agent.baselines import BASELINES
+    from disaggpilot.agent.baselines import BASELINES
 
     return sorted(BASELINES)
 

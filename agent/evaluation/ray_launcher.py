@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agent.evaluation.dispatch import Progress, log_progress, lost_episode, submission_order
-from agent.evaluation.episode import EpisodeResult, EpisodeTask, run_episode_safely
-from agent.ray_cluster import RayConfig, RayWorkerError, ray_session
+from disaggpilot.agent.evaluation.dispatch import Progress, log_progress, lost_episode, submission_order
+from disaggpilot.agent.evaluation.episode import EpisodeResult, EpisodeTask, run_episode_safely
+from disaggpilot.agent.ray_cluster import RayConfig, RayWorkerError, ray_session
 
 
 def run_tasks_on_ray(tasks: Sequence[EpisodeTask], config: RayConfig,

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from env.metrics import GW_ARRIVED, GW_TPOT, GW_TTFT, MetricsSnapshot
-from env.scenario import ScenarioConfig
-from env.summary import summarize
+from disaggpilot.env.metrics import GW_ARRIVED, GW_TPOT, GW_TTFT, MetricsSnapshot
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.summary import summarize
 
 
 @dataclass

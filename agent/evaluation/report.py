@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.evaluation.episode import EpisodeResult
-from agent.evaluation.verdict import (
+from disaggpilot.agent.evaluation.episode import EpisodeResult
+from disaggpilot.agent.evaluation.verdict import (
     Miss,
     PolicyAggregate,
     Verdict,

@@ -17,11 +17,11 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 
-from agent.evaluation.dispatch import Progress, log_progress, lost_episode, submission_order
-from agent.evaluation.episode import EpisodeResult, EpisodeTask, run_episode_safely
-from agent.evaluation.plan import EvaluationPlan
-from agent.ray_cluster import RayConfig
-from env.errors import require
+from disaggpilot.agent.evaluation.dispatch import Progress, log_progress, lost_episode, submission_order
+from disaggpilot.agent.evaluation.episode import EpisodeResult, EpisodeTask, run_episode_safely
+from disaggpilot.agent.evaluation.plan import EvaluationPlan
+from disaggpilot.agent.ray_cluster import RayConfig
+from disaggpilot.env.errors import require
 
 
 def worker_count(jobs: int, tasks: int) -> int:
@@ -86,7 +86,7 @@ def evaluate(plan: EvaluationPlan, progress: Progress | None = None, ray: RayCon
         ray: run the episodes as Ray tasks with these settings instead (``launcher=ray``); None: locally.
     """
     if ray is not None:
-        from agent.evaluation.ray_launcher import run_tasks_on_ray  # imports Ray
+        from disaggpilot.agent.evaluation.ray_launcher import run_tasks_on_ray  # imports Ray
 
         return run_tasks_on_ray(plan.tasks(), ray, progress)
     return run_tasks(plan.tasks(), plan.jobs, plan.start_method, progress)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from env.errors import ConfigError, require
-from env.scenario import ScenarioConfig, load_scenario
-from env.trace import TRACE_FORMATS, load_trace
-from env.workload import TraceSpec
+from disaggpilot.env.errors import ConfigError, require
+from disaggpilot.env.scenario import ScenarioConfig, load_scenario
+from disaggpilot.env.trace import TRACE_FORMATS, load_trace
+from disaggpilot.env.workload import TraceSpec
 
 ScenarioEntry = ScenarioConfig | str | Path | Mapping[str, Any]
 """A scenario as configs name it: a ``configs/scenario/`` name, a YAML path, a mapping, or the dataclass."""

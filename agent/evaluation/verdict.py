@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from env.errors import require
+from disaggpilot.env.errors import require
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from env.errors import require
+from disaggpilot.env.errors import require
 
 DEMAND_STATISTICS = ("peak", "quantile")
 

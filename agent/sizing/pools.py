@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from env.cluster_config import ClusterConfig
-from env.metrics import MetricsSnapshot
+from disaggpilot.env.cluster_config import ClusterConfig
+from disaggpilot.env.metrics import MetricsSnapshot
 
 
 def current_replicas(snapshot: MetricsSnapshot, role: str) -> int:

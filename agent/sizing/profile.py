@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
-from env.catalog import load_gpu, load_model
-from env.errors import ConfigError
-from env.perf import PerfModel
-from env.scenario import ScenarioConfig
+from disaggpilot.env.catalog import load_gpu, load_model
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.perf import PerfModel
+from disaggpilot.env.scenario import ScenarioConfig
 
 
 class PlannerProfile(Protocol):

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from env.metrics import (
+from disaggpilot.env.metrics import (
     GW_ARRIVED,
     GW_FINISHED,
     GW_GENERATION_TOKENS,

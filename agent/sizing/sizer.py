@@ -34,15 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from agent.sizing.demand import validate_statistic, weighted_quantile
-from agent.sizing.pools import bounded, current_replicas
-from agent.sizing.profile import PerfProfile
-from agent.sizing.signals import observed_load
-from env.backend import ClusterAction, PoolTarget
-from env.cluster_config import ClusterConfig
-from env.errors import require
-from env.metrics import MetricsSnapshot
-from env.scenario import ScenarioConfig
+from disaggpilot.agent.sizing.demand import validate_statistic, weighted_quantile
+from disaggpilot.agent.sizing.pools import bounded, current_replicas
+from disaggpilot.agent.sizing.profile import PerfProfile
+from disaggpilot.agent.sizing.signals import observed_load
+from disaggpilot.env.backend import ClusterAction, PoolTarget
+from disaggpilot.env.cluster_config import ClusterConfig
+from disaggpilot.env.errors import require
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.scenario import ScenarioConfig
 
 
 def _levels_ok(levels: Sequence[float]) -> bool:

@@ -12,7 +12,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecNormalize
 
-from agent.training.validation import ValidationResult
+from disaggpilot.agent.training.validation import ValidationResult
 
 log = logging.getLogger("disaggpilot.train")
 LOGGED_PREFIXES = ("econ/", "slo/", "reward/", "action/")

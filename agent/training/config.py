@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.errors import PolicyConfigError
-from agent.headroom import ACTION_MODES, HeadroomSettings
-from agent.seeds import require_held_out, training_reset_seeds
-from env.errors import check_types, require_seconds, require_seed, require_seeds
+from disaggpilot.agent.errors import PolicyConfigError
+from disaggpilot.agent.headroom import ACTION_MODES, HeadroomSettings
+from disaggpilot.agent.seeds import require_held_out, training_reset_seeds
+from disaggpilot.env.errors import check_types, require_seconds, require_seed, require_seeds
 
 VEC_ENVS = ("subproc", "dummy", "ray")
 

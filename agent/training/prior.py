@@ -16,7 +16,7 @@ import torch
 from gymnasium import spaces
 from sb3_contrib import MaskablePPO
 
-from agent.errors import PolicyConfigError
+from disaggpilot.agent.errors import PolicyConfigError
 
 
 def prior_logits(nvec: Sequence[int], prior_action: Sequence[int], probability: float) -> np.ndarray:

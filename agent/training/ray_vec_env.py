@@ -30,8 +30,8 @@ from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from agent.ray_cluster import RayConfig, RayWorkerError, connect, import_ray
-from env.errors import require
+from disaggpilot.agent.ray_cluster import RayConfig, RayWorkerError, connect, import_ray
+from disaggpilot.env.errors import require
 
 log = logging.getLogger("disaggpilot.train")
 EnvFactory = Callable[[], gymnasium.Env[Any, Any]]

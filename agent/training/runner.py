@@ -15,23 +15,23 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
-from agent.bundle import Bundle, save_bundle
-from agent.headroom import HeadroomEnv, HeadroomSettings
-from agent.ppo_policy import ActionPredictor
-from agent.ray_cluster import RayConfig
-from agent.training.callbacks import (
+from disaggpilot.agent.bundle import Bundle, save_bundle
+from disaggpilot.agent.headroom import HeadroomEnv, HeadroomSettings
+from disaggpilot.agent.ppo_policy import ActionPredictor
+from disaggpilot.agent.ray_cluster import RayConfig
+from disaggpilot.agent.training.callbacks import (
     ActorRestartCallback,
     CheckpointEveryCallback,
     InfoLoggerCallback,
     ValidationCallback,
     save_checkpoint,
 )
-from agent.training.config import PpoConfig, RunConfig
-from agent.training.prior import apply_prior
-from agent.training.validation import ValidationResult, aggregate, run_model_episode, run_policy_episode
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.reward import RewardConfig
-from env.scenario import ScenarioConfig, load_scenario
+from disaggpilot.agent.training.config import PpoConfig, RunConfig
+from disaggpilot.agent.training.prior import apply_prior
+from disaggpilot.agent.training.validation import ValidationResult, aggregate, run_model_episode, run_policy_episode
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.reward import RewardConfig
+from disaggpilot.env.scenario import ScenarioConfig, load_scenario
 
 log = logging.getLogger("disaggpilot.train")
 
@@ -62,7 +62,7 @@ def make_vec_env(run: RunConfig, ppo: PpoConfig, scenarios: list[ScenarioConfig]
                  for rank in range(run.n_envs)]
     vec: VecEnv
     if run.vec_env == "ray":
-        from agent.training.ray_vec_env import RayVecEnv  # imports Ray
+        from disaggpilot.agent.training.ray_vec_env import RayVecEnv  # imports Ray
 
         vec = RayVecEnv(factories, ray or RayConfig())
     else:
@@ -108,7 +108,7 @@ def sla_planner_reference(scenarios: list[ScenarioConfig], run: RunConfig, env_c
                           reward: RewardConfig) -> ValidationResult | None:
     """The Dynamo-style planner on the validation episodes, or None when the baselines are unavailable."""
     try:
-        from agent.baselines import BASELINES, make_baseline
+        from disaggpilot.agent.baselines import BASELINES, make_baseline
     except ImportError:
         return None
     if "sla_planner" not in BASELINES:

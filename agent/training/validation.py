@@ -20,16 +20,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
-from agent.evaluation.episode import EpisodeTask, play
-from agent.evaluation.policies import PolicySpec
-from agent.headroom import HeadroomSettings
-from agent.policy import Policy
-from agent.ppo_policy import ActionPredictor, ModelPolicy
-from env.cluster_env import EnvConfig
-from env.metrics import GW_MET, GW_MISSED
-from env.reward import RewardConfig
-from env.scenario import ScenarioConfig
-from env.summary import summarize
+from disaggpilot.agent.evaluation.episode import EpisodeTask, play
+from disaggpilot.agent.evaluation.policies import PolicySpec
+from disaggpilot.agent.headroom import HeadroomSettings
+from disaggpilot.agent.policy import Policy
+from disaggpilot.agent.ppo_policy import ActionPredictor, ModelPolicy
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.metrics import GW_MET, GW_MISSED
+from disaggpilot.env.reward import RewardConfig
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.summary import summarize
 
 
 def wilson_lower_bound(successes: float, trials: float, confidence: float) -> float:

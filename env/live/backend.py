@@ -34,15 +34,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from env.backend import Actuator, ClusterAction
-from env.catalog import load_gpu
-from env.cluster_config import PoolConfig
-from env.errors import BackendError, require
-from env.live.config import LiveConfig
-from env.live.promql import PrometheusClient
-from env.live.source import PrometheusSource, Reading
-from env.metrics import MetricsSnapshot, PoolMetrics
-from env.scenario import ScenarioConfig
+from disaggpilot.env.backend import Actuator, ClusterAction
+from disaggpilot.env.catalog import load_gpu
+from disaggpilot.env.cluster_config import PoolConfig
+from disaggpilot.env.errors import BackendError, require
+from disaggpilot.env.live.config import LiveConfig
+from disaggpilot.env.live.promql import PrometheusClient
+from disaggpilot.env.live.source import PrometheusSource, Reading
+from disaggpilot.env.metrics import MetricsSnapshot, PoolMetrics
+from disaggpilot.env.scenario import ScenarioConfig
 
 
 class EpochClock(Protocol):

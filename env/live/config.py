@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from env.backend import POOL_ROLES
-from env.errors import require
+from disaggpilot.env.backend import POOL_ROLES
+from disaggpilot.env.errors import require
 
 _MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
 SELECTOR_PATTERN = re.compile(rf"^{_MATCHER}(?:,{_MATCHER})*,?\s*$")

@@ -10,7 +10,7 @@ errors: the source reports them in the snapshot, where ``controller.validate`` f
 
 from __future__ import annotations
 
-from env.errors import EnvError, PermanentError, TemporaryError
+from disaggpilot.env.errors import EnvError, PermanentError, TemporaryError
 
 
 class LiveError(EnvError):

@@ -28,9 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from env.backend import POOL_ROLES, ClusterAction, PoolTarget
-from env.errors import FencedError, require
-from env.live.kubernetes_errors import ForbiddenError, InvalidPatchError, WorkloadNotFoundError, from_exception
+from disaggpilot.env.backend import POOL_ROLES, ClusterAction, PoolTarget
+from disaggpilot.env.errors import FencedError, require
+from disaggpilot.env.live.kubernetes_errors import (
+    ForbiddenError,
+    InvalidPatchError,
+    WorkloadNotFoundError,
+    from_exception,
+)
 
 if TYPE_CHECKING:  # the client takes most of a second to import: only the actuator itself loads it
     from kubernetes import client

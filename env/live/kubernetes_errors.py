@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from env.errors import EnvError, PermanentError, TemporaryError
+from disaggpilot.env.errors import EnvError, PermanentError, TemporaryError
 
 RETRYABLE_STATUSES: frozenset[int] = frozenset({409, 429, 500, 502, 503, 504})
 """HTTP statuses that may pass on their own: a write conflict, throttling, an unavailable API server."""

@@ -31,10 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from env.backend import POOL_ROLES
-from env.errors import ConfigError, TemporaryError, require
-from env.live.errors import LiveError
-from env.live.launcher_config import LauncherConfig, ReplicaKnobs
+from disaggpilot.env.backend import POOL_ROLES
+from disaggpilot.env.errors import ConfigError, TemporaryError, require
+from disaggpilot.env.live.errors import LiveError
+from disaggpilot.env.live.launcher_config import LauncherConfig, ReplicaKnobs
 
 log = logging.getLogger("disaggpilot.launcher")
 ACTIVE_STATES = ("starting", "ready")
@@ -103,7 +103,7 @@ def replica_command(config: LauncherConfig, role: str, port: int, knobs: Replica
     OpenMP threads go to ``vllm.omp_cores[omp_slot]`` (default: the role's ``index``, in turn)."""
     if config.kind == "emulator":
         settings = config.emulator
-        argv = [settings.python, "-m", "localcluster.emulator", "--role", role, "--host", config.host,
+        argv = [settings.python, "-m", "disaggpilot.localcluster.emulator", "--role", role, "--host", config.host,
                 "--port", str(port), "--model", settings.model, "--hardware", settings.hardware,
                 "--tensor-parallel", str(settings.tensor_parallel), "--served-model-name", config.served_model_name,
                 "--max-num-seqs", str(knobs.max_num_seqs), "--max-num-batched-tokens",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from env.backend import POOL_ROLES
-from env.errors import require
+from disaggpilot.env.backend import POOL_ROLES
+from disaggpilot.env.errors import require
 
 REPLICA_KINDS: tuple[str, ...] = ("vllm", "emulator")
 
@@ -28,7 +28,7 @@ class ReplicaKnobs:
 
 @dataclass
 class EmulatorSettings:
-    """Replicas of kind ``emulator``: ``python -m localcluster.emulator`` (a GPU-timed stand-in for vLLM)."""
+    """Replicas of kind ``emulator``: ``python -m disaggpilot.localcluster.emulator`` (a GPU-timed vLLM stand-in)."""
 
     model: str = "llama-3.1-70b"
     """Catalog model whose timing is emulated."""
@@ -142,8 +142,8 @@ class LauncherConfig:
     def check_launchable(self) -> None:
         """Raise ``ConfigError`` when the chosen kind lacks what it needs (vLLM: a model folder)."""
         require(self.kind != "vllm" or bool(self.vllm.model_dir), "launcher.vllm.model_dir", self.vllm.model_dir,
-                "give the folder of a local model (python -m localcluster.tiny_model DIR builds a tiny one), or set "
-                "launcher.kind=emulator")
+                "give the folder of a local model (python -m disaggpilot.localcluster.tiny_model DIR builds a tiny "
+                "one), or set launcher.kind=emulator")
 
     def startup_wait_s(self) -> float:
         """How long start-up waits for the initial replicas: every allowed start, each with its health limit

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from env.backend import ClusterAction, PoolTarget
-from env.live.launcher import Launcher, ReplicaStartError
-from env.live.launcher_config import ReplicaKnobs
+from disaggpilot.env.backend import ClusterAction, PoolTarget
+from disaggpilot.env.live.launcher import Launcher, ReplicaStartError
+from disaggpilot.env.live.launcher_config import ReplicaKnobs
 
 log = logging.getLogger("disaggpilot.actuator.local")
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from env.live.errors import MalformedResponseError, PrometheusQueryError, PrometheusUnavailableError
+from disaggpilot.env.live.errors import MalformedResponseError, PrometheusQueryError, PrometheusUnavailableError
 
 RETRYABLE_ERROR_TYPES = frozenset({"timeout", "unavailable", "canceled"})
 """Prometheus ``errorType`` values that may pass on their own."""

@@ -42,10 +42,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from env.live.config import PrometheusSourceConfig
-from env.live.errors import MetricsFormatError, SelectorMatchesNothingError
-from env.live.promql import PrometheusClient, Sample, first_of, series
-from env.metrics import (
+from disaggpilot.env.live.config import PrometheusSourceConfig
+from disaggpilot.env.live.errors import MetricsFormatError, SelectorMatchesNothingError
+from disaggpilot.env.live.promql import PrometheusClient, Sample, first_of, series
+from disaggpilot.env.metrics import (
     BUCKETS,
     GW_IN_FLIGHT,
     ITL,

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 
-from env.live.config import PrometheusSourceConfig
-from env.live.errors import SelectorMatchesNothingError
-from env.live.launcher import Launcher, ReplicaStartError, last_log_line
-from env.live.launcher_config import ReplicaKnobs
-from env.live.source import PrometheusSource
-from env.scenario import ScenarioConfig
+from disaggpilot.env.live.config import PrometheusSourceConfig
+from disaggpilot.env.live.errors import SelectorMatchesNothingError
+from disaggpilot.env.live.launcher import Launcher, ReplicaStartError, last_log_line
+from disaggpilot.env.live.launcher_config import ReplicaKnobs
+from disaggpilot.env.live.source import PrometheusSource
+from disaggpilot.env.scenario import ScenarioConfig
 
 
 class ReplicasNotReadyError(ReplicaStartError):

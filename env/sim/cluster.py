@@ -15,17 +15,17 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from env.backend import ClusterAction
-from env.catalog import GpuSpec, ModelSpec, load_gpu, load_model
-from env.errors import BackendError
-from env.metrics import MetricsSnapshot, judge, tpot_s, waited_past_ttft
-from env.perf import PerfModel
-from env.scenario import ScenarioConfig
-from env.sim.pool import Pool
-from env.sim.recorder import TenantStats
-from env.sim.replica import Replica
-from env.sim.request import Request
-from env.workload import RequestBatch, generate_requests
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.catalog import GpuSpec, ModelSpec, load_gpu, load_model
+from disaggpilot.env.errors import BackendError
+from disaggpilot.env.metrics import MetricsSnapshot, judge, tpot_s, waited_past_ttft
+from disaggpilot.env.perf import PerfModel
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.sim.pool import Pool
+from disaggpilot.env.sim.recorder import TenantStats
+from disaggpilot.env.sim.replica import Replica
+from disaggpilot.env.sim.request import Request
+from disaggpilot.env.workload import RequestBatch, generate_requests
 
 
 class SimBackend:

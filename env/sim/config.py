@@ -4,6 +4,6 @@ They live in :mod:`env.cluster_config` because scenarios, the action codec and t
 too, and the live backend must not import ``env.sim``.
 """
 
-from env.cluster_config import ClusterConfig, PoolConfig
+from disaggpilot.env.cluster_config import ClusterConfig, PoolConfig
 
 __all__ = ["ClusterConfig", "PoolConfig"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from env.metrics import KV_USAGE, RUNNING, WAITING, PoolMetrics
-from env.perf import PerfModel
-from env.sim.config import ClusterConfig, PoolConfig
-from env.sim.recorder import PoolStats
-from env.sim.replica import Host, Replica
+from disaggpilot.env.metrics import KV_USAGE, RUNNING, WAITING, PoolMetrics
+from disaggpilot.env.perf import PerfModel
+from disaggpilot.env.sim.config import ClusterConfig, PoolConfig
+from disaggpilot.env.sim.recorder import PoolStats
+from disaggpilot.env.sim.replica import Host, Replica
 
 
 class Pool:

@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Protocol
 
-from env.sim.request import Request
+from disaggpilot.env.sim.request import Request
 
 
 class RequestQueue(Protocol):

@@ -7,7 +7,7 @@ from bisect import bisect_left
 
 import numpy as np
 
-from env.metrics import (
+from disaggpilot.env.metrics import (
     BUCKETS,
     E2E,
     GENERATION_TOKENS,

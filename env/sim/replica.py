@@ -16,11 +16,11 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from env.metrics import tpot_s
-from env.perf import PerfModel
-from env.sim.queues import RequestQueue, make_queue
-from env.sim.recorder import PoolStats, observe_arithmetic
-from env.sim.request import Request
+from disaggpilot.env.metrics import tpot_s
+from disaggpilot.env.perf import PerfModel
+from disaggpilot.env.sim.queues import RequestQueue, make_queue
+from disaggpilot.env.sim.recorder import PoolStats, observe_arithmetic
+from disaggpilot.env.sim.request import Request
 
 # vLLM keeps 1% of KV blocks free when admitting (its watermark) so running sequences can grow.
 KV_WATERMARK = 0.01

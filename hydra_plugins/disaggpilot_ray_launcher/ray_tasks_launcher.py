@@ -71,7 +71,7 @@ class RayTasksLauncher(Launcher):
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_job: float = 1.0,
                  max_retries: int = 0, timeout_s: float = 86400.0, runtime_env: Any = None) -> None:
-        from agent.ray_cluster import RayConfig  # checks the settings; Ray itself is imported at launch
+        from disaggpilot.agent.ray_cluster import RayConfig  # checks the settings; Ray itself is imported at launch
 
         self.settings = RayConfig(address=address, num_cpus=num_cpus, cpus_per_worker=cpus_per_job,
                                   max_restarts=max_retries, timeout_s=timeout_s,
@@ -86,7 +86,7 @@ class RayTasksLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """Submit every job of the batch, then wait for all of them (within ``timeout_s``)."""
-        from agent.ray_cluster import connect, import_ray
+        from disaggpilot.agent.ray_cluster import connect, import_ray
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         setup_globals()

@@ -1,4 +1,5 @@
-"""``python -m localcluster.emulator``: serve one emulated replica until SIGTERM or SIGINT, then drain and exit."""
+"""``python -m disaggpilot.localcluster.emulator``: serve one emulated replica until SIGTERM or SIGINT, then drain
+and exit."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from env.errors import PermanentError
-from localcluster.emulator.config import EmulatorConfig, parse_args
-from localcluster.emulator.server import ReplicaServer
+from disaggpilot.env.errors import PermanentError
+from disaggpilot.localcluster.emulator.config import EmulatorConfig, parse_args
+from disaggpilot.localcluster.emulator.server import ReplicaServer
 
 log = logging.getLogger("disaggpilot.emulator")
 

@@ -1,4 +1,4 @@
-"""Settings of one emulated replica: what ``python -m localcluster.emulator`` takes on its command line."""
+"""Settings of one emulated replica: what ``python -m disaggpilot.localcluster.emulator`` takes on its command line."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-from env.backend import POOL_ROLES
-from env.catalog import load_gpu, load_model
-from env.errors import require
-from env.perf import PerfModel
+from disaggpilot.env.backend import POOL_ROLES
+from disaggpilot.env.catalog import load_gpu, load_model
+from disaggpilot.env.errors import require
+from disaggpilot.env.perf import PerfModel
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def flag_for(field_name: str) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> EmulatorConfig:
     """Build a config from command-line flags (one per field; see :class:`EmulatorConfig`)."""
     parser = argparse.ArgumentParser(
-        prog="python -m localcluster.emulator",
+        prog="python -m disaggpilot.localcluster.emulator",
         description="An emulated vLLM replica: vLLM's HTTP API and /metrics, timed by env.perf for a GPU.")
     defaults = EmulatorConfig()
     for item in fields(EmulatorConfig):

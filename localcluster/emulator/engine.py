@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from env.perf import PerfModel
+from disaggpilot.env.perf import PerfModel
 
 # Fraction of KV blocks kept free when admitting a new request, so running sequences can grow (as the
 # simulator and vLLM's v0 block manager do).

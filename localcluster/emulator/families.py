@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from env.metrics import ITL_BUCKETS, REQUEST_LATENCY_BUCKETS, TPOT_BUCKETS, TTFT_BUCKETS
+from disaggpilot.env.metrics import ITL_BUCKETS, REQUEST_LATENCY_BUCKETS, TPOT_BUCKETS, TTFT_BUCKETS
 
 COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
 ENGINE_LABELS: tuple[str, ...] = ("engine", "model_name")

@@ -18,9 +18,9 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from env.metrics import tpot_s
-from localcluster.emulator.engine import Engine, EngineRequest
-from localcluster.emulator.families import (
+from disaggpilot.env.metrics import tpot_s
+from disaggpilot.localcluster.emulator.engine import Engine, EngineRequest
+from disaggpilot.localcluster.emulator.families import (
     CACHE_CONFIG_HELP,
     CACHE_CONFIG_LABELS,
     COUNTER,

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from env.errors import EnvError, PermanentError
+from disaggpilot.env.errors import EnvError, PermanentError
 
 DEFAULT_COMPLETION_MAX_TOKENS = 16  # vLLM's default for /v1/completions
 REMOTE_PREFILL_FIELDS: dict[str, type | tuple[type, ...]] = {

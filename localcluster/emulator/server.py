@@ -19,10 +19,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from localcluster.emulator.config import EmulatorConfig, resolve
-from localcluster.emulator.engine import Clock, Engine, EngineLimits, EngineRequest
-from localcluster.emulator.metrics import ReplicaMetrics
-from localcluster.emulator.protocol import (
+from disaggpilot.localcluster.emulator.config import EmulatorConfig, resolve
+from disaggpilot.localcluster.emulator.engine import Clock, Engine, EngineLimits, EngineRequest
+from disaggpilot.localcluster.emulator.metrics import ReplicaMetrics
+from disaggpilot.localcluster.emulator.protocol import (
     GenerationRequest,
     RequestError,
     full_response,

@@ -1,4 +1,4 @@
-"""``python -m localcluster.gateway --config FILE [--host H] [--port P]``: serve until SIGINT or SIGTERM.
+"""``python -m disaggpilot.localcluster.gateway --config FILE [--host H] [--port P]``: serve until SIGINT or SIGTERM.
 
 Prints ``gateway listening on http://HOST:PORT`` on stdout once it accepts requests (scripts wait for it).
 """
@@ -13,14 +13,14 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from env.errors import ConfigError
-from localcluster.gateway.config import GatewayConfig
-from localcluster.gateway.server import Gateway
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.localcluster.gateway.config import GatewayConfig
+from disaggpilot.localcluster.gateway.server import Gateway
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
-    parser = argparse.ArgumentParser(prog="python -m localcluster.gateway", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m disaggpilot.localcluster.gateway", description=__doc__)
     parser.add_argument("--config", required=True, help="YAML file with the GatewayConfig fields")
     parser.add_argument("--host", help="override the config's host")
     parser.add_argument("--port", type=int, help="override the config's port (0: a free port)")
@@ -40,7 +40,7 @@ async def serve(config: GatewayConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``python -m localcluster.gateway``."""
+    """Entry point of ``python -m disaggpilot.localcluster.gateway``."""
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -12,8 +12,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from localcluster.gateway.config import TenantConfig
-from localcluster.gateway.errors import ClientRequestError
+from disaggpilot.localcluster.gateway.config import TenantConfig
+from disaggpilot.localcluster.gateway.errors import ClientRequestError
 
 CONCURRENCY_RETRY_AFTER_S = 1.0
 """Retry-After sent when the concurrency cap refuses (seconds): a slot frees when any request finishes."""

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from env.errors import ConfigError, require
-from env.metrics import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
+from disaggpilot.env.errors import ConfigError, require
+from disaggpilot.env.metrics import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 
 REPLICA_ROLES: tuple[str, ...] = ("prefill", "decode", "aggregated")
 """Roles a replica can have (the launcher's discovery file uses the same words)."""

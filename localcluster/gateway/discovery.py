@@ -12,9 +12,9 @@ import logging
 import os
 from pathlib import Path
 
-from env.errors import ConfigError
-from localcluster.gateway.config import ReplicaEndpoint
-from localcluster.gateway.routing import ReplicaRegistry
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.localcluster.gateway.config import ReplicaEndpoint
+from disaggpilot.localcluster.gateway.routing import ReplicaRegistry
 
 log = logging.getLogger("disaggpilot.gateway.discovery")
 

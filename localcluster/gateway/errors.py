@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from env.errors import EnvError, PermanentError, TemporaryError
+from disaggpilot.env.errors import EnvError, PermanentError, TemporaryError
 
 
 class ClientRequestError(EnvError, PermanentError):

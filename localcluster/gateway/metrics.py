@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from env.metrics import (
+from disaggpilot.env.metrics import (
     BUCKETS,
     GW_ARRIVED,
     GW_E2E,
@@ -44,8 +44,8 @@ from env.metrics import (
     judge,
     tpot_s,
 )
-from localcluster.gateway.config import TenantConfig
-from localcluster.gateway.errors import REFUSAL_REASONS
+from disaggpilot.localcluster.gateway.config import TenantConfig
+from disaggpilot.localcluster.gateway.errors import REFUSAL_REASONS
 
 GW_RETRIES = "disaggpilot_gateway_upstream_retries_total"
 GW_FAILED = "disaggpilot_gateway_requests_failed_total"

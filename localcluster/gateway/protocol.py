@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from localcluster.gateway.config import GatewayConfig
-from localcluster.gateway.errors import ClientRequestError
+from disaggpilot.localcluster.gateway.config import GatewayConfig
+from disaggpilot.localcluster.gateway.errors import ClientRequestError
 
 COMPLETIONS = "completions"
 CHAT = "chat"

@@ -32,12 +32,12 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from localcluster.gateway.config import GatewayConfig
-from localcluster.gateway.errors import NoReplicaError, UpstreamError
-from localcluster.gateway.metrics import RequestTrack
-from localcluster.gateway.protocol import ParsedRequest, continuation, decode_body, prefill_body
-from localcluster.gateway.routing import PD_MODE, Replica, ReplicaRegistry
-from localcluster.gateway.upstream import DONE, open_events, post_json
+from disaggpilot.localcluster.gateway.config import GatewayConfig
+from disaggpilot.localcluster.gateway.errors import NoReplicaError, UpstreamError
+from disaggpilot.localcluster.gateway.metrics import RequestTrack
+from disaggpilot.localcluster.gateway.protocol import ParsedRequest, continuation, decode_body, prefill_body
+from disaggpilot.localcluster.gateway.routing import PD_MODE, Replica, ReplicaRegistry
+from disaggpilot.localcluster.gateway.upstream import DONE, open_events, post_json
 
 _WAIT_POLL_S = 0.02
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from localcluster.gateway.config import ReplicaEndpoint
+from disaggpilot.localcluster.gateway.config import ReplicaEndpoint
 
 PD_MODE = "pd"
 AGGREGATED_MODE = "aggregated"

@@ -23,15 +23,22 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from env.errors import EnvError, PermanentError
-from localcluster.gateway.admission import TenantAdmission, retry_after_header
-from localcluster.gateway.config import GatewayConfig
-from localcluster.gateway.discovery import DiscoveryWatcher
-from localcluster.gateway.errors import ClientRequestError, NoReplicaError, UpstreamRejectedError
-from localcluster.gateway.metrics import CONTENT_TYPE, UNKNOWN_TENANT, GatewayMetrics, RequestTrack
-from localcluster.gateway.protocol import CHAT, COMPLETIONS, TokenCounter, count_words, error_body, parse_request
-from localcluster.gateway.proxy import LostRequestError, Orchestrator, Outcome
-from localcluster.gateway.routing import ReplicaRegistry
+from disaggpilot.env.errors import EnvError, PermanentError
+from disaggpilot.localcluster.gateway.admission import TenantAdmission, retry_after_header
+from disaggpilot.localcluster.gateway.config import GatewayConfig
+from disaggpilot.localcluster.gateway.discovery import DiscoveryWatcher
+from disaggpilot.localcluster.gateway.errors import ClientRequestError, NoReplicaError, UpstreamRejectedError
+from disaggpilot.localcluster.gateway.metrics import CONTENT_TYPE, UNKNOWN_TENANT, GatewayMetrics, RequestTrack
+from disaggpilot.localcluster.gateway.protocol import (
+    CHAT,
+    COMPLETIONS,
+    TokenCounter,
+    count_words,
+    error_body,
+    parse_request,
+)
+from disaggpilot.localcluster.gateway.proxy import LostRequestError, Orchestrator, Outcome
+from disaggpilot.localcluster.gateway.routing import ReplicaRegistry
 
 log = logging.getLogger("disaggpilot.gateway")
 READ_CHUNK_BYTES = 1 << 16

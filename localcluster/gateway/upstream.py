@@ -14,8 +14,8 @@ from typing import Any
 
 import aiohttp
 
-from localcluster.gateway.errors import UpstreamError, UpstreamRejectedError
-from localcluster.gateway.routing import Replica
+from disaggpilot.localcluster.gateway.errors import UpstreamError, UpstreamRejectedError
+from disaggpilot.localcluster.gateway.routing import Replica
 
 DONE = "[DONE]"
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from agent.analysis import (
+from disaggpilot.agent.analysis import (
     SHIPPED_BUNDLE,
     AnalysisError,
     Column,
@@ -35,15 +35,15 @@ from agent.analysis import (
     tenant_rows,
     verdict_rows,
 )
-from agent.analysis.behaviour import REWARD_TERMS, action_surface, record_episode, reward_terms
-from agent.analysis.tensorboard import attainment_targets, find_runs, load_scalars, smooth
-from agent.bundle import load_bundle
-from agent.evaluation import EpisodeResult, EvaluationPlan, build_policy, evaluate
-from agent.evaluation.verdict import VerdictSettings
-from agent.ppo_policy import PpoPolicy
-from env.errors import CatalogError, ConfigError
-from env.scenario import ScenarioConfig
-from env.trace import repo_root
+from disaggpilot.agent.analysis.behaviour import REWARD_TERMS, action_surface, record_episode, reward_terms
+from disaggpilot.agent.analysis.tensorboard import attainment_targets, find_runs, load_scalars, smooth
+from disaggpilot.agent.bundle import load_bundle
+from disaggpilot.agent.evaluation import EpisodeResult, EvaluationPlan, build_policy, evaluate
+from disaggpilot.agent.evaluation.verdict import VerdictSettings
+from disaggpilot.agent.ppo_policy import PpoPolicy
+from disaggpilot.env.errors import CatalogError, ConfigError
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.trace import repo_root
 from tests.env.sim.conftest import small_scenario
 
 DURATION_S = 300.0

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.analysis.behaviour import record_episode
-from agent.baselines.static import StaticPolicy
-from agent.bundle import (
+from disaggpilot.agent.analysis.behaviour import record_episode
+from disaggpilot.agent.baselines.static import StaticPolicy
+from disaggpilot.agent.bundle import (
     CONFIG_FILE,
     MANIFEST_FILE,
     NORMALIZE_FILE,
@@ -24,11 +24,11 @@ from agent.bundle import (
     save_bundle,
     validate_spec,
 )
-from agent.errors import BundleError
-from agent.policy import PolicyContext, environment_for
-from agent.ppo_policy import PpoPolicy
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.observation import ObservationConfig, feature_names
+from disaggpilot.agent.errors import BundleError
+from disaggpilot.agent.policy import PolicyContext, environment_for
+from disaggpilot.agent.ppo_policy import PpoPolicy
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.observation import ObservationConfig, feature_names
 from tests.bundles import COLD_START_OBSERVATION, plant_payload, rehash
 from tests.env.sim.conftest import small_scenario
 
@@ -199,6 +199,6 @@ def test_a_manifest_naming_a_file_outside_the_bundle_is_refused(bundle_dir: Path
 
 
 def test_the_content_hash_to_pin_is_printed_by_the_module(bundle_dir: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "agent.bundle", str(bundle_dir)], capture_output=True, text=True,
-                            cwd=ROOT, timeout=120, check=True)
+    result = subprocess.run([sys.executable, "-m", "disaggpilot.agent.bundle", str(bundle_dir)], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120, check=True)
     assert result.stdout.strip() == content_hash(bundle_dir) == load_bundle(bundle_dir).content_hash

@@ -9,20 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.bundle import load_bundle
-from agent.errors import BundleError
-from agent.evaluation.episode import EpisodeTask, play
-from agent.evaluation.policies import PolicySpec
-from agent.headroom import HeadroomEnv, HeadroomSettings, HeadroomSizer, settings_from_spec
-from agent.ppo_policy import ModelPolicy, PpoPolicy
-from agent.training.config import PpoConfig
-from env.action import ActionConfig
-from env.catalog import SHIPPED_BUNDLE
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.errors import ConfigError
-from env.metrics import MetricsSnapshot
-from env.scenario import load_scenario
-from env.structured import build
+from disaggpilot.agent.bundle import load_bundle
+from disaggpilot.agent.errors import BundleError
+from disaggpilot.agent.evaluation.episode import EpisodeTask, play
+from disaggpilot.agent.evaluation.policies import PolicySpec
+from disaggpilot.agent.headroom import HeadroomEnv, HeadroomSettings, HeadroomSizer, settings_from_spec
+from disaggpilot.agent.ppo_policy import ModelPolicy, PpoPolicy
+from disaggpilot.agent.training.config import PpoConfig
+from disaggpilot.env.action import ActionConfig
+from disaggpilot.env.catalog import SHIPPED_BUNDLE
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.scenario import load_scenario
+from disaggpilot.env.structured import build
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT = EnvConfig(horizon_s=600.0)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.errors import PolicyStateError
-from agent.evaluation.episode import EpisodeTask, play
-from agent.evaluation.policies import PolicySpec
-from agent.ppo_policy import ModelPolicy
-from env.action import ActionConfig
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.scenario import load_scenario
+from disaggpilot.agent.errors import PolicyStateError
+from disaggpilot.agent.evaluation.episode import EpisodeTask, play
+from disaggpilot.agent.evaluation.policies import PolicySpec
+from disaggpilot.agent.ppo_policy import ModelPolicy
+from disaggpilot.env.action import ActionConfig
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.scenario import load_scenario
 
 SHORT = EnvConfig(horizon_s=600.0)
 

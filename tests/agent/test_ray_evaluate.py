@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.evaluation import evaluate, write_outputs
-from agent.evaluation.episode import EpisodeResult
-from agent.ray_cluster import RayConfig
+from disaggpilot.agent.evaluation import evaluate, write_outputs
+from disaggpilot.agent.evaluation.episode import EpisodeResult
+from disaggpilot.agent.ray_cluster import RayConfig
 from tests.agent.evaluation.conftest import WALL_COLUMNS, make_plan, same_value, write_scenario
 from tests.agent.test_ray_vec_env import TIMEOUT_S, local_ray  # noqa: F401  (the module's Ray fixture)
 

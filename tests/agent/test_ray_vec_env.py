@@ -23,14 +23,14 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecNormalize
 
-from agent.bundle import load_bundle
-from agent.ray_cluster import RayConfig, RayUnavailableError, RayWorkerError, check_reachable
-from agent.training.callbacks import ActorRestartCallback
-from agent.training.ray_vec_env import RESTARTED, RayVecEnv, actor_groups
-from agent.training.runner import make_env_factory
-from env.cluster_env import EnvConfig
-from env.errors import ConfigError
-from env.reward import RewardConfig
+from disaggpilot.agent.bundle import load_bundle
+from disaggpilot.agent.ray_cluster import RayConfig, RayUnavailableError, RayWorkerError, check_reachable
+from disaggpilot.agent.training.callbacks import ActorRestartCallback
+from disaggpilot.agent.training.ray_vec_env import RESTARTED, RayVecEnv, actor_groups
+from disaggpilot.agent.training.runner import make_env_factory
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.reward import RewardConfig
 from tests.env.sim.conftest import small_scenario
 
 ray = pytest.importorskip("ray")

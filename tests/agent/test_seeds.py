@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
-from agent.seeds import EVALUATION_SEEDS, require_held_out, training_reset_seeds
-from agent.training.config import RunConfig
-from env.catalog import configs_dir
-from env.errors import ConfigError
+from disaggpilot.agent.seeds import EVALUATION_SEEDS, require_held_out, training_reset_seeds
+from disaggpilot.agent.training.config import RunConfig
+from disaggpilot.env.catalog import configs_dir
+from disaggpilot.env.errors import ConfigError
 
 
 def test_training_reset_seeds_follow_the_run_seed() -> None:

@@ -8,14 +8,14 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from agent.analysis import shipped_bundle
-from agent.baselines import HeadroomPlannerSettings
-from agent.bundle import load_bundle, validate_spec
-from agent.headroom import HeadroomEnv, settings_from_spec
-from agent.policy import PolicyContext
-from agent.ppo_policy import PpoPolicy
-from env.catalog import configs_dir
-from env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.agent.analysis import shipped_bundle
+from disaggpilot.agent.baselines import HeadroomPlannerSettings
+from disaggpilot.agent.bundle import load_bundle, validate_spec
+from disaggpilot.agent.headroom import HeadroomEnv, settings_from_spec
+from disaggpilot.agent.policy import PolicyContext
+from disaggpilot.agent.ppo_policy import PpoPolicy
+from disaggpilot.env.catalog import configs_dir
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
 
 SHIPPED = shipped_bundle()
 """The shipped policy (headroom mode), the one bundle ``policies/`` carries; a delta-mode one is ``bundle_dir``."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.bundle import content_hash, load_bundle
+from disaggpilot.agent.bundle import content_hash, load_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECIALISTS = ROOT / "policies" / "specialists"

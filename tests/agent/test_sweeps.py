@@ -12,9 +12,9 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from agent.bundle import load_bundle
-from agent.train import sweep_objective
-from env.catalog import configs_dir
+from disaggpilot.agent.bundle import load_bundle
+from disaggpilot.agent.train import sweep_objective
+from disaggpilot.env.catalog import configs_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["run.total_timesteps=96", "run.n_envs=1", "agent.n_steps=48", "agent.batch_size=48", "agent.n_epochs=1",

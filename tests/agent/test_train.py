@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.bundle import load_bundle
-from agent.errors import PolicyConfigError
-from agent.training.config import PpoConfig, RunConfig
+from disaggpilot.agent.bundle import load_bundle
+from disaggpilot.agent.errors import PolicyConfigError
+from disaggpilot.agent.training.config import PpoConfig, RunConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["run.total_timesteps=96", "run.n_envs=2", "agent.n_steps=48", "agent.batch_size=48", "agent.n_epochs=1",

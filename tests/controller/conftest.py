@@ -12,21 +12,21 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from agent.bundle import load_bundle
-from agent.policy import Policy
-from controller.actuators import Actuator
-from controller.clock import VirtualClock
-from controller.config import ControllerConfig
-from controller.decision import Decision
-from controller.loop import ControllerLoop
-from controller.policies import make_fallback
-from controller.telemetry import ControllerMetrics
-from controller.testing import FlakyActuator, TamperedSource
-from controller.validate import Problem
-from env.cluster_env import EnvConfig
-from env.metrics import MetricsSnapshot
-from env.scenario import ScenarioConfig
-from env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, TenantSpecimen
+from disaggpilot.agent.bundle import load_bundle
+from disaggpilot.agent.policy import Policy
+from disaggpilot.controller.actuators import Actuator
+from disaggpilot.controller.clock import VirtualClock
+from disaggpilot.controller.config import ControllerConfig
+from disaggpilot.controller.decision import Decision
+from disaggpilot.controller.loop import ControllerLoop
+from disaggpilot.controller.policies import make_fallback
+from disaggpilot.controller.telemetry import ControllerMetrics
+from disaggpilot.controller.testing import FlakyActuator, TamperedSource
+from disaggpilot.controller.validate import Problem
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, TenantSpecimen
 from tests.env.live.test_kubernetes import ServedEmulator
 from tests.env.sim.conftest import small_scenario
 

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from agent.bundle import load_bundle
+from disaggpilot.agent.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def command(*overrides: str) -> list[str]:
-    return [sys.executable, "-m", "controller.cli", "controller", *overrides]
+    return [sys.executable, "-m", "disaggpilot.controller.cli", "controller", *overrides]
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

@@ -7,11 +7,11 @@ prefill go 6→4 and decode 3→1; with Prometheus down at start-up the daemon e
 
 from __future__ import annotations
 
-from agent.baselines.headroom_planner import HeadroomPlannerPolicy
-from controller.decision import Decision, replicas_of
-from controller.errors import TemporaryError
-from controller.testing import FixedPolicy, FlakyActuator
-from env.metrics import MetricsSnapshot
+from disaggpilot.agent.baselines.headroom_planner import HeadroomPlannerPolicy
+from disaggpilot.controller.decision import Decision, replicas_of
+from disaggpilot.controller.errors import TemporaryError
+from disaggpilot.controller.testing import FixedPolicy, FlakyActuator
+from disaggpilot.env.metrics import MetricsSnapshot
 from tests.controller.conftest import Rig, config, healthy_spec, make_rig
 
 BLIND = TemporaryError("Prometheus: connection refused", delay_s=0.0)

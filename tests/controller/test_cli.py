@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import unknown_command
-from controller.cli_errors import missing_option
+from disaggpilot.controller.cli import unknown_command
+from disaggpilot.controller.cli_errors import missing_option
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def disaggpilot(*args: str) -> subprocess.CompletedProcess[str]:
     """``disaggpilot <args>`` in a subprocess, with Hydra's full errors off as a user has them."""
     environment = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
-    return subprocess.run([sys.executable, "-m", "controller.cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "disaggpilot.controller.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env=environment)
 
 

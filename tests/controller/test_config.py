@@ -9,9 +9,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
 
-from controller.app import settings_from_config
-from controller.clock import VirtualClock
-from controller.config import (
+from disaggpilot.controller.app import settings_from_config
+from disaggpilot.controller.clock import VirtualClock
+from disaggpilot.controller.config import (
     BackoffConfig,
     ControllerConfig,
     FallbackConfig,
@@ -19,8 +19,8 @@ from controller.config import (
     ShieldConfig,
     register_configs,
 )
-from controller.errors import ConfigError
-from env.catalog import configs_dir
+from disaggpilot.controller.errors import ConfigError
+from disaggpilot.env.catalog import configs_dir
 
 
 @pytest.mark.parametrize(("build", "match"), [

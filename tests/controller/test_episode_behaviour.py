@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.analysis import shipped_bundle
-from agent.bundle import load_bundle
+from disaggpilot.agent.analysis import shipped_bundle
+from disaggpilot.agent.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 EPISODE_DECISIONS = 240
@@ -31,8 +31,8 @@ the shipped v4 4 and 1 (0.17 and 0.04 per 10)."""
 
 def run_controller(tmp_path: Path, decisions: int, *overrides: str) -> list[dict[str, Any]]:
     """The decision records of one active run on the simulator (virtual clock, JSON lines)."""
-    command = [sys.executable, "-m", "controller.cli", "controller", "controller.mode=active", "clock=virtual",
-               f"max_decisions={decisions}", "controller.log_format=json", "controller.metrics_port=0",
+    command = [sys.executable, "-m", "disaggpilot.controller.cli", "controller", "controller.mode=active",
+               "clock=virtual", f"max_decisions={decisions}", "controller.log_format=json", "controller.metrics_port=0",
                f"hydra.run.dir={tmp_path / 'run'}", *overrides]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

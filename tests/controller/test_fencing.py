@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from kubernetes import client
 
-from agent.policy import PolicyContext
-from controller.clock import VirtualClock
-from controller.config import ControllerConfig
-from controller.errors import ConfigError
-from controller.leader import LeaderElector
-from env.backend import ClusterAction
-from env.errors import FencedError
-from env.live.kubernetes import KubernetesActuator, KubernetesActuatorConfig
-from env.metrics import MetricsSnapshot
+from disaggpilot.agent.policy import PolicyContext
+from disaggpilot.controller.clock import VirtualClock
+from disaggpilot.controller.config import ControllerConfig
+from disaggpilot.controller.errors import ConfigError
+from disaggpilot.controller.leader import LeaderElector
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.errors import FencedError
+from disaggpilot.env.live.kubernetes import KubernetesActuator, KubernetesActuatorConfig
+from disaggpilot.env.metrics import MetricsSnapshot
 from tests.controller.conftest import config, make_rig
 from tests.controller.test_leader import SETTINGS
 from tests.env.live.test_kubernetes import NAMESPACE, ServedEmulator, create_workloads, patches

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller.history import History
-from env.metrics import MetricsSnapshot
-from env.testing import make_snapshot
+from disaggpilot.controller.history import History
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.testing import make_snapshot
 from tests.controller.conftest import config, healthy_spec, make_rig
 
 

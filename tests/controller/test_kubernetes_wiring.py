@@ -15,17 +15,17 @@ from hydra import compose, initialize_config_dir
 from kubernetes import client
 from omegaconf import OmegaConf
 
-from controller.app import build_actuator, build_elector, kubernetes_api_client
-from controller.clock import VirtualClock
-from controller.config import ControllerConfig, register_configs
-from controller.errors import ConfigError
-from controller.logs import JsonFormatter
-from controller.telemetry import ControllerMetrics
-from controller.testing import FixedPolicy, FlakyActuator
-from env.backend import ClusterAction, PoolTarget
-from env.catalog import configs_dir
-from env.live.kubernetes import KubernetesActuator
-from env.testing import ScriptedBackend
+from disaggpilot.controller.app import build_actuator, build_elector, kubernetes_api_client
+from disaggpilot.controller.clock import VirtualClock
+from disaggpilot.controller.config import ControllerConfig, register_configs
+from disaggpilot.controller.errors import ConfigError
+from disaggpilot.controller.logs import JsonFormatter
+from disaggpilot.controller.telemetry import ControllerMetrics
+from disaggpilot.controller.testing import FixedPolicy, FlakyActuator
+from disaggpilot.env.backend import ClusterAction, PoolTarget
+from disaggpilot.env.catalog import configs_dir
+from disaggpilot.env.live.kubernetes import KubernetesActuator
+from disaggpilot.env.testing import ScriptedBackend
 from tests.controller.conftest import config, healthy_spec, make_rig
 from tests.env.live.test_kubernetes import ServedEmulator, create_workloads
 

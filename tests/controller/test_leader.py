@@ -14,10 +14,10 @@ import kmock
 import pytest
 from kubernetes import client
 
-from controller.clock import VirtualClock
-from controller.config import ControllerConfig, LeaderElectionConfig
-from controller.errors import ConfigError
-from controller.leader import LeaderElector
+from disaggpilot.controller.clock import VirtualClock
+from disaggpilot.controller.config import ControllerConfig, LeaderElectionConfig
+from disaggpilot.controller.errors import ConfigError
+from disaggpilot.controller.leader import LeaderElector
 from tests.env.live.test_kubernetes import ServedEmulator
 
 NAMESPACE, LEASE = "llm", "disaggpilot-controller"
@@ -115,7 +115,7 @@ def test_a_released_lease_is_taken_over_at_once(api: client.ApiClient) -> None:
 
 
 def test_the_renewal_thread_acquires_and_releases_on_stop(api: client.ApiClient) -> None:
-    from controller.clock import WallClock
+    from disaggpilot.controller.clock import WallClock
 
     fast = LeaderElectionConfig(enabled=True, lease_duration_s=3.0, renew_deadline_s=2.0, retry_period_s=0.05,
                                 request_timeout_s=1.0)

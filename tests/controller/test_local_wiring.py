@@ -12,14 +12,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from controller.app import build_backend, local_replicas, settings_from_config
-from controller.clock import WallClock
-from controller.config import ControllerConfig, register_configs
-from controller.errors import ConfigError
-from env.catalog import configs_dir
-from env.live.backend import LiveBackend
-from env.live.launcher import Launcher
-from env.live.local_actuator import LocalProcessActuator
+from disaggpilot.controller.app import build_backend, local_replicas, settings_from_config
+from disaggpilot.controller.clock import WallClock
+from disaggpilot.controller.config import ControllerConfig, register_configs
+from disaggpilot.controller.errors import ConfigError
+from disaggpilot.env.catalog import configs_dir
+from disaggpilot.env.live.backend import LiveBackend
+from disaggpilot.env.live.launcher import Launcher
+from disaggpilot.env.live.local_actuator import LocalProcessActuator
 
 LIVE = ["backend=live", "env=live", "env.live.prometheus.url=http://127.0.0.1:9", "controller.fallback_only=true"]
 

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from controller.config import DEFAULT_METRICS_PORT, ControllerConfig, register_configs
-from controller.logs import FIELDS, HumanFormatter, JsonFormatter, decision_line, use_logs
-from env.catalog import configs_dir
+from disaggpilot.controller.config import DEFAULT_METRICS_PORT, ControllerConfig, register_configs
+from disaggpilot.controller.logs import FIELDS, HumanFormatter, JsonFormatter, decision_line, use_logs
+from disaggpilot.env.catalog import configs_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,19 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from agent.bundle import load_bundle, save_bundle
-from agent.ppo_policy import PpoPolicy
-from controller.actuators import DryRunActuator
-from controller.app import Settings, build_loop
-from controller.clock import VirtualClock
-from controller.decision import Decision
-from controller.errors import ActuatorError, TemporaryError
-from controller.logs import JsonFormatter
-from controller.policies import load_policy
-from controller.testing import FixedPolicy, FlakyActuator
-from env.cluster_env import EnvConfig
-from env.metrics import KV_USAGE, PROMPT_TOKENS, MetricsSnapshot
-from env.testing import ScriptedBackend
+from disaggpilot.agent.bundle import load_bundle, save_bundle
+from disaggpilot.agent.ppo_policy import PpoPolicy
+from disaggpilot.controller.actuators import DryRunActuator
+from disaggpilot.controller.app import Settings, build_loop
+from disaggpilot.controller.clock import VirtualClock
+from disaggpilot.controller.decision import Decision
+from disaggpilot.controller.errors import ActuatorError, TemporaryError
+from disaggpilot.controller.logs import JsonFormatter
+from disaggpilot.controller.policies import load_policy
+from disaggpilot.controller.testing import FixedPolicy, FlakyActuator
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.metrics import KV_USAGE, PROMPT_TOKENS, MetricsSnapshot
+from disaggpilot.env.testing import ScriptedBackend
 from tests.bundles import COLD_START_OBSERVATION
 from tests.controller.conftest import INTERVAL_S, Rig, config, healthy_spec, make_rig
 from tests.env.sim.conftest import small_scenario

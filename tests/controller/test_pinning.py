@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.bundle import load_bundle
-from agent.ppo_policy import PpoPolicy
-from controller.app import settings_from_config
-from controller.config import ControllerConfig
-from controller.errors import ConfigError
-from controller.policies import load_policy
-from env.cluster_env import EnvConfig
+from disaggpilot.agent.bundle import load_bundle
+from disaggpilot.agent.ppo_policy import PpoPolicy
+from disaggpilot.controller.app import settings_from_config
+from disaggpilot.controller.config import ControllerConfig
+from disaggpilot.controller.errors import ConfigError
+from disaggpilot.controller.policies import load_policy
+from disaggpilot.env.cluster_env import EnvConfig
 from tests.bundles import plant_payload
 from tests.controller.test_config import compose_controller
 from tests.env.sim.conftest import small_scenario
@@ -35,7 +35,8 @@ def tampered(bundle_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
 def test_active_mode_refuses_an_unpinned_bundle_and_says_how_to_pin_it(tampered: tuple[Path, Path]) -> None:
     bundle, marker = tampered
     with pytest.raises(ConfigError, match=r"controller\.expected_hash=None is invalid: active mode runs only a "
-                                          r"pinned bundle.*python -m agent\.bundle.*controller\.allow_unpinned=true"):
+                                          r"pinned bundle.*python -m disaggpilot\.agent\.bundle.*"
+                                          r"controller\.allow_unpinned=true"):
         ControllerConfig(mode="active", bundle=str(bundle))
     with pytest.raises(ConfigError, match=r"controller\.expected_hash=None"):
         settings_from_config(compose_controller("controller.mode=active", f"controller.bundle={bundle}",

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from controller.config import PoolBounds, ShieldConfig
-from controller.shield import Shield, ShieldOutcome, ShieldState
-from env.backend import ClusterAction, PoolTarget
-from env.metrics import MetricsSnapshot
-from env.testing import PoolSpecimen, SnapshotSpec, TenantSpecimen, make_snapshot
+from disaggpilot.controller.config import PoolBounds, ShieldConfig
+from disaggpilot.controller.shield import Shield, ShieldOutcome, ShieldState
+from disaggpilot.env.backend import ClusterAction, PoolTarget
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.testing import PoolSpecimen, SnapshotSpec, TenantSpecimen, make_snapshot
 
 NOW = 1000.0
 PREVIOUS = {"prefill": 4, "decode": 4}

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from controller.telemetry import MetricsServer
-from controller.testing import FixedPolicy
+from disaggpilot.controller.telemetry import MetricsServer
+from disaggpilot.controller.testing import FixedPolicy
 from tests.controller.conftest import INTERVAL_S, Rig, make_rig
 
 NAMES = (

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from controller.validate import MISSING, NAN, OUT_OF_RANGE, STALE, validate_snapshot
-from env.metrics import GW_MET, KV_USAGE, PROMPT_TOKENS, TTFT, WAITING, MetricsSnapshot
-from env.testing import make_snapshot
+from disaggpilot.controller.validate import MISSING, NAN, OUT_OF_RANGE, STALE, validate_snapshot
+from disaggpilot.env.metrics import GW_MET, KV_USAGE, PROMPT_TOKENS, TTFT, WAITING, MetricsSnapshot
+from disaggpilot.env.testing import make_snapshot
 from tests.controller.conftest import healthy_spec
 
 POOLS, TENANTS = ("prefill", "decode"), ("chat", "summarise")

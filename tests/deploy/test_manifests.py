@@ -21,10 +21,10 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-import env.metrics as contract
-from controller.config import ControllerConfig, register_configs
-from controller.telemetry import ControllerMetrics
-from env.catalog import configs_dir
+import disaggpilot.env.metrics as contract
+from disaggpilot.controller.config import ControllerConfig, register_configs
+from disaggpilot.controller.telemetry import ControllerMetrics
+from disaggpilot.env.catalog import configs_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.analysis import shipped_bundle
-from agent.bundle import load_bundle
-from agent.policy import environment_for, observing_as
-from env.backend import ClusterAction
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.metrics import MetricsSnapshot
-from env.observation import ObservationConfig
-from env.scenario import ScenarioConfig
-from env.testing import PoolSpecimen, SnapshotSpec, TenantSpecimen
+from disaggpilot.agent.analysis import shipped_bundle
+from disaggpilot.agent.bundle import load_bundle
+from disaggpilot.agent.policy import environment_for, observing_as
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.observation import ObservationConfig
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.testing import PoolSpecimen, SnapshotSpec, TenantSpecimen
 from tests.bundles import COLD_START_OBSERVATION, build_bundle
 from tests.env.sim.conftest import small_scenario
 
@@ -88,12 +88,12 @@ def scripted_interval(index: int) -> SnapshotSpec:
 def controller_run() -> tuple[np.ndarray, np.ndarray]:
     """The shipped bundle in the controller loop over ``scripted_interval``: the observations it was given, and
     each decision's shielded replica targets (prefill, decode)."""
-    from agent.ppo_policy import PpoPolicy
-    from controller.clock import VirtualClock
-    from controller.loop import ControllerLoop
-    from controller.policies import make_fallback
-    from controller.testing import FlakyActuator
-    from env.testing import ScriptedBackend
+    from disaggpilot.agent.ppo_policy import PpoPolicy
+    from disaggpilot.controller.clock import VirtualClock
+    from disaggpilot.controller.loop import ControllerLoop
+    from disaggpilot.controller.policies import make_fallback
+    from disaggpilot.controller.testing import FlakyActuator
+    from disaggpilot.env.testing import ScriptedBackend
     from tests.controller.conftest import config
 
     settings = config(bundle=str(shipped_bundle()))

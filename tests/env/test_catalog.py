@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from env.catalog import CONFIGS_ENV_VAR, GpuSpec, PerfCalibration, configs_dir, load_gpu, load_model
-from env.errors import CatalogError, ConfigError
+from disaggpilot.env.catalog import CONFIGS_ENV_VAR, GpuSpec, PerfCalibration, configs_dir, load_gpu, load_model
+from disaggpilot.env.errors import CatalogError, ConfigError
 
 MODELS = ("llama-3.1-8b", "llama-3.1-70b", "llama-2-70b", "mixtral-8x7b")
 GPUS = ("a100-80gb", "h100-sxm", "h200", "b200", "l40s")

@@ -11,12 +11,12 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-import env  # noqa: F401  (registers the environment)
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.errors import ConfigError
-from env.observation import OBSERVATION_VERSION
-from env.randomization import RandomizationConfig
-from env.workload import ArrivalSpec, LengthSpec, TenantSpec
+import disaggpilot.env  # noqa: F401  (registers the environment)
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.observation import OBSERVATION_VERSION
+from disaggpilot.env.randomization import RandomizationConfig
+from disaggpilot.env.workload import ArrivalSpec, LengthSpec, TenantSpec
 from tests.env.sim.conftest import small_scenario
 
 

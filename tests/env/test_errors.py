@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from env.errors import ConfigError, check_types, require_seconds, require_seed, require_seeds
+from disaggpilot.env.errors import ConfigError, check_types, require_seconds, require_seed, require_seeds
 
 
 @dataclass

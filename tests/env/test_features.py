@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.errors import ConfigError
-from env.features import CLUSTER, POOL, TENANT, resolve
-from env.observation import CLUSTER_LAYOUT, POOL_LAYOUT, TENANT_LAYOUT, ObservationConfig, feature_names
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.features import CLUSTER, POOL, TENANT, resolve
+from disaggpilot.env.observation import CLUSTER_LAYOUT, POOL_LAYOUT, TENANT_LAYOUT, ObservationConfig, feature_names
 
 EVERY_FLAG = ObservationConfig(cold_start_feature=True, budget_features=True)
 

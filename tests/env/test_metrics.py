@@ -12,12 +12,12 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-import env.sim.cluster as sim_cluster
-import env.sim.replica as sim_replica
-import localcluster.emulator.metrics as emulator_metrics
-import localcluster.gateway.metrics as gateway_metrics
-import localcluster.loadgen as loadgen
-from env.metrics import (
+import disaggpilot.env.sim.cluster as sim_cluster
+import disaggpilot.env.sim.replica as sim_replica
+import disaggpilot.localcluster.emulator.metrics as emulator_metrics
+import disaggpilot.localcluster.gateway.metrics as gateway_metrics
+import disaggpilot.localcluster.loadgen as loadgen
+from disaggpilot.env.metrics import (
     DEFAULT_TPOT_SLO_S,
     DEFAULT_TTFT_SLO_S,
     GW_GOODPUT_GENERATION_TOKENS,
@@ -35,16 +35,16 @@ from env.metrics import (
     tpot_s,
     waited_past_ttft,
 )
-from env.scenario import ScenarioConfig
-from env.sim.cluster import SimBackend
-from env.sim.request import Request
-from env.workload import RequestBatch, TenantSpec
-from localcluster.emulator.engine import EngineRequest
-from localcluster.emulator.metrics import ReplicaMetrics
-from localcluster.gateway.config import TenantConfig
-from localcluster.gateway.metrics import GatewayMetrics
-from localcluster.loadgen import RequestResult, tenant_metrics
-from localcluster.rig_config import scaled_scenario
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.sim.cluster import SimBackend
+from disaggpilot.env.sim.request import Request
+from disaggpilot.env.workload import RequestBatch, TenantSpec
+from disaggpilot.localcluster.emulator.engine import EngineRequest
+from disaggpilot.localcluster.emulator.metrics import ReplicaMetrics
+from disaggpilot.localcluster.gateway.config import TenantConfig
+from disaggpilot.localcluster.gateway.metrics import GatewayMetrics
+from disaggpilot.localcluster.loadgen import RequestResult, tenant_metrics
+from disaggpilot.localcluster.rig_config import scaled_scenario
 
 
 def lognormal_histogram(count: int = 20_000, seed: int = 0) -> tuple[Histogram, np.ndarray]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.errors import ConfigError
-from env.observation import ObservationConfig, feature_names
-from env.randomization import RandomizationConfig
-from env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, TenantSpecimen
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.observation import ObservationConfig, feature_names
+from disaggpilot.env.randomization import RandomizationConfig
+from disaggpilot.env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, TenantSpecimen
 from tests.env.sim.conftest import small_scenario
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
-from env.catalog import ModelSpec, configs_dir, load_gpu, load_model
-from env.data import data_file
-from env.errors import ConfigError
-from env.perf import PerfModel
+from disaggpilot.env.catalog import ModelSpec, configs_dir, load_gpu, load_model
+from disaggpilot.env.data import data_file
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.perf import PerfModel
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPLITWISE = "calibration/splitwise_perf_model.csv"

@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from env.catalog import load_gpu, load_model
-from env.perf import PerfModel
+from disaggpilot.env.catalog import load_gpu, load_model
+from disaggpilot.env.perf import PerfModel
 
 CONFIGS = [("llama-3.1-8b", "h100-sxm", 1), ("llama-3.1-8b", "l40s", 2), ("llama-3.1-70b", "h100-sxm", 4),
            ("llama-3.1-70b", "h100-sxm", 8), ("llama-3.1-70b", "a100-80gb", 4), ("llama-2-70b", "a100-80gb", 8),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from env.errors import ConfigError
-from env.metrics import MetricsSnapshot
-from env.reward import LagrangianConfig, RewardCalculator, RewardConfig, miss_budget_left
-from env.testing import PoolSpecimen, SnapshotSpec, TenantSpecimen, make_snapshot
-from env.workload import ArrivalSpec, TenantSpec
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.reward import LagrangianConfig, RewardCalculator, RewardConfig, miss_budget_left
+from disaggpilot.env.testing import PoolSpecimen, SnapshotSpec, TenantSpecimen, make_snapshot
+from disaggpilot.env.workload import ArrivalSpec, TenantSpec
 
 TENANTS = [TenantSpec(name="a", attainment_target=0.9), TenantSpec(name="b", attainment_target=0.99, weight=2.0)]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from env.metrics import (
+from disaggpilot.env.metrics import (
     GW_GOODPUT_GENERATION_TOKENS,
     GW_GOODPUT_PROMPT_TOKENS,
     GW_MET,
@@ -22,8 +22,8 @@ from env.metrics import (
     MetricsSnapshot,
     TenantMetrics,
 )
-from env.reward import RewardCalculator, RewardConfig
-from env.scenario import load_scenario
+from disaggpilot.env.reward import RewardCalculator, RewardConfig
+from disaggpilot.env.scenario import load_scenario
 
 FIXTURE = Path(__file__).parent / "data" / "reward_ranking_diurnal.json"
 PLANNER, SIZER = "headroom_planner_defaults", "sizer_w10_p060_d075"

@@ -10,10 +10,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from controller.config import register_configs as register_controller_configs
-from env.catalog import configs_dir
-from env.runlog import REDACTED, RUNLOG, resolved_config
-from localcluster.config_store import register_configs as register_loadgen_configs
+from disaggpilot.controller.config import register_configs as register_controller_configs
+from disaggpilot.env.catalog import configs_dir
+from disaggpilot.env.runlog import REDACTED, RUNLOG, resolved_config
+from disaggpilot.localcluster.config_store import register_configs as register_loadgen_configs
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ["simulate", "train", "evaluate", "controller", "loadgen"]

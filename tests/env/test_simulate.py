@@ -13,12 +13,12 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
-from env.catalog import configs_dir
-from env.config_store import SCENARIO_SCHEMA, register_configs
-from env.errors import ConfigError
-from env.scenario import ScenarioConfig
-from env.simulate import scenario_from_config
-from env.workload import TenantSpec, TraceSpec
+from disaggpilot.env.catalog import configs_dir
+from disaggpilot.env.config_store import SCENARIO_SCHEMA, register_configs
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.simulate import scenario_from_config
+from disaggpilot.env.workload import TenantSpec, TraceSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted(path.stem for path in (configs_dir() / "scenario").glob("*.yaml"))
@@ -104,7 +104,7 @@ def test_scenario_from_config_rejects_a_non_mapping() -> None:
 # ----- the entry point, in a subprocess --------------------------------------------------------------------
 def simulate(*overrides: str) -> subprocess.CompletedProcess[str]:
     """Run ``disaggpilot simulate`` as a user would (through ``controller.cli``)."""
-    command = [sys.executable, "-m", "controller.cli", "simulate", *overrides]
+    command = [sys.executable, "-m", "disaggpilot.controller.cli", "simulate", *overrides]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import env.data
-from env.data import data_dir, data_file, repo_root
-from env.errors import TraceError
-from env.trace import load_length_table, load_trace, resolve_data_path
+import disaggpilot.env.data
+from disaggpilot.env.data import data_dir, data_file, repo_root
+from disaggpilot.env.errors import TraceError
+from disaggpilot.env.trace import load_length_table, load_trace, resolve_data_path
 
 NATIVE = """timestamp_s,tenant,input_tokens,output_tokens
 100.0,a,10,1
@@ -190,7 +190,7 @@ def test_missing_file_lists_places_and_fix(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_missing_repository_data_names_file_and_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(env.data, "repo_root", lambda: tmp_path)
+    monkeypatch.setattr(disaggpilot.env.data, "repo_root", lambda: tmp_path)
     with pytest.raises(TraceError, match=r"data/vllm/metrics_aggregated\.txt is missing.*git checkout -- data/"):
         data_file("vllm/metrics_aggregated.txt")
 

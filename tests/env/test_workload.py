@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from env.errors import ConfigError
-from env.trace import resolve_data_path
-from env.workload import (
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.trace import resolve_data_path
+from disaggpilot.env.workload import (
     ArrivalSpec,
     LengthSpec,
     RateChange,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.headroom import HeadroomSettings
+from disaggpilot.agent.headroom import HeadroomSettings
 from tests.bundles import build_bundle
 
 

@@ -126,8 +126,8 @@ def controller_process(overrides: list[str], log_path: Path, stop_timeout_s: flo
     """``disaggpilot controller`` with ``overrides``, its output in ``log_path``; on exit SIGTERM, then SIGKILL
     after ``stop_timeout_s``."""
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "controller.cli", "controller", *overrides], cwd=ROOT,
-                                   stdout=log_file, stderr=subprocess.STDOUT,
+        process = subprocess.Popen([sys.executable, "-m", "disaggpilot.controller.cli", "controller", *overrides],
+                                   cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         yield process

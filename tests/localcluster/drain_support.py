@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from env.live.launcher import Launcher, Replica
+from disaggpilot.env.live.launcher import Launcher, Replica
 from tests.localcluster.upstreams import Answer
 
 RETRIES = "disaggpilot_gateway_upstream_retries_total"

@@ -17,9 +17,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from env.data import data_dir
-from env.live.launcher_config import LauncherConfig, VllmSettings
-from localcluster.prometheus_server import DEFAULT_BINARY
+from disaggpilot.env.data import data_dir
+from disaggpilot.env.live.launcher_config import LauncherConfig, VllmSettings
+from disaggpilot.localcluster.prometheus_server import DEFAULT_BINARY
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDED = data_dir() / "vllm"
@@ -56,10 +56,14 @@ def omp_cores() -> list[str]:
 
 
 def build_tiny_model(folder: Path) -> Path:
-    """Build the tiny random-weight Llama (``localcluster.tiny_model``) with the vLLM environment's interpreter."""
+    """Build the tiny random-weight Llama (``localcluster.tiny_model``) with the vLLM environment's interpreter.
+
+    That environment does not hold the project: ``.namespace`` (symlinks) gives it the ``disaggpilot`` names.
+    """
     python = str(vllm_venv() / "bin" / "python")
-    result = subprocess.run([python, "-m", "localcluster.tiny_model", str(folder), "--seed", "0"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run([python, "-m", "disaggpilot.localcluster.tiny_model", str(folder), "--seed", "0"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / ".namespace")})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return folder
 

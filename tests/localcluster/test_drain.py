@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from env.live.launcher import Launcher
-from env.live.launcher_config import EmulatorSettings, LauncherConfig
-from localcluster.gateway import Gateway, GatewayConfig, TenantConfig
+from disaggpilot.env.live.launcher import Launcher
+from disaggpilot.env.live.launcher_config import EmulatorSettings, LauncherConfig
+from disaggpilot.localcluster.gateway import Gateway, GatewayConfig, TenantConfig
 from tests.localcluster.drain_support import DrainRun, assert_none_lost, drain_during_streams
 from tests.localcluster.upstreams import KEYS, run
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from env.catalog import load_gpu, load_model
-from env.perf import PerfModel
-from localcluster.emulator.engine import Engine, EngineLimits, EngineRequest, NullObserver, VirtualClock
+from disaggpilot.env.catalog import load_gpu, load_model
+from disaggpilot.env.perf import PerfModel
+from disaggpilot.localcluster.emulator.engine import Engine, EngineLimits, EngineRequest, NullObserver, VirtualClock
 
 
 @pytest.fixture(scope="module")

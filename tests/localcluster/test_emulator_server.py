@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from env.data import data_file
-from localcluster.emulator.config import EmulatorConfig, parse_args, to_args
-from localcluster.emulator.server import ReplicaServer
+from disaggpilot.env.data import data_file
+from disaggpilot.localcluster.emulator.config import EmulatorConfig, parse_args, to_args
+from disaggpilot.localcluster.emulator.server import ReplicaServer
 from tests.localcluster.conftest import signature
 
 RECORDED = {"prefill": "vllm/metrics_pd_prefill_nixl.txt", "decode": "vllm/metrics_pd_decode_nixl.txt",

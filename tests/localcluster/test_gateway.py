@@ -15,8 +15,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from env.errors import ConfigError
-from env.metrics import (
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.metrics import (
     GW_ARRIVED,
     GW_FINISHED,
     GW_GENERATION_TOKENS,
@@ -29,9 +29,9 @@ from env.metrics import (
     TENANT_HISTOGRAMS,
     TTFT_BUCKETS,
 )
-from localcluster.gateway import Gateway, GatewayConfig, TenantConfig
-from localcluster.gateway.config import ReplicaEndpoint
-from localcluster.gateway.routing import ReplicaRegistry
+from disaggpilot.localcluster.gateway import Gateway, GatewayConfig, TenantConfig
+from disaggpilot.localcluster.gateway.config import ReplicaEndpoint
+from disaggpilot.localcluster.gateway.routing import ReplicaRegistry
 from tests.localcluster.upstreams import (
     KEYS,
     FakeReplica,
@@ -316,8 +316,8 @@ def test_module_entry_point_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
               "replicas": [{"name": "agg-0", "role": "aggregated", "url": "http://127.0.0.1:9"}]}
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
-    process = subprocess.Popen([sys.executable, "-m", "localcluster.gateway", "--config", str(path)], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "disaggpilot.localcluster.gateway", "--config", str(path)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline() if process.stdout else ""
         assert line.startswith("gateway listening on http://127.0.0.1:")

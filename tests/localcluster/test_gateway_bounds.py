@@ -14,10 +14,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from env.errors import ConfigError
-from localcluster.gateway import TenantConfig
-from localcluster.gateway.config import BODY_OVERHEAD_BYTES, JSON_BYTES_PER_CHAR
-from localcluster.gateway.metrics import GW_REFUSED
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.localcluster.gateway import TenantConfig
+from disaggpilot.localcluster.gateway.config import BODY_OVERHEAD_BYTES, JSON_BYTES_PER_CHAR
+from disaggpilot.localcluster.gateway.metrics import GW_REFUSED
 from tests.localcluster.upstreams import KEYS, MODEL, FakeReplica, call, gateway_config, rig, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def test_a_60_mb_body_gets_413_without_the_gateway_growing_by_its_size(tmp_path:
     config = {"tenants": [{"name": "alpha", "api_key": KEYS["alpha"]}], "model": MODEL, "max_model_len": 256,
               "replicas": [{"name": "agg-0", "role": "aggregated", "url": "http://127.0.0.1:9"}]}
     (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
-    process = subprocess.Popen([sys.executable, "-m", "localcluster.gateway", "--config",
+    process = subprocess.Popen([sys.executable, "-m", "disaggpilot.localcluster.gateway", "--config",
                                 str(tmp_path / "gateway.yaml"), "--log-level", "WARNING"], cwd=ROOT,
                                stdout=subprocess.PIPE, text=True)
     try:

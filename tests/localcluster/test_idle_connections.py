@@ -12,12 +12,12 @@ import asyncio
 import aiohttp
 import pytest
 
-import localcluster.emulator.server as emulator_server
-import localcluster.gateway.server as gateway_server
-from localcluster.emulator.config import EmulatorConfig
-from localcluster.emulator.server import ReplicaServer
-from localcluster.gateway import Gateway
-from localcluster.gateway.config import ReplicaEndpoint
+import disaggpilot.localcluster.emulator.server as emulator_server
+import disaggpilot.localcluster.gateway.server as gateway_server
+from disaggpilot.localcluster.emulator.config import EmulatorConfig
+from disaggpilot.localcluster.emulator.server import ReplicaServer
+from disaggpilot.localcluster.gateway import Gateway
+from disaggpilot.localcluster.gateway.config import ReplicaEndpoint
 from tests.localcluster.upstreams import gateway_config, run
 
 IDLE_S = 0.5

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from env.errors import ConfigError
-from env.metrics import GW_ARRIVED
-from env.scenario import load_scenario
-from env.sim.cluster import SimBackend
-from localcluster.gateway import Gateway, TenantConfig
-from localcluster.gateway.config import ReplicaEndpoint
-from localcluster.loadgen import main, plan_requests, replay
-from localcluster.loadgen_config import LoadgenConfig, scenario_workload
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.metrics import GW_ARRIVED
+from disaggpilot.env.scenario import load_scenario
+from disaggpilot.env.sim.cluster import SimBackend
+from disaggpilot.localcluster.gateway import Gateway, TenantConfig
+from disaggpilot.localcluster.gateway.config import ReplicaEndpoint
+from disaggpilot.localcluster.loadgen import main, plan_requests, replay
+from disaggpilot.localcluster.loadgen_config import LoadgenConfig, scenario_workload
 from tests.localcluster.test_gateway import _sample
 from tests.localcluster.upstreams import (
     KEYS,
@@ -120,7 +120,7 @@ def test_main_prints_the_simulators_table_and_writes_json(tmp_path: Path, capsys
 
 
 def _tenant(raw: dict[str, Any]) -> Any:
-    from localcluster.gateway import TenantConfig
+    from disaggpilot.localcluster.gateway import TenantConfig
     return TenantConfig(**raw)
 
 
@@ -155,8 +155,8 @@ def test_replay_through_gateway_and_emulators() -> None:
 def test_loadgen_yaml_composes_into_a_valid_config() -> None:
     from hydra import compose, initialize_config_dir
 
-    from env.catalog import configs_dir
-    from localcluster.config_store import register_configs
+    from disaggpilot.env.catalog import configs_dir
+    from disaggpilot.localcluster.config_store import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(configs_dir()), version_base=None):

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from env.errors import ConfigError
-from env.live.promql import PrometheusClient
-from localcluster.exposition import ExpositionServer
-from localcluster.prometheus_server import PrometheusServer, PrometheusServerError, ScrapeJob, ScrapeTarget
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.live.promql import PrometheusClient
+from disaggpilot.localcluster.exposition import ExpositionServer
+from disaggpilot.localcluster.prometheus_server import PrometheusServer, PrometheusServerError, ScrapeJob, ScrapeTarget
 from tests.env.live.conftest import requires_prometheus
 
 pytestmark = requires_prometheus

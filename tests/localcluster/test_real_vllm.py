@@ -37,13 +37,13 @@ from typing import Any
 
 import pytest
 
-from env.errors import ConfigError
-from env.live.launcher import Launcher, Replica, free_port, replica_command
-from env.live.launcher_config import ReplicaKnobs
-from localcluster.gateway.metrics import GW_RETRIES
-from localcluster.loadgen import run_loadgen
-from localcluster.rig import LocalCluster, RigConfig
-from localcluster.tiny_model import TinyModelSettings, training_text
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.live.launcher import Launcher, Replica, free_port, replica_command
+from disaggpilot.env.live.launcher_config import ReplicaKnobs
+from disaggpilot.localcluster.gateway.metrics import GW_RETRIES
+from disaggpilot.localcluster.loadgen import run_loadgen
+from disaggpilot.localcluster.rig import LocalCluster, RigConfig
+from disaggpilot.localcluster.tiny_model import TinyModelSettings, training_text
 from tests.localcluster.conftest import signature
 from tests.localcluster.controller_watch import (
     Watch,

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from agent.analysis import shipped_bundle
-from controller.app import Settings, settings_from_config
-from controller.config import register_configs
-from controller.policies import load_policy
-from env.catalog import configs_dir
-from localcluster.prometheus_server import PrometheusServer
-from localcluster.rig import (
+from disaggpilot.agent.analysis import shipped_bundle
+from disaggpilot.controller.app import Settings, settings_from_config
+from disaggpilot.controller.config import register_configs
+from disaggpilot.controller.policies import load_policy
+from disaggpilot.env.catalog import configs_dir
+from disaggpilot.localcluster.prometheus_server import PrometheusServer
+from disaggpilot.localcluster.rig import (
     LocalCluster,
     config_from_args,
     controller_command,

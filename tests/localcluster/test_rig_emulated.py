@@ -31,10 +31,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.bundle import load_bundle
-from env.live.launcher import free_port
-from localcluster.loadgen import run_loadgen
-from localcluster.rig import LocalCluster, RigConfig
+from disaggpilot.agent.bundle import load_bundle
+from disaggpilot.env.live.launcher import free_port
+from disaggpilot.localcluster.loadgen import run_loadgen
+from disaggpilot.localcluster.rig import LocalCluster, RigConfig
 from tests.env.live.conftest import requires_prometheus
 from tests.localcluster.controller_watch import (
     Watch,
@@ -98,7 +98,7 @@ def controller(cluster: LocalCluster, planner_bundle_dir: Path, tmp_path: Path
         with controller_process(overrides, log_path) as process:
             yield process, f"http://127.0.0.1:{port}/metrics", log_path
     finally:
-        kill_orphan_replicas(cluster.discovery_path, "localcluster.emulator")
+        kill_orphan_replicas(cluster.discovery_path, "disaggpilot.localcluster.emulator")
 
 
 def crowd_peaks(watch: Watch) -> tuple[float, float]:

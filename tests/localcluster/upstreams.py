@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import aiohttp
 from aiohttp import web
 
-from localcluster.gateway import Gateway, GatewayConfig, ReplicaEndpoint, TenantConfig
+from disaggpilot.localcluster.gateway import Gateway, GatewayConfig, ReplicaEndpoint, TenantConfig
 
 
 @dataclass
@@ -276,9 +276,9 @@ def _take_line(line: str, answer: Answer, chat: bool) -> None:
 
 # --- the real emulator (E1's localcluster.emulator), started as subprocesses --------------------------------------
 def emulator_available() -> bool:
-    """Whether ``python -m localcluster.emulator`` can run (its ``__main__`` module exists)."""
+    """Whether ``python -m disaggpilot.localcluster.emulator`` can run (its ``__main__`` module exists)."""
     try:
-        return importlib.util.find_spec("localcluster.emulator.__main__") is not None
+        return importlib.util.find_spec("disaggpilot.localcluster.emulator.__main__") is not None
     except ImportError:
         return False
 
@@ -299,7 +299,7 @@ def start_emulators(roles: list[str], served_name: str = "emu", time_scale: floa
     try:
         for index, role in enumerate(roles):
             port = free_port()
-            command = [sys.executable, "-m", "localcluster.emulator", "--role", role, "--host", "127.0.0.1",
+            command = [sys.executable, "-m", "disaggpilot.localcluster.emulator", "--role", role, "--host", "127.0.0.1",
                        "--port", str(port), "--served-model-name", served_name, "--time-scale", str(time_scale)]
             processes.append(subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                                               stderr=subprocess.DEVNULL))

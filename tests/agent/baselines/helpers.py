@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.policy import PolicyContext
-from env.metrics import MetricsSnapshot
-from env.scenario import ScenarioConfig
-from env.testing import PoolSpecimen, SnapshotSpec, TenantSpecimen, make_snapshot
+from disaggpilot.agent.policy import PolicyContext
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.testing import PoolSpecimen, SnapshotSpec, TenantSpecimen, make_snapshot
 from tests.env.sim.conftest import small_scenario
 
 INTERVAL_S = 30.0

@@ -9,18 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.baselines import BaselineError, DynamicOraclePolicy, StaticOraclePolicy, make_baseline
-from agent.baselines.feed_forward import interval_demand, lookahead_peak
-from agent.baselines.oracle_schedule import dynamic_oracle_schedule
-from agent.baselines.oracle_search import Trials
-from agent.baselines.schedule import DynamicOracleSettings
-from agent.evaluation.episode import EpisodeTask, run_episode
-from agent.evaluation.policies import PolicySpec
-from agent.policy import sees_future
-from env.cluster_env import EnvConfig
-from env.errors import ConfigError
-from env.scenario import ScenarioConfig, load_scenario
-from env.workload import RateChange, RequestBatch
+from disaggpilot.agent.baselines import BaselineError, DynamicOraclePolicy, StaticOraclePolicy, make_baseline
+from disaggpilot.agent.baselines.feed_forward import interval_demand, lookahead_peak
+from disaggpilot.agent.baselines.oracle_schedule import dynamic_oracle_schedule
+from disaggpilot.agent.baselines.oracle_search import Trials
+from disaggpilot.agent.baselines.schedule import DynamicOracleSettings
+from disaggpilot.agent.evaluation.episode import EpisodeTask, run_episode
+from disaggpilot.agent.evaluation.policies import PolicySpec
+from disaggpilot.agent.policy import sees_future
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.scenario import ScenarioConfig, load_scenario
+from disaggpilot.env.workload import RateChange, RequestBatch
 from tests.agent.baselines.helpers import context
 
 SEED = 100

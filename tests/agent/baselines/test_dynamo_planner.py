@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from agent.baselines import DynamoPlannerPolicy
-from agent.baselines.dynamo_planner import load_decision
-from agent.sizing.profile import PerfProfile
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.errors import ConfigError
-from env.testing import PoolSpecimen, SnapshotSpec, TenantSpecimen
+from disaggpilot.agent.baselines import DynamoPlannerPolicy
+from disaggpilot.agent.baselines.dynamo_planner import load_decision
+from disaggpilot.agent.sizing.profile import PerfProfile
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.testing import PoolSpecimen, SnapshotSpec, TenantSpecimen
 from tests.agent.baselines.fakes import RoundProfile
 from tests.agent.baselines.helpers import context, history, spec
 from tests.env.sim.conftest import small_scenario

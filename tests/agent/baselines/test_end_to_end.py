@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from agent.baselines import BASELINES, make_baseline
-from agent.policy import PolicyContext
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.summary import summarize
+from disaggpilot.agent.baselines import BASELINES, make_baseline
+from disaggpilot.agent.policy import PolicyContext
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.summary import summarize
 from tests.env.sim.conftest import small_scenario
 
 SETTINGS: dict[str, dict[str, object]] = {

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from agent.baselines import make_baseline
-from agent.sizing.profile import PerfProfile
-from env.errors import ConfigError
-from env.metrics import MetricsSnapshot
-from env.testing import TenantSpecimen
+from disaggpilot.agent.baselines import make_baseline
+from disaggpilot.agent.sizing.profile import PerfProfile
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.testing import TenantSpecimen
 from tests.agent.baselines.helpers import INTERVAL_S, context, history, spec
 from tests.env.sim.conftest import small_scenario
 

@@ -6,14 +6,14 @@ import math
 
 import pytest
 
-from agent.baselines.predictors import (
+from disaggpilot.agent.baselines.predictors import (
     ConstantPredictor,
     HoltPredictor,
     MovingAveragePredictor,
     PredictorSpec,
     make_predictor,
 )
-from env.errors import ConfigError
+from disaggpilot.env.errors import ConfigError
 
 
 def test_constant_repeats_the_last_value() -> None:

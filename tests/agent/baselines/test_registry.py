@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.baselines import BASELINES, BaselineError, make_baseline
-from agent.policy import Policy
-from env.errors import ConfigError
+from disaggpilot.agent.baselines import BASELINES, BaselineError, make_baseline
+from disaggpilot.agent.policy import Policy
+from disaggpilot.env.errors import ConfigError
 from tests.agent.baselines.helpers import context, history, spec
 
 NAMES = ["static", "static_tuned", "static_oracle", "threshold", "sla_planner", "dynamo_planner", "saturation",

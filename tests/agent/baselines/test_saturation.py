@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.baselines import make_baseline
-from agent.baselines.saturation import SaturationSettings, saturation_change
-from env.testing import PoolSpecimen
+from disaggpilot.agent.baselines import make_baseline
+from disaggpilot.agent.baselines.saturation import SaturationSettings, saturation_change
+from disaggpilot.env.testing import PoolSpecimen
 from tests.agent.baselines.helpers import context, history, spec
 
 DEFAULTS = SaturationSettings()

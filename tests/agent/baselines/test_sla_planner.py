@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from agent.baselines import SlaPlannerPolicy
-from agent.baselines.sla_planner import correction_factor, fit_gpu_budget, limit_change, plan_replicas
-from agent.sizing.profile import PerfProfile
-from agent.sizing.signals import Load
-from env.errors import ConfigError
-from env.testing import PoolSpecimen, SnapshotSpec, TenantSpecimen
+from disaggpilot.agent.baselines import SlaPlannerPolicy
+from disaggpilot.agent.baselines.sla_planner import correction_factor, fit_gpu_budget, limit_change, plan_replicas
+from disaggpilot.agent.sizing.profile import PerfProfile
+from disaggpilot.agent.sizing.signals import Load
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.testing import PoolSpecimen, SnapshotSpec, TenantSpecimen
 from tests.agent.baselines.fakes import RoundProfile
 from tests.agent.baselines.helpers import context, history, spec
 from tests.env.sim.conftest import small_scenario

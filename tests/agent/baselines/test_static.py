@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent.baselines import make_baseline
-from env.backend import PoolTarget
+from disaggpilot.agent.baselines import make_baseline
+from disaggpilot.env.backend import PoolTarget
 from tests.agent.baselines.helpers import context, history, spec
 from tests.env.sim.conftest import small_scenario
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from agent.baselines import BaselineError, StaticOraclePolicy
-from agent.baselines.oracle_search import Candidate, Evaluation, best_of, smallest_meeting
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.summary import summarize
+from disaggpilot.agent.baselines import BaselineError, StaticOraclePolicy
+from disaggpilot.agent.baselines.oracle_search import Candidate, Evaluation, best_of, smallest_meeting
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.summary import summarize
 from tests.agent.baselines.helpers import context
 from tests.env.sim.conftest import small_scenario
 

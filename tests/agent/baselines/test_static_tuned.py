@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-import agent.baselines.oracle_search as oracle_search
-from agent.baselines import BaselineError, StaticTunedPolicy
-from agent.baselines.oracle_search import Candidate, Evaluation
-from agent.baselines.static_tuned import pick
-from agent.evaluation.episode import EpisodeTask, run_episode
-from agent.evaluation.policies import PolicySpec
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.errors import ConfigError
+import disaggpilot.agent.baselines.oracle_search as oracle_search
+from disaggpilot.agent.baselines import BaselineError, StaticTunedPolicy
+from disaggpilot.agent.baselines.oracle_search import Candidate, Evaluation
+from disaggpilot.agent.baselines.static_tuned import pick
+from disaggpilot.agent.evaluation.episode import EpisodeTask, run_episode
+from disaggpilot.agent.evaluation.policies import PolicySpec
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.errors import ConfigError
 from tests.agent.baselines.helpers import context
 from tests.env.sim.conftest import small_scenario
 
@@ -60,7 +60,7 @@ def test_the_pick_is_cached_in_a_file_per_settings(tmp_path: Path, monkeypatch: 
 
     def no_search(*args: object) -> None:
         raise AssertionError("searched again despite the cache")
-    monkeypatch.setattr("agent.baselines.static_tuned.run_search", no_search)
+    monkeypatch.setattr("disaggpilot.agent.baselines.static_tuned.run_search", no_search)
     assert StaticTunedPolicy(cache_dir=str(tmp_path)).calibrate(SCENARIO) == first
     with pytest.raises(AssertionError, match="searched again"):
         StaticTunedPolicy(cache_dir=str(tmp_path), calibration_seeds=[1]).calibrate(SCENARIO)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from agent.baselines import make_baseline
-from agent.baselines.threshold import hpa_desired
-from agent.policy import Policy
-from env.cluster_env import DisaggClusterEnv
-from env.metrics import MetricsSnapshot
-from env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, make_snapshot
+from disaggpilot.agent.baselines import make_baseline
+from disaggpilot.agent.baselines.threshold import hpa_desired
+from disaggpilot.agent.policy import Policy
+from disaggpilot.env.cluster_env import DisaggClusterEnv
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, make_snapshot
 from tests.agent.baselines.helpers import context, pools
 from tests.env.sim.conftest import small_scenario
 

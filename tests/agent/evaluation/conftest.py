@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from agent.evaluation import EvaluationPlan
-from env.scenario import ScenarioConfig
+from disaggpilot.agent.evaluation import EvaluationPlan
+from disaggpilot.env.scenario import ScenarioConfig
 from tests.env.sim.conftest import small_scenario
 
 DURATION_S = 300.0

@@ -8,14 +8,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from agent.errors import PolicyConfigError
-from agent.evaluation import EvaluationPlan, build_policy, evaluate, known_kinds, plan_from_config
-from agent.evaluation.policies import PolicySpec
-from agent.policy import Policy
-from agent.seeds import EVALUATION_SEEDS
-from env.catalog import configs_dir
-from env.errors import ConfigError
-from env.workload import TraceSpec
+from disaggpilot.agent.errors import PolicyConfigError
+from disaggpilot.agent.evaluation import EvaluationPlan, build_policy, evaluate, known_kinds, plan_from_config
+from disaggpilot.agent.evaluation.policies import PolicySpec
+from disaggpilot.agent.policy import Policy
+from disaggpilot.agent.seeds import EVALUATION_SEEDS
+from disaggpilot.env.catalog import configs_dir
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.workload import TraceSpec
 
 POLICY_CONFIGS = sorted(path.stem for path in (configs_dir() / "policy").glob("*.yaml"))
 

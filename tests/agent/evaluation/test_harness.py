@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.evaluation import EpisodeResult, EvaluationPlan, evaluate, write_outputs
-from agent.evaluation import policies as policy_registry
-from agent.policy import PolicyContext
-from env.backend import ClusterAction
-from env.catalog import load_gpu
-from env.metrics import MetricsSnapshot
-from env.workload import RequestBatch
+from disaggpilot.agent.evaluation import EpisodeResult, EvaluationPlan, evaluate, write_outputs
+from disaggpilot.agent.evaluation import policies as policy_registry
+from disaggpilot.agent.policy import PolicyContext
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.catalog import load_gpu
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.workload import RequestBatch
 from tests.agent.evaluation.conftest import DURATION_S, WALL_COLUMNS, make_plan, same_value
 
 

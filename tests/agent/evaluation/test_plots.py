@@ -9,9 +9,9 @@ import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from agent.evaluation import EpisodeResult, evaluate
-from agent.evaluation import plots as plots_module
-from agent.evaluation.plots import PALETTE, band, plot_all, policy_colours
+from disaggpilot.agent.evaluation import EpisodeResult, evaluate
+from disaggpilot.agent.evaluation import plots as plots_module
+from disaggpilot.agent.evaluation.plots import PALETTE, band, plot_all, policy_colours
 from tests.agent.evaluation.conftest import make_plan, tiny_scenario
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from agent.baselines import make_baseline
-from agent.evaluation.report import summary_markdown, verdict_markdown
-from agent.evaluation.verdict import Miss, VerdictSettings, scenario_verdicts, worst_miss
-from agent.policy import sees_future
-from env.errors import ConfigError
+from disaggpilot.agent.baselines import make_baseline
+from disaggpilot.agent.evaluation.report import summary_markdown, verdict_markdown
+from disaggpilot.agent.evaluation.verdict import Miss, VerdictSettings, scenario_verdicts, worst_miss
+from disaggpilot.agent.policy import sees_future
+from disaggpilot.env.errors import ConfigError
 
 SETTINGS = VerdictSettings(reference="fixed", upper="oracle")
 

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agent.baselines import make_baseline
-from agent.errors import PolicyConfigError
-from agent.headroom import HeadroomSettings
-from agent.training.config import PpoConfig, RunConfig
-from agent.training.prior import prior_logits
-from agent.training.runner import build_model, greedy_predictor, make_env_factory
-from agent.training.validation import run_model_episode, run_policy_episode
-from env.cluster_env import EnvConfig
-from env.reward import RewardConfig
-from env.scenario import load_scenario
+from disaggpilot.agent.baselines import make_baseline
+from disaggpilot.agent.errors import PolicyConfigError
+from disaggpilot.agent.headroom import HeadroomSettings
+from disaggpilot.agent.training.config import PpoConfig, RunConfig
+from disaggpilot.agent.training.prior import prior_logits
+from disaggpilot.agent.training.runner import build_model, greedy_predictor, make_env_factory
+from disaggpilot.agent.training.validation import run_model_episode, run_policy_episode
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.reward import RewardConfig
+from disaggpilot.env.scenario import load_scenario
 
 # the headroom planner's defaults (0.4, 0.6, 40 intervals) sit at indices (2, 1) of these levels
 LEVELS = HeadroomSettings(prefill_utilization_levels=[0.3, 0.35, 0.4, 0.45, 0.5, 0.6],

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from agent.baselines import make_baseline
-from agent.errors import PolicyConfigError
-from agent.training.config import RunConfig
-from agent.training.validation import (
+from disaggpilot.agent.baselines import make_baseline
+from disaggpilot.agent.errors import PolicyConfigError
+from disaggpilot.agent.training.config import RunConfig
+from disaggpilot.agent.training.validation import (
     ScenarioValidation,
     ValidationResult,
     aggregate,
@@ -17,10 +17,10 @@ from agent.training.validation import (
     run_policy_episode,
     wilson_lower_bound,
 )
-from env.cluster_env import EnvConfig
-from env.errors import ConfigError
-from env.reward import RewardConfig
-from env.scenario import load_scenario
+from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.reward import RewardConfig
+from disaggpilot.env.scenario import load_scenario
 
 Z90 = 1.2815515655446004  # the standard normal's 0.9 quantile
 

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from env.backend import ClusterAction
-from env.data import data_file
-from env.live.config import PrometheusSourceConfig
-from env.metrics import BUCKETS, GW_E2E, GW_IN_FLIGHT, GW_TPOT, GW_TTFT, Histogram
-from localcluster.exposition import ExpositionServer
-from localcluster.prometheus_server import DEFAULT_BINARY, PrometheusServer, ScrapeJob, ScrapeTarget
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.data import data_file
+from disaggpilot.env.live.config import PrometheusSourceConfig
+from disaggpilot.env.metrics import BUCKETS, GW_E2E, GW_IN_FLIGHT, GW_TPOT, GW_TTFT, Histogram
+from disaggpilot.localcluster.exposition import ExpositionServer
+from disaggpilot.localcluster.prometheus_server import DEFAULT_BINARY, PrometheusServer, ScrapeJob, ScrapeTarget
 
 PREFILL, DECODE = data_file("vllm/metrics_pd_prefill_nixl.txt"), data_file("vllm/metrics_pd_decode_nixl.txt")
 UNDER_LOAD = data_file("vllm/metrics_aggregated_under_load.txt")

@@ -10,15 +10,15 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from env.backend import Actuator, ClusterAction, PoolTarget
-from env.catalog import configs_dir, load_gpu
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.errors import BackendError, ConfigError, TemporaryError
-from env.live.backend import LiveBackend, live_backend_factory
-from env.live.config import LiveConfig
-from env.live.errors import SelectorMatchesNothingError
-from env.metrics import RUNNING, TTFT
-from env.scenario import load_scenario
+from disaggpilot.env.backend import Actuator, ClusterAction, PoolTarget
+from disaggpilot.env.catalog import configs_dir, load_gpu
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.errors import BackendError, ConfigError, TemporaryError
+from disaggpilot.env.live.backend import LiveBackend, live_backend_factory
+from disaggpilot.env.live.config import LiveConfig
+from disaggpilot.env.live.errors import SelectorMatchesNothingError
+from disaggpilot.env.metrics import RUNNING, TTFT
+from disaggpilot.env.scenario import load_scenario
 from tests.env.live.conftest import RecordingActuator, RecordingClock, Rig
 
 INTERVAL_S = 1.5  # three scrapes: increase() needs two samples in a window

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def controller(rig: Rig, tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "controller.cli", "controller", "backend=live", "env=live",
+    command = [sys.executable, "-m", "disaggpilot.controller.cli", "controller", "backend=live", "env=live",
                f"env.live.prometheus.url={rig.prometheus.url}",
                "env.live.prometheus.pools.prefill='pool=\"prefill\",vllm=\"current\"'",
                "env.live.prometheus.pools.decode='pool=\"decode\",vllm=\"current\"'",
@@ -54,7 +54,7 @@ def test_live_backend_settings_are_checked_before_anything_starts(rig: Rig, tmp_
     with_backend_actuator = controller(rig, tmp_path, "controller.actuator=backend", "max_decisions=1")
     assert with_backend_actuator.returncode != 0
     assert "controller.actuator='backend' is invalid" in with_backend_actuator.stderr
-    command = [sys.executable, "-m", "controller.cli", "controller", "backend=live", "max_decisions=1",
+    command = [sys.executable, "-m", "disaggpilot.controller.cli", "controller", "backend=live", "max_decisions=1",
                f"hydra.run.dir={tmp_path / 'no_env'}"]
     without_env = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert without_env.returncode != 0

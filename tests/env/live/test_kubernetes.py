@@ -20,16 +20,16 @@ import kmock
 import pytest
 from kubernetes import client
 
-from env.backend import ClusterAction, PoolTarget
-from env.errors import PermanentError, TemporaryError
-from env.live.kubernetes import (
+from disaggpilot.env.backend import ClusterAction, PoolTarget
+from disaggpilot.env.errors import PermanentError, TemporaryError
+from disaggpilot.env.live.kubernetes import (
     PATCHED_AT_ANNOTATION,
     KubernetesActuator,
     KubernetesActuatorConfig,
     flag_value,
     with_flag,
 )
-from env.live.kubernetes_errors import (
+from disaggpilot.env.live.kubernetes_errors import (
     ForbiddenError,
     InvalidPatchError,
     KubernetesTemporaryError,

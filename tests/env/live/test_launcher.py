@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from env.errors import ConfigError
-from env.live.launcher import Launcher, replica_command
-from env.live.launcher_config import EmulatorSettings, LauncherConfig, ReplicaKnobs, VllmSettings
+from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.live.launcher import Launcher, replica_command
+from disaggpilot.env.live.launcher_config import EmulatorSettings, LauncherConfig, ReplicaKnobs, VllmSettings
 
 START_TIMEOUT_S = 30.0
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from env.live.launcher import Launcher
-from env.live.launcher_config import EmulatorSettings, LauncherConfig
-from env.live.startup import ReplicasNotReadyError, start_initial_replicas
-from env.scenario import load_scenario
+from disaggpilot.env.live.launcher import Launcher
+from disaggpilot.env.live.launcher_config import EmulatorSettings, LauncherConfig
+from disaggpilot.env.live.startup import ReplicasNotReadyError, start_initial_replicas
+from disaggpilot.env.scenario import load_scenario
 from tests.localcluster.real_vllm_support import scenario_yaml
 
 STALL_LINE = "loading weights (stalls here)"

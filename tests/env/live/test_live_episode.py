@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from env.backend import ClusterAction
-from env.cluster_env import DisaggClusterEnv, EnvConfig
-from env.live.backend import live_backend_factory
-from env.metrics import GW_ARRIVED
-from env.scenario import load_scenario
-from localcluster.loadgen import LoadgenReport, run_loadgen
-from localcluster.rig import LocalCluster, RigConfig
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.live.backend import live_backend_factory
+from disaggpilot.env.metrics import GW_ARRIVED
+from disaggpilot.env.scenario import load_scenario
+from disaggpilot.localcluster.loadgen import LoadgenReport, run_loadgen
+from disaggpilot.localcluster.rig import LocalCluster, RigConfig
 from tests.env.live.conftest import requires_prometheus
 
 SCENARIO = """

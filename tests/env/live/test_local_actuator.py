@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from env.backend import Actuator, ClusterAction, PoolTarget
-from env.errors import TemporaryError
-from env.live.launcher import Launcher, ReplicaStartError
-from env.live.launcher_config import EmulatorSettings
-from env.live.local_actuator import LocalProcessActuator
+from disaggpilot.env.backend import Actuator, ClusterAction, PoolTarget
+from disaggpilot.env.errors import TemporaryError
+from disaggpilot.env.live.launcher import Launcher, ReplicaStartError
+from disaggpilot.env.live.launcher_config import EmulatorSettings
+from disaggpilot.env.live.local_actuator import LocalProcessActuator
 from tests.env.live.test_launcher import START_TIMEOUT_S, rig_config
 
 

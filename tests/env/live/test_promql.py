@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from env.errors import PermanentError, TemporaryError
-from env.live.errors import MalformedResponseError, PrometheusQueryError, PrometheusUnavailableError
-from env.live.promql import HttpResponse, PrometheusClient, first_of, range_of
-from localcluster.prometheus_server import free_port
+from disaggpilot.env.errors import PermanentError, TemporaryError
+from disaggpilot.env.live.errors import MalformedResponseError, PrometheusQueryError, PrometheusUnavailableError
+from disaggpilot.env.live.promql import HttpResponse, PrometheusClient, first_of, range_of
+from disaggpilot.localcluster.prometheus_server import free_port
 from tests.env.live.conftest import Rig
 
 

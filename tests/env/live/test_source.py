@@ -8,15 +8,15 @@ import time
 import numpy as np
 import pytest
 
-from controller.validate import MISSING as VALIDATE_MISSING
-from controller.validate import NAN as VALIDATE_NAN
-from controller.validate import STALE as VALIDATE_STALE
-from controller.validate import validate_snapshot
-from env.errors import TemporaryError
-from env.live.config import PrometheusSourceConfig
-from env.live.errors import MetricsFormatError, PrometheusUnavailableError, SelectorMatchesNothingError
-from env.live.source import MISSING, NAN, OUT_OF_RANGE, STALE, PrometheusSource, Reading
-from env.metrics import (
+from disaggpilot.controller.validate import MISSING as VALIDATE_MISSING
+from disaggpilot.controller.validate import NAN as VALIDATE_NAN
+from disaggpilot.controller.validate import STALE as VALIDATE_STALE
+from disaggpilot.controller.validate import validate_snapshot
+from disaggpilot.env.errors import TemporaryError
+from disaggpilot.env.live.config import PrometheusSourceConfig
+from disaggpilot.env.live.errors import MetricsFormatError, PrometheusUnavailableError, SelectorMatchesNothingError
+from disaggpilot.env.live.source import MISSING, NAN, OUT_OF_RANGE, STALE, PrometheusSource, Reading
+from disaggpilot.env.metrics import (
     E2E,
     GENERATION_TOKENS,
     GW_ARRIVED,
@@ -36,7 +36,7 @@ from env.metrics import (
     WAITING,
     Histogram,
 )
-from localcluster.prometheus_server import free_port
+from disaggpilot.localcluster.prometheus_server import free_port
 from tests.env.live.conftest import SCRAPE_S, TENANTS, Rig, recorded_histogram, recorded_value
 
 WINDOW_S = 2.0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from env.scenario import ScenarioConfig
-from env.sim.config import ClusterConfig, PoolConfig
-from env.workload import ArrivalSpec, LengthSpec, TenantSpec
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.sim.config import ClusterConfig, PoolConfig
+from disaggpilot.env.workload import ArrivalSpec, LengthSpec, TenantSpec
 
 
 def small_scenario(rate_rps: float = 4.0, prefill: int = 2, decode: int = 2, duration_s: float = 600.0,

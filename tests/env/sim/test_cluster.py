@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from env.backend import ClusterAction, PoolTarget
-from env.errors import BackendError
-from env.metrics import (
+from disaggpilot.env.backend import ClusterAction, PoolTarget
+from disaggpilot.env.errors import BackendError
+from disaggpilot.env.metrics import (
     GENERATION_TOKENS,
     GW_ARRIVED,
     GW_FINISHED,
@@ -21,7 +21,7 @@ from env.metrics import (
     RUNNING,
     MetricsSnapshot,
 )
-from env.sim.cluster import SimBackend
+from disaggpilot.env.sim.cluster import SimBackend
 from tests.env.sim.conftest import small_scenario
 
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from env.errors import ConfigError, TraceError
-from env.scenario import ScenarioConfig
-from env.sim.cluster import SimBackend
-from env.sim.config import ClusterConfig, PoolConfig
-from env.workload import TenantSpec, TraceSpec
+from disaggpilot.env.errors import ConfigError, TraceError
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.sim.cluster import SimBackend
+from disaggpilot.env.sim.config import ClusterConfig, PoolConfig
+from disaggpilot.env.workload import TenantSpec, TraceSpec
 from tests.env.sim.conftest import small_scenario
 
 

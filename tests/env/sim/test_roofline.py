@@ -21,9 +21,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from env.metrics import GENERATION_TOKENS, ITL, PREEMPTIONS, PROMPT_TOKENS, RUNNING, WAITING, MetricsSnapshot
-from env.scenario import ScenarioConfig
-from env.sim.cluster import SimBackend
+from disaggpilot.env.metrics import (
+    GENERATION_TOKENS,
+    ITL,
+    PREEMPTIONS,
+    PROMPT_TOKENS,
+    RUNNING,
+    WAITING,
+    MetricsSnapshot,
+)
+from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.sim.cluster import SimBackend
 from tests.env.sim.conftest import small_scenario
 
 INTERVAL_S = 30.0
