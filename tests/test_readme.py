@@ -186,8 +186,7 @@ def make_run_commands() -> list[list[str]]:
 def test_make_runs_commands_compose() -> None:
     commands = make_run_commands()
     assert [args[0] for args in commands] == ["train", "evaluate"]
-    for args in commands:
-        result = disaggpilot([*args, "--cfg", "job"])
+    composed = [disaggpilot([*args, "--cfg", "job"]) for args in commands]
+    for args, result in zip(commands, composed, strict=True):
         assert result.returncode == 0, f"make run: {args}\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
-    train = disaggpilot([*commands[0], "--cfg", "job"]).stdout
-    assert "action_mode: headroom" in train  # it starts from the validated fixed point, not from scratch
+    assert "action_mode: headroom" in composed[0].stdout  # it starts from the validated fixed point, not scratch
