@@ -5,12 +5,11 @@ Everything runs in virtual time (``VirtualClock``) on scripted snapshots (``env.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from disaggpilot.agent.bundle import load_bundle
 from disaggpilot.agent.policy import Policy
@@ -27,7 +26,7 @@ from disaggpilot.env.cluster_env import EnvConfig
 from disaggpilot.env.metrics import MetricsSnapshot
 from disaggpilot.env.scenario import ScenarioConfig
 from disaggpilot.env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, TenantSpecimen
-from tests.env.live.test_kubernetes import ServedEmulator
+from tests.env.live import test_kubernetes as kubernetes_fixtures
 from tests.env.sim.conftest import small_scenario
 
 INTERVAL_S = 30.0
@@ -113,15 +112,7 @@ def make_rig(policy: Policy | None, settings: ControllerConfig | None = None,
 
 
 # ----- the Kubernetes API emulator (kmock over HTTP), for the leader election and actuator tests ------------
-@pytest.fixture
-def served() -> Iterator[ServedEmulator]:
-    """An in-memory Kubernetes API served over HTTP on loopback for one test."""
-    with ServedEmulator() as server:
-        yield server
-
-
-@pytest.fixture
-def api(served: ServedEmulator) -> Iterator[client.ApiClient]:
-    """An official Kubernetes client of ``served``."""
-    with served.api_client() as api_client:
-        yield api_client
+# One definition, beside ServedEmulator in tests/env/live/test_kubernetes.py; importing the fixtures here makes
+# them available to every test under tests/controller/.
+served = kubernetes_fixtures.served
+api = kubernetes_fixtures.api
