@@ -284,7 +284,7 @@ class TestServing:
         drained = launcher.replicas("decode")[-1]
         drain = asyncio.run(asyncio.wait_for(drain_during_streams(
             launcher, serving.cluster.gateway_url, serving.key, SERVED_MODEL, DRAIN_STREAMS, DRAIN_OUTPUT_TOKENS,
-            first_token_timeout_s=120.0), 600))
+            running_timeout_s=120.0), 600))
         assert_none_lost(drain, launcher, drained, DRAIN_OUTPUT_TOKENS)
         print(f"\ndrain: {drain.in_flight_at_drain:g} requests running on {drained.name} when drained, "
               f"{len(drain.answers)} answers whole")
