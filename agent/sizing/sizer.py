@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from disaggpilot.agent.sizing.demand import validate_statistic, weighted_quantile
+from disaggpilot.agent.sizing.demand import DEMAND_STATISTICS, validate_statistic, weighted_quantile
 from disaggpilot.agent.sizing.pools import bounded, current_replicas
 from disaggpilot.agent.sizing.profile import PerfProfile
 from disaggpilot.agent.sizing.signals import observed_load
@@ -65,6 +65,7 @@ class SizerChoice:
         window_intervals: the last intervals whose demand is planned for (intervals).
         prefill_floor: fewest prefill replicas to run (replicas; 0 for the pool's own minimum).
         decode_floor: fewest decode replicas to run (replicas; 0 for the pool's own minimum).
+        demand_statistic: how the window becomes one plan (``peak`` or ``quantile``).
     """
 
     prefill_utilization: float
@@ -72,6 +73,7 @@ class SizerChoice:
     window_intervals: int
     prefill_floor: int = 0
     decode_floor: int = 0
+    demand_statistic: str = "peak"
 
 
 @dataclass
@@ -103,6 +105,10 @@ class HeadroomSettings:
     """How the window's demand becomes one plan: ``peak`` or ``quantile`` (:mod:`agent.sizing.demand`)."""
     demand_quantile: float = 0.9
     """With ``quantile``: the fraction of the window's requests whose intervals the plan covers (in (0, 1])."""
+    demand_statistic_choices: list[str] = field(default_factory=list)
+    """Statistics the policy picks from each interval (``peak``, ``quantile``); empty: the one
+    ``demand_statistic``, and no statistic dimension in the action. Workloads differ in which pays: heavy-tailed
+    prompts want ``quantile``, sharp bursts ``peak`` (docs/experiments/2026-12-07-fixed-points.md)."""
 
     def __post_init__(self) -> None:
         for key in ("prefill_utilization_levels", "decode_utilization_levels"):
@@ -121,6 +127,10 @@ class HeadroomSettings:
                 "agent.headroom.demand_window_intervals", self.demand_window_intervals,
                 f"with demand_window_choices set it to their largest, {self.demand_window_choices[-1:]}")
         validate_statistic(self.demand_statistic, self.demand_quantile, "agent.headroom")
+        choices = [str(v) for v in self.demand_statistic_choices]
+        require(len(set(choices)) == len(choices) and all(c in DEMAND_STATISTICS for c in choices),
+                "agent.headroom.demand_statistic_choices", choices, f"give distinct names from {DEMAND_STATISTICS}")
+        self.demand_statistic_choices = choices
 
     @property
     def windows(self) -> list[int]:
@@ -128,10 +138,15 @@ class HeadroomSettings:
         return self.demand_window_choices or [self.demand_window_intervals]
 
     @property
+    def statistics(self) -> list[str]:
+        """The demand statistics to choose from."""
+        return self.demand_statistic_choices or [self.demand_statistic]
+
+    @property
     def dimensions(self) -> list[tuple[str, int]]:
         """(name, number of choices) of each action dimension, in order."""
         extra = [("demand_window", len(self.windows)), ("prefill_floor", len(self.prefill_floor_choices)),
-                 ("decode_floor", len(self.decode_floor_choices))]
+                 ("decode_floor", len(self.decode_floor_choices)), ("demand_statistic", len(self.statistics))]
         return [("prefill_utilization_level", len(self.prefill_utilization_levels)),
                 ("decode_utilization_level", len(self.decode_utilization_levels))] + [d for d in extra if d[1] > 1]
 
@@ -147,7 +162,8 @@ class HeadroomSettings:
                            self.decode_utilization_levels[index["decode_utilization_level"]],
                            self.windows[index.get("demand_window", 0)],
                            self.prefill_floor_choices[index.get("prefill_floor", 0)],
-                           self.decode_floor_choices[index.get("decode_floor", 0)])
+                           self.decode_floor_choices[index.get("decode_floor", 0)],
+                           self.statistics[index.get("demand_statistic", 0)])
 
     def spec(self) -> dict[str, Any]:
         """The settings as a bundle's spec records them: the fields added after the first headroom bundles only
@@ -212,14 +228,14 @@ class HeadroomSizer:
                                           decode=current_replicas(snapshot, "decode"))
         choice = self.settings.choice(action)
         recent = list(self.window)[-choice.window_intervals:]
-        prefill_need, decode_need = self._needs(recent)
+        prefill_need, decode_need = self._needs(recent, choice.demand_statistic)
         prefill = math.ceil(prefill_need / choice.prefill_utilization - 1e-9)
         decode = math.ceil(decode_need / choice.decode_utilization - 1e-9)
         return self._fitted(max(1, prefill, choice.prefill_floor), max(1, decode, choice.decode_floor))
 
-    def _needs(self, recent: list[_Demand]) -> tuple[float, float]:
-        """Replicas each pool needs at full utilisation for ``recent``'s demand (the configured statistic)."""
-        if self.settings.demand_statistic == "peak":  # the window's peak demand at its longest lengths
+    def _needs(self, recent: list[_Demand], statistic: str) -> tuple[float, float]:
+        """Replicas each pool needs at full utilisation for ``recent``'s demand (``statistic``)."""
+        if statistic == "peak":  # the window's peak demand at its longest lengths
             prompt = max(d.prompt_tokens for d in recent)
             prefill_rate, decode_rate = self._rates(prompt, max(d.output_tokens for d in recent))
             return (max(d.prefill_tokens_per_s for d in recent) / prefill_rate,

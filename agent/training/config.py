@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from disaggpilot.agent.errors import PolicyConfigError
 from disaggpilot.agent.headroom import ACTION_MODES, HeadroomSettings
 from disaggpilot.agent.seeds import require_held_out, training_reset_seeds
+from disaggpilot.agent.training.teacher import TeacherConfig
 from disaggpilot.env.errors import check_types, require_seconds, require_seed, require_seeds
 
 VEC_ENVS = ("subproc", "dummy", "ray")
@@ -60,6 +61,9 @@ class PpoConfig:
     None: the usual near-uniform start."""
     prior_probability: float = 0.9
     """Probability of each ``prior_action`` index in the untrained policy (in (0, 1))."""
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    """A warm start by behaviour cloning: per training scenario, the setting the policy should choose there
+    (agent/training/teacher.py). Empty: no teacher. With ``prior_action`` too, the teacher wins."""
 
     def __post_init__(self) -> None:
         check_types(self, "agent")

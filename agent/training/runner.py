@@ -28,6 +28,7 @@ from disaggpilot.agent.training.callbacks import (
 )
 from disaggpilot.agent.training.config import PpoConfig, RunConfig
 from disaggpilot.agent.training.prior import apply_prior
+from disaggpilot.agent.training.teacher import distil
 from disaggpilot.agent.training.validation import ValidationResult, aggregate, run_model_episode, run_policy_episode
 from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
 from disaggpilot.env.reward import RewardConfig
@@ -37,7 +38,7 @@ log = logging.getLogger("disaggpilot.train")
 
 # PpoConfig fields that configure the environments or the start, not MaskablePPO itself
 _NOT_MASKABLE_PPO_ARGUMENTS = ("net_arch", "normalize_observations", "normalize_rewards", "clip_obs", "action_mode",
-                               "headroom", "prior_action", "prior_probability")
+                               "headroom", "prior_action", "prior_probability", "teacher")
 
 
 def make_env_factory(scenarios: list[ScenarioConfig], env_config: EnvConfig, reward: RewardConfig,
@@ -130,6 +131,9 @@ def train(run: RunConfig, ppo: PpoConfig, env_config: EnvConfig, reward: RewardC
     validation = [load_scenario(name) for name in run.validation_scenarios]
     vec = make_vec_env(run, ppo, scenarios, env_config, reward, ray)
     model = build_model(vec, ppo, run, run_dir / "tensorboard")
+    taught = ppo.teacher.enabled and not run.resume_from
+    if taught:
+        distil(model, scenarios, ppo.teacher, env_config, reward, ppo.headroom_settings, run.seed)
 
     def validate() -> ValidationResult:
         predict = greedy_predictor(model)
@@ -140,7 +144,7 @@ def train(run: RunConfig, ppo: PpoConfig, env_config: EnvConfig, reward: RewardC
 
     reference = sla_planner_reference(validation, run, env_config, reward) if run.eval_every_steps else None
     # a warm-started model is judged before it learns, so the bundle is never worse than its prior
-    at_start = ppo.prior_action is not None and not run.resume_from
+    at_start = (ppo.prior_action is not None and not run.resume_from) or taught
     validator = ValidationCallback(validate, reference, run_dir, run.eval_every_steps, run.early_stop_patience,
                                    at_start=at_start)
     callbacks = CallbackList([InfoLoggerCallback(), ActorRestartCallback(),

@@ -201,3 +201,27 @@ def test_the_chosen_window_and_floors_drive_the_targets() -> None:
     assert targets(floors, [7, 5, 0, 0]) == short  # floor 0: the plan (with the one 4-interval window)
     assert targets(floors, [7, 5, 1, 0]) == (short[0] + 3, short[1])
     assert targets(floors, [7, 5, 0, 1]) == (short[0], short[1] + 2)
+
+
+def test_a_statistic_dimension_appears_with_a_choice_and_the_chosen_statistic_drives_the_plan() -> None:
+    """Heavy-tailed lengths: one interval's huge mean prompt sets the ``peak`` plan, not the ``quantile`` one."""
+    both = HeadroomSettings(demand_statistic_choices=["peak", "quantile"], demand_window_intervals=10)
+    assert [name for name, _ in both.dimensions][-1] == "demand_statistic" and both.nvec == [8, 6, 2]
+    assert both.choice(np.array([0, 0, 1])).demand_statistic == "quantile"
+    assert "demand_statistic_choices" not in HeadroomSettings().spec()  # old specs keep matching
+    with pytest.raises(ConfigError, match=r"agent\.headroom\.demand_statistic_choices"):
+        HeadroomSettings(demand_statistic_choices=["peak", "median"])
+    environment = DisaggClusterEnv(load_scenario("diurnal"), config=SHORT)
+    environment.reset(seed=0)
+    for _ in range(10):
+        environment.step(environment.codec.neutral(environment.snapshot))
+    sizer = HeadroomSizer(both)
+    sizer.reset(environment.world, 30.0)
+    sizer.observe_recent(environment.history)
+    sizer.window[0].prefill_tokens_per_s *= 40  # one interval of huge prompts among nine ordinary ones
+    plans = {}
+    for index, statistic in enumerate(both.statistics):
+        prefill = sizer.targets(np.array([4, 3, index]), environment.history[-1]).pools["prefill"].replicas
+        assert prefill is not None
+        plans[statistic] = prefill
+    assert plans["peak"] > plans["quantile"]

@@ -1,0 +1,171 @@
+"""A teacher for the warm start: distil per-workload settings into one policy (behaviour cloning, then DAgger).
+
+The specialists' fixed points (docs/experiments/2026-12-07-fixed-points.md) each hold one workload's targets
+and beat the fixed configuration there, but no single setting holds on every workload. A generalist has to
+recognise the workload from what a live controller observes and switch settings. The teacher labels every
+observation of a scenario's episode with that scenario's validated setting, and the policy network learns
+the map by cross-entropy on the observations only, as in policy distillation (Rusu et al., "Policy
+Distillation", ICLR 2016). DAgger (Ross, Gordon, Bagnell, AISTATS 2011) rounds then roll out the learner's
+own choices and label the states it reaches, so the student also learns what to do where its own mistakes
+lead. PPO fine-tunes afterwards on the contract reward.
+
+Only the observation goes in: the scenario's name never reaches the network, so what is learned is a
+recognition from rates, lengths, attainment and pool state, which is all the controller has on a live cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sb3_contrib import MaskablePPO
+
+from disaggpilot.agent.errors import PolicyConfigError
+from disaggpilot.agent.headroom import HeadroomEnv, HeadroomSettings
+from disaggpilot.agent.seeds import require_held_out
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.reward import RewardConfig
+from disaggpilot.env.scenario import ScenarioConfig
+
+log = logging.getLogger("disaggpilot.train")
+
+Actor = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class TeacherConfig:
+    """Behaviour cloning from per-scenario settings (``agent.teacher``); empty ``actions`` turns it off."""
+
+    actions: dict[str, list[int]] = field(default_factory=dict)
+    """The teacher's action indices per training scenario (one index per action dimension, as in
+    ``agent.prior_action``): what the policy should choose on that scenario's observations."""
+    seeds: list[int] = field(default_factory=lambda: [2000, 2001, 2002, 2003, 2004, 2005])
+    """Episode seeds of the teacher's rollouts, per scenario (never evaluation or validation seeds)."""
+    dagger_rounds: int = 2
+    """Rounds that roll out the student and label the states it reaches (0: plain behaviour cloning)."""
+    epochs: int = 20
+    """Passes over the aggregated data after each round."""
+    learning_rate: float = 1e-3
+    """Adam step size of the cloning loss."""
+    batch_size: int = 256
+    """Minibatch size (observations)."""
+
+    def __post_init__(self) -> None:
+        self.actions = {str(name): [int(i) for i in indices] for name, indices in dict(self.actions).items()}
+        for key in ("dagger_rounds", "epochs"):
+            if int(getattr(self, key)) < 0:
+                raise PolicyConfigError(f"agent.teacher.{key}={getattr(self, key)!r} is invalid: use >= 0")
+        if self.learning_rate <= 0 or self.batch_size < 1 or not self.seeds:
+            raise PolicyConfigError(f"agent.teacher: learning_rate={self.learning_rate!r}, batch_size="
+                                    f"{self.batch_size!r}, seeds={self.seeds!r}: use a rate > 0, a batch >= 1 "
+                                    "and at least one seed")
+        self.seeds = [int(s) for s in self.seeds]
+        require_held_out({"agent.teacher.seeds": self.seeds})
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a teacher is configured."""
+        return bool(self.actions)
+
+    def label(self, scenario: str, nvec: Sequence[int]) -> np.ndarray:
+        """The teacher's action for ``scenario``, checked against the action space's sizes ``nvec``."""
+        if scenario not in self.actions:
+            raise PolicyConfigError(f"agent.teacher.actions has no entry for training scenario {scenario!r}: "
+                                    f"add one (it has {sorted(self.actions)})")
+        action = self.actions[scenario]
+        if len(action) != len(nvec) or not all(0 <= a < n for a, n in zip(action, nvec, strict=False)):
+            raise PolicyConfigError(f"agent.teacher.actions.{scenario}={action} does not fit the action space "
+                                    f"{list(nvec)}: give one index per dimension, each below its size")
+        return np.asarray(action, dtype=np.int64)
+
+
+def rollout(scenario: ScenarioConfig, seed: int, env_config: EnvConfig, reward: RewardConfig,
+            headroom: HeadroomSettings, act: Actor | None, label: np.ndarray) -> np.ndarray:
+    """The observations of one episode in which ``act`` (the teacher's ``label`` when None) chooses."""
+    environment = HeadroomEnv(DisaggClusterEnv(scenario, config=env_config, reward=reward), headroom)
+    observation, _ = environment.reset(seed=seed)
+    seen, done = [], False
+    while not done:
+        seen.append(observation)
+        action = label if act is None else act(observation)
+        observation, _, terminated, truncated, _ = environment.step(action)
+        done = terminated or truncated
+    return np.asarray(seen, dtype=np.float32)
+
+
+def collect(scenarios: Sequence[ScenarioConfig], teacher: TeacherConfig, env_config: EnvConfig,
+            reward: RewardConfig, headroom: HeadroomSettings, act: Actor | None) -> tuple[np.ndarray, np.ndarray]:
+    """Observations of every scenario and teacher seed, each labelled with its scenario's teacher action."""
+    observations, labels = [], []
+    for scenario in scenarios:
+        label = teacher.label(scenario.name, headroom.nvec)
+        for seed in teacher.seeds:
+            seen = rollout(scenario, seed, env_config, reward, headroom, act, label)
+            observations.append(seen)
+            labels.append(np.repeat(label[None, :], len(seen), axis=0))
+    return np.concatenate(observations), np.concatenate(labels)
+
+
+def fit(model: MaskablePPO, observations: np.ndarray, labels: np.ndarray, teacher: TeacherConfig,
+        seed: int) -> float:
+    """Cross-entropy of ``model``'s policy on the (normalised) observations; returns the label accuracy."""
+    scaled = _normalised(model, observations)
+    inputs = torch.as_tensor(scaled, dtype=torch.float32)
+    targets = torch.as_tensor(labels, dtype=torch.int64)
+    optimizer = torch.optim.Adam(model.policy.parameters(), lr=teacher.learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    model.policy.set_training_mode(True)
+    for _ in range(teacher.epochs):
+        for batch in torch.randperm(len(inputs), generator=generator).split(teacher.batch_size):
+            _, log_prob, _ = model.policy.evaluate_actions(inputs[batch], targets[batch])
+            loss = -log_prob.mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.policy.set_training_mode(False)
+    return accuracy(model, scaled, labels)
+
+
+def accuracy(model: MaskablePPO, scaled: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of observations on which the greedy action equals the label in every dimension."""
+    chosen, _ = model.predict(scaled, deterministic=True)
+    return float(np.mean(np.all(np.asarray(chosen) == labels, axis=1)))
+
+
+def _normalised(model: MaskablePPO, observations: np.ndarray) -> np.ndarray:
+    normalizer = model.get_vec_normalize_env()
+    return observations if normalizer is None else np.asarray(normalizer.normalize_obs(observations))
+
+
+def greedy_actor(model: MaskablePPO) -> Actor:
+    """The student's deterministic action on one raw observation."""
+    def act(observation: np.ndarray) -> np.ndarray:
+        action, _ = model.predict(_normalised(model, observation[None, :]), deterministic=True)
+        return np.asarray(action).reshape(-1)
+    return act
+
+
+def distil(model: MaskablePPO, scenarios: Sequence[ScenarioConfig], teacher: TeacherConfig,
+           env_config: EnvConfig, reward: RewardConfig, headroom: HeadroomSettings | None, seed: int) -> float:
+    """Clone the teacher into ``model`` (behaviour cloning, then DAgger rounds); the last round's accuracy.
+
+    The observation normaliser (when the model has one) takes its statistics from the teacher's states, so
+    PPO then starts from the same scaling the cloned network learned on.
+    """
+    if headroom is None:
+        raise PolicyConfigError("agent.teacher needs agent.action_mode=headroom (its actions are sizer settings)")
+    observations, labels = collect(scenarios, teacher, env_config, reward, headroom, act=None)
+    normalizer = model.get_vec_normalize_env()
+    if normalizer is not None:
+        normalizer.obs_rms.update(observations)
+    score = fit(model, observations, labels, teacher, seed)
+    log.info("teacher: behaviour cloning on %d states, accuracy %.3f", len(labels), score)
+    for round_index in range(teacher.dagger_rounds):
+        more, more_labels = collect(scenarios, teacher, env_config, reward, headroom, act=greedy_actor(model))
+        observations, labels = np.concatenate([observations, more]), np.concatenate([labels, more_labels])
+        score = fit(model, observations, labels, teacher, seed + round_index + 1)
+        log.info("teacher: DAgger round %d, %d states, accuracy %.3f", round_index + 1, len(labels), score)
+    return score
