@@ -44,10 +44,6 @@ class EnvConfig:
     """Per-episode domain randomisation (simulator only)."""
 
     def __post_init__(self) -> None:
-        for key, kind in (("action", ActionConfig), ("observation", ObservationConfig),
-                          ("randomization", RandomizationConfig)):
-            if isinstance(getattr(self, key), dict):
-                setattr(self, key, kind(**getattr(self, key)))
         check_types(self, "env")
         require(self.interval_s > 0, "env.interval_s", self.interval_s, "use a positive interval in seconds")
         require(self.horizon_s is None or self.horizon_s >= self.interval_s, "env.horizon_s", self.horizon_s,
