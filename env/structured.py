@@ -24,8 +24,17 @@ def defaults_node(schema: type) -> DictConfig:
     """``schema``'s defaults as an untyped config: its keys exist (``env.interval_s=60`` overrides, a misspelt
     key is refused) and its defaults come from the dataclass alone, but values are checked by the dataclass's
     own validation, whose messages name the fix (``env.interval_s='abc' is invalid: use a number``), not by
-    OmegaConf. For schemas whose type errors the command line's messages pin (``env``, ``run``)."""
-    return OmegaConf.create(dataclasses.asdict(schema()))
+    OmegaConf. For schemas whose type errors the command line's messages pin (``env``, ``run``, ``simulate``).
+    A field without a default (a required one, set elsewhere in the config) is left out."""
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(schema):
+        if item.default is not dataclasses.MISSING:
+            values[item.name] = item.default
+        elif item.default_factory is not dataclasses.MISSING:
+            value = item.default_factory()
+            is_settings = dataclasses.is_dataclass(value) and not isinstance(value, type)
+            values[item.name] = dataclasses.asdict(value) if is_settings else value
+    return OmegaConf.create(values)
 
 
 def build(schema: type[SchemaT], values: Any, key: str = "") -> SchemaT:

@@ -30,6 +30,7 @@ from disaggpilot.controller.config import ControllerConfig
 from disaggpilot.env.catalog import configs_dir
 from disaggpilot.env.cluster_env import EnvConfig
 from disaggpilot.env.reward import RewardConfig
+from disaggpilot.env.simulate import SimulateSettings
 from disaggpilot.localcluster.loadgen_config import LoadgenConfig
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -41,10 +42,11 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "launcher/ray.yaml": {"ray": RayConfig},
     "train.yaml": {"run": RunConfig, "env": EnvConfig},
     "loadgen.yaml": {"": LoadgenConfig},
+    "simulate.yaml": {"": SimulateSettings},
 }
 """Config file pattern (under ``configs/``) -> the schema of each top-level key (``""``: the whole file). Left
-out: ``simulate.yaml`` and ``evaluate.yaml``, whose keys are the apps' own command-line settings (no schema
-holds them yet), and the scenario, hardware and model presets, which are data, not settings. Policy files
+out: ``evaluate.yaml``, whose keys are the app's own command-line settings (no schema holds them yet), and the
+scenario, hardware and model presets, which are data, not settings. Policy files
 (``policy/*.yaml``) are mapped by their ``kind`` (:data:`POLICY_SCHEMAS`)."""
 
 POLICY_SCHEMAS: dict[str, Callable[..., Any]] = {**baselines.SETTINGS, "ppo": PpoPolicy}
