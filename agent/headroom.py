@@ -62,11 +62,14 @@ class HeadroomEnv(gymnasium.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
     def spec_dict(self) -> dict[str, Any]:
         """The environment's spec with this mode's action space and levels."""
-        spec = self.cluster_env.spec_dict()
-        spec.update({"action_mode": "headroom", "headroom": self.settings.spec(),
-                     "action_dimensions": [name for name, _ in self.settings.dimensions],
-                     "action_nvec": [int(n) for n in self.settings.nvec]})
-        return spec
+        return headroom_spec(self.cluster_env.spec_dict(), self.settings)
+
+
+def headroom_spec(spec: dict[str, Any], settings: HeadroomSettings) -> dict[str, Any]:
+    """A ``delta`` environment's ``spec`` in the headroom mode of ``settings``: its action space and levels."""
+    return {**spec, "action_mode": "headroom", "headroom": settings.spec(),
+            "action_dimensions": [name for name, _ in settings.dimensions],
+            "action_nvec": [int(n) for n in settings.nvec]}
 
 
 def settings_from_spec(spec: dict[str, Any], where: object) -> HeadroomSettings | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -36,12 +35,6 @@ log = logging.getLogger("disaggpilot.train")
 register_configs()  # the schemas configs/train.yaml composes (agent/config_store.py)
 FEASIBLE_SHORTFALL = 1e-9
 """SLO shortfall below which a validation counts as meeting every attainment target."""
-
-
-def _container(node: Any) -> dict[str, Any]:
-    raw = OmegaConf.to_container(node, resolve=True)
-    assert isinstance(raw, dict)
-    return {str(key): value for key, value in raw.items()}
 
 
 def sweep_objective(validations: Sequence[Mapping[str, float]]) -> float:
@@ -65,8 +58,8 @@ def main(cfg: DictConfig) -> float:
     from disaggpilot.agent.training.runner import train  # deferred: imports torch
 
     try:  # settings first: a bad input is named before anything else is printed
-        run, ppo = RunConfig(**_container(cfg.run)), build(PpoConfig, cfg.agent)
-        env_config, reward = EnvConfig(**_container(cfg.env)), build(RewardConfig, cfg.reward)
+        run, ppo = build(RunConfig, cfg.run, "run"), build(PpoConfig, cfg.agent)
+        env_config, reward = build(EnvConfig, cfg.env, "env"), build(RewardConfig, cfg.reward)
         ray = build(RayConfig, cfg.ray) if "ray" in cfg else None
     except (PermanentError, TypeError) as error:
         raise SystemExit(f"disaggpilot train: {error}") from None

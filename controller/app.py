@@ -54,6 +54,7 @@ from disaggpilot.env.live.local_actuator import LocalProcessActuator
 from disaggpilot.env.live.startup import start_initial_replicas, wait_for_targets
 from disaggpilot.env.runlog import log_resolved_config, resolved_config, runlog
 from disaggpilot.env.scenario import ScenarioConfig, load_scenario
+from disaggpilot.env.structured import build
 
 log = logging.getLogger("disaggpilot.controller")
 BACKENDS = ("sim", "live")
@@ -102,7 +103,8 @@ def settings_from_config(cfg: DictConfig) -> Settings:
     env_raw = _container(cfg.env)
     live = live_settings(cfg.backend, env_raw.pop("live", None), config, cfg.clock)
     clock: Clock = VirtualClock() if cfg.clock == "virtual" else WallClock(clock_speedup(cfg, live))
-    return Settings(config, EnvConfig(**env_raw), load_scenario(config.scenario), live, seed, max_decisions, clock)
+    env_config = build(EnvConfig, env_raw, "env")
+    return Settings(config, env_config, load_scenario(config.scenario), live, seed, max_decisions, clock)
 
 
 def live_settings(backend: str, raw: dict[str, Any] | None, config: ControllerConfig, clock: str) -> LiveConfig | None:

@@ -17,11 +17,11 @@ from typing import Any
 from disaggpilot.agent.baselines import make_baseline
 from disaggpilot.agent.bundle import load_bundle, validate_spec
 from disaggpilot.agent.errors import BundleError
-from disaggpilot.agent.headroom import HeadroomEnv, settings_from_spec
+from disaggpilot.agent.headroom import headroom_spec, settings_from_spec
 from disaggpilot.agent.policy import Policy, observing_as
 from disaggpilot.controller.config import ControllerConfig
 from disaggpilot.controller.validate import BUNDLE, NO_BUNDLE, POLICY, Problem
-from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.cluster_env import EnvConfig, scenario_spec
 from disaggpilot.env.scenario import ScenarioConfig
 
 log = logging.getLogger("disaggpilot.controller")
@@ -30,10 +30,11 @@ log = logging.getLogger("disaggpilot.controller")
 def expected_spec(scenario: ScenarioConfig, env_config: EnvConfig, bundle_spec: dict[str, Any] | None = None,
                   where: object = "bundle") -> dict[str, Any]:
     """The observation/action spec a bundle must have been trained with to run on this cluster, in the action
-    mode ``bundle_spec`` declares (``delta`` when it declares none)."""
-    env = DisaggClusterEnv(scenario, config=env_config)
+    mode ``bundle_spec`` declares (``delta`` when it declares none). Derived from the settings: no simulator
+    is built."""
+    spec = scenario_spec(env_config, scenario)
     headroom = settings_from_spec(bundle_spec or {}, where)
-    return HeadroomEnv(env, headroom).spec_dict() if headroom else env.spec_dict()
+    return headroom_spec(spec, headroom) if headroom else spec
 
 
 def load_policy(config: ControllerConfig, scenario: ScenarioConfig, env_config: EnvConfig

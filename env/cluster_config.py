@@ -79,8 +79,6 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         for role in ("prefill", "decode", "aggregated"):
             pool = getattr(self, role)
-            if isinstance(pool, dict):
-                setattr(self, role, pool := PoolConfig(**pool))
             if pool.enabled:
                 pool.validate(role)
         disaggregated = self.prefill.enabled and self.decode.enabled

@@ -44,10 +44,6 @@ class EnvConfig:
     """Per-episode domain randomisation (simulator only)."""
 
     def __post_init__(self) -> None:
-        for key, kind in (("action", ActionConfig), ("observation", ObservationConfig),
-                          ("randomization", RandomizationConfig)):
-            if isinstance(getattr(self, key), dict):
-                setattr(self, key, kind(**getattr(self, key)))
         check_types(self, "env")
         require(self.interval_s > 0, "env.interval_s", self.interval_s, "use a positive interval in seconds")
         require(self.horizon_s is None or self.horizon_s >= self.interval_s, "env.horizon_s", self.horizon_s,
@@ -65,6 +61,26 @@ def interface(config: EnvConfig, scenario: ScenarioConfig, world: ScenarioConfig
                         len(config.action.token_budget_levels), len(config.action.batch_cap_levels),
                         period_s or config.horizon_s or scenario.duration_s)
     return codec, observer
+
+
+def spec_dict(config: EnvConfig, codec: ActionCodec, observer: Observer) -> dict[str, Any]:
+    """The observation/action contract of ``interface(config, ...)``'s codec and observer: what a policy bundle
+    stores, and what the controller expects of one without building an environment (``expected_spec``)."""
+    return {
+        "observation_version": OBSERVATION_VERSION, "observation_features": list(observer.names),
+        "action_dimensions": list(codec.names), "action_nvec": [int(n) for n in codec.nvec],
+        "max_step": config.action.max_step,
+        "token_budget_levels": list(config.action.token_budget_levels),
+        "batch_cap_levels": list(config.action.batch_cap_levels),
+        "interval_s": config.interval_s,
+    }
+
+
+def scenario_spec(config: EnvConfig, scenario: ScenarioConfig) -> dict[str, Any]:
+    """The contract ``DisaggClusterEnv(scenario, config=config).spec_dict()`` returns, built from the settings
+    alone (no backend, no reward): the feature names and action sizes depend on neither the episode's world
+    nor the reward."""
+    return spec_dict(config, *interface(config, scenario))
 
 
 def simulator_factory(scenario: ScenarioConfig) -> ClusterBackend:
@@ -183,14 +199,7 @@ class DisaggClusterEnv(gymnasium.Env[np.ndarray, np.ndarray]):
     # ----- spec and helpers --------------------------------------------------------------------------------
     def spec_dict(self) -> dict[str, Any]:
         """The observation/action contract, stored in policy bundles and checked when they are loaded."""
-        return {
-            "observation_version": OBSERVATION_VERSION, "observation_features": list(self.observer.names),
-            "action_dimensions": list(self.codec.names), "action_nvec": [int(n) for n in self.codec.nvec],
-            "max_step": self.config.action.max_step,
-            "token_budget_levels": list(self.config.action.token_budget_levels),
-            "batch_cap_levels": list(self.config.action.batch_cap_levels),
-            "interval_s": self.config.interval_s,
-        }
+        return spec_dict(self.config, self.codec, self.observer)
 
     def _use(self, scenario: ScenarioConfig, world: ScenarioConfig | None = None) -> None:
         """Switch to ``scenario``; the observation describes its randomised ``world`` (its cold start)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 
 from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.live.config import LiveConfig
 from disaggpilot.env.reward import RewardConfig
 from disaggpilot.env.scenario import ScenarioConfig
 from disaggpilot.env.structured import defaults_node
@@ -40,3 +41,4 @@ def register_configs() -> None:
     store.store(group=SCHEMA_GROUP, name="scenario", node=ScenarioConfig)
     store.store(group=SCHEMA_GROUP, name="env", node=defaults_node(EnvConfig))
     store.store(group=SCHEMA_GROUP, name="reward", node=RewardConfig)
+    store.store(group=SCHEMA_GROUP, name="live", node=LiveConfig)

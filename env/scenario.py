@@ -40,8 +40,6 @@ class ScenarioConfig:
 
     def __post_init__(self) -> None:
         self.tenants = tenants_from_config(self.tenants)
-        if isinstance(self.cluster, dict):
-            self.cluster = ClusterConfig(**self.cluster)
         require(self.duration_s > 0, "scenario.duration_s", self.duration_s, "use a positive duration in seconds")
         require(len(self.tenants) >= 1, "scenario.tenants", self.tenants, "give at least one tenant")
         names = [t.name for t in self.tenants]

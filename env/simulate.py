@@ -14,16 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from disaggpilot.env.catalog import configs_dir
-from disaggpilot.env.config_store import register_configs
+from disaggpilot.env.config_store import SCHEMA_GROUP, register_configs
 from disaggpilot.env.errors import ConfigError, PermanentError, require_seconds, require_seed
 from disaggpilot.env.metrics import KV_USAGE, RUNNING, WAITING, MetricsSnapshot
 from disaggpilot.env.runlog import log_resolved_config
 from disaggpilot.env.scenario import ScenarioConfig
 from disaggpilot.env.sim.cluster import SimBackend
+from disaggpilot.env.structured import defaults_node
 from disaggpilot.env.summary import RunSummary, summarize
 
 log = logging.getLogger("disaggpilot.simulate")
@@ -106,8 +108,14 @@ def write_outputs(directory: Path, summary: RunSummary, snapshots: list[MetricsS
     return path
 
 
-# The scenario yamls name the ``ScenarioConfig`` schema in their defaults lists: store it before Hydra composes.
-register_configs()
+def register_simulate_configs() -> None:
+    """Store :class:`SimulateSettings`' defaults (the scenario aside) as ``/schema/simulate``, the start of
+    ``configs/simulate.yaml``, and the environment's schemas (the scenario yamls name ``ScenarioConfig``'s)."""
+    register_configs()
+    ConfigStore.instance().store(group=SCHEMA_GROUP, name="simulate", node=defaults_node(SimulateSettings))
+
+
+register_simulate_configs()  # before Hydra composes
 
 
 @hydra.main(version_base=None, config_path=str(configs_dir()), config_name="simulate")

@@ -48,6 +48,7 @@ from disaggpilot.env.metrics import (
     judge,
     tpot_s,
 )
+from disaggpilot.env.structured import build
 from disaggpilot.env.summary import RunSummary, summarize
 from disaggpilot.env.workload import RequestBatch, TenantSpec, TraceSpec, generate_requests
 from disaggpilot.localcluster.loadgen_config import LoadgenConfig, scenario_workload
@@ -285,6 +286,6 @@ def main(cfg: DictConfig) -> LoadgenReport:
     assert isinstance(raw, dict)
     scenario = raw.pop("scenario")
     raw.pop("hydra", None)
-    config = LoadgenConfig(**{str(key): value for key, value in raw.items()})
+    config = build(LoadgenConfig, raw)
     log.info("loadgen config: %s", config)
     return run_loadgen(config, scenario)

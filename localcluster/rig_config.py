@@ -64,8 +64,6 @@ class RigConfig:
     degree, cold start and time scale are filled from the scenario and the fields above."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.launcher, dict):
-            self.launcher = LauncherConfig(**{"kind": self.kind, **self.launcher})
         require(self.kind in REPLICA_KINDS, "rig.kind", self.kind, f"use one of {REPLICA_KINDS}")
         require(math.isfinite(self.time_scale) and self.time_scale > 0, "rig.time_scale", self.time_scale,
                 "use a factor > 0 (1.0 = real GPU time)")

@@ -13,19 +13,24 @@ list builds on (``controller/kubernetes.yaml`` builds on ``controller/default.ya
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+import inspect
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from disaggpilot.agent import baselines
+from disaggpilot.agent.ppo_policy import PpoPolicy
 from disaggpilot.agent.ray_cluster import RayConfig
 from disaggpilot.agent.training.config import PpoConfig, RunConfig
 from disaggpilot.controller.config import ControllerConfig
 from disaggpilot.env.catalog import configs_dir
 from disaggpilot.env.cluster_env import EnvConfig
 from disaggpilot.env.reward import RewardConfig
+from disaggpilot.env.simulate import SimulateSettings
 from disaggpilot.localcluster.loadgen_config import LoadgenConfig
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -37,10 +42,16 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "launcher/ray.yaml": {"ray": RayConfig},
     "train.yaml": {"run": RunConfig, "env": EnvConfig},
     "loadgen.yaml": {"": LoadgenConfig},
+    "simulate.yaml": {"": SimulateSettings},
 }
 """Config file pattern (under ``configs/``) -> the schema of each top-level key (``""``: the whole file). Left
-out: ``simulate.yaml`` and ``evaluate.yaml``, whose keys are the apps' own command-line settings (no schema
-holds them yet), and the scenario, policy, hardware and model presets, which are data, not settings."""
+out: ``evaluate.yaml``, whose keys are the app's own command-line settings (no schema holds them yet), and the
+scenario, hardware and model presets, which are data, not settings. Policy files
+(``policy/*.yaml``) are mapped by their ``kind`` (:data:`POLICY_SCHEMAS`)."""
+
+POLICY_SCHEMAS: dict[str, Callable[..., Any]] = {**baselines.SETTINGS, "ppo": PpoPolicy}
+"""A policy ``kind`` -> what takes its settings: the baseline's settings dataclass, or the policy class itself
+when it has none (its keyword arguments' defaults are the defaults)."""
 
 INTENDED: dict[tuple[str, str], str] = {
     ("env/default.yaml", "observation.cold_start_feature"): "new runs observe the cold start; the dataclass keeps "
@@ -48,15 +59,18 @@ INTENDED: dict[tuple[str, str], str] = {
 }
 """(file, key) -> why a ``default.yaml`` value differs from its dataclass default."""
 
-CHECKED_GROUPS = ("env", "reward", "agent", "controller", "vec_env")
+CHECKED_GROUPS = ("env", "reward", "agent", "controller", "vec_env", "policy")
 """Groups whose every file must be mapped in :data:`SCHEMAS`, so that a new file is checked too."""
 
 
 def config_files() -> list[tuple[str, dict[str, type]]]:
     """Every mapped file, relative to ``configs/``, with its schemas."""
     root = configs_dir()
-    return [(str(path.relative_to(root)), schemas) for pattern, schemas in SCHEMAS.items()
-            for path in sorted(root.glob(pattern))]
+    files = [(str(path.relative_to(root)), schemas) for pattern, schemas in SCHEMAS.items()
+             for path in sorted(root.glob(pattern))]
+    policies = [(str(path.relative_to(root)), OmegaConf.load(path).get("kind"))
+                for path in sorted(root.glob("policy/*.yaml"))]
+    return files + [(relative, {"": POLICY_SCHEMAS[kind]}) for relative, kind in policies if kind in POLICY_SCHEMAS]
 
 
 def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -78,7 +92,12 @@ def value_of(node: Any) -> Any:
 
 
 def schema_default(schema: type, key: str) -> Any:
-    """The dataclass default at the dotted ``key``; a null optional dataclass field descends into its type."""
+    """The dataclass default at the dotted ``key``; a null optional dataclass field descends into its type. For a
+    class that is no dataclass, the default of its keyword argument ``key``."""
+    if not dataclasses.is_dataclass(schema):
+        parameter = inspect.signature(schema).parameters.get(key)
+        has_default = parameter is not None and parameter.default is not inspect.Parameter.empty
+        return parameter.default if has_default else KeyError(key)  # type: ignore[union-attr]
     node: Any = OmegaConf.structured(schema)
     for part in key.split(".") if key else []:
         if isinstance(node, DictConfig) and node._is_none():
@@ -159,3 +178,15 @@ def test_a_restated_default_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyP
     restated, contradicting = findings("reward/default.yaml", {"": RewardConfig})
     assert restated == ["reward/default.yaml: slo_penalty=10.0"]
     assert contradicting == ["reward/default.yaml: switching_cost=0.5 (dataclass: 0.01)"]
+
+
+def test_a_restated_policy_default_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A policy file is checked against its kind's settings, a file of a new kind fails until it is mapped."""
+    (tmp_path / "policy").mkdir()
+    (tmp_path / "policy" / "threshold.yaml").write_text("kind: threshold\ntolerance: 0.1\nscale_down_cooldown_s: 60\n")
+    (tmp_path / "policy" / "novel.yaml").write_text("kind: novel\n")
+    monkeypatch.setattr(f"{__name__}.configs_dir", lambda: tmp_path)
+    files = dict(config_files())
+    assert "policy/novel.yaml" not in files  # so test_every_file_of_a_checked_group_has_a_schema names it
+    restated, _ = findings("policy/threshold.yaml", files["policy/threshold.yaml"])
+    assert restated == ["policy/threshold.yaml: tolerance=0.1"]

@@ -57,6 +57,20 @@ BASELINES: dict[str, type] = {
 }
 """Registry name → policy class; each class takes its settings as keyword arguments."""
 
+SETTINGS: dict[str, type] = {
+    "static": StaticSettings,
+    "static_tuned": StaticTunedSettings,
+    "static_oracle": StaticOracleSettings,
+    "threshold": ThresholdSettings,
+    "sla_planner": SlaPlannerSettings,
+    "dynamo_planner": DynamoPlannerSettings,
+    "saturation": SaturationSettings,
+    "headroom_planner": HeadroomPlannerSettings,
+    "dynamic_oracle": DynamicOracleSettings,
+}
+"""Registry name → the settings dataclass its keyword arguments fill: the Hydra schema of
+``configs/policy/<name>.yaml`` (``agent.config_store``), whose defaults the file does not restate."""
+
 
 def make_baseline(kind: str, **params: Any) -> Policy:
     """Build the baseline registered as ``kind`` from keyword settings.
@@ -75,10 +89,9 @@ def make_baseline(kind: str, **params: Any) -> Policy:
 
 
 __all__ = [
-    "BASELINES", "BaselineError", "DynamicOraclePolicy", "DynamicOracleSettings", "DynamoPlannerPolicy",
+    "BASELINES", "SETTINGS", "BaselineError", "DynamicOraclePolicy", "DynamicOracleSettings", "DynamoPlannerPolicy",
     "DynamoPlannerSettings", "HeadroomPlannerPolicy", "HeadroomPlannerSettings", "SaturationPolicy",
-    "SaturationSettings",
-    "SlaPlannerPolicy", "SlaPlannerSettings", "StaticOraclePolicy", "StaticOracleSettings", "StaticPolicy",
-    "StaticSettings", "StaticTunedPolicy", "StaticTunedSettings", "ThresholdPolicy", "ThresholdSettings",
-    "make_baseline",
+    "SaturationSettings", "SlaPlannerPolicy", "SlaPlannerSettings", "StaticOraclePolicy", "StaticOracleSettings",
+    "StaticPolicy", "StaticSettings", "StaticTunedPolicy", "StaticTunedSettings", "ThresholdPolicy",
+    "ThresholdSettings", "make_baseline",
 ]

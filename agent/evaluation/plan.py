@@ -114,7 +114,7 @@ def plan_from_config(cfg: DictConfig) -> EvaluationPlan:
         raise ConfigError(f"policies={policies!r} is not a mapping of name -> policy config")
     only = _plain(cfg.get("only"))
     entries: list[ScenarioEntry] = list(_plain(cfg.scenarios) or [])
-    trace = TraceOverride(**(_plain(cfg.get("trace")) or {}))
+    trace = build(TraceOverride, _plain(cfg.get("trace")) or {}, "trace")
     duration = require_seconds("duration_s", cfg.get("duration_s"), optional=True,
                                fix="use a positive episode length in seconds, or null for each scenario's duration_s")
     env_settings = dict(_plain(cfg.env))
@@ -124,6 +124,6 @@ def plan_from_config(cfg: DictConfig) -> EvaluationPlan:
         policies=select_policies(policies, only),
         scenarios=resolve_scenarios(entries, duration, trace),
         seeds=require_seeds("seeds", _plain(cfg.seeds)),
-        env=EnvConfig(**env_settings), reward=build(RewardConfig, cfg.reward),
+        env=build(EnvConfig, env_settings, "env"), reward=build(RewardConfig, cfg.reward),
         jobs=cfg.jobs, start_method=str(cfg.get("start_method", "spawn")),
     )

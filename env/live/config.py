@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from omegaconf import MISSING
+
 from disaggpilot.env.backend import POOL_ROLES
 from disaggpilot.env.errors import require
+from disaggpilot.env.structured import build
 
 _MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
 SELECTOR_PATTERN = re.compile(rf"^{_MATCHER}(?:,{_MATCHER})*,?\s*$")
@@ -34,7 +37,7 @@ def check_selector(key: str, selector: object) -> str:
 class PrometheusSourceConfig:
     """Where the live backend reads its metrics (Prometheus' HTTP API) and how it tells series apart."""
 
-    url: str = ""
+    url: str = MISSING
     """Prometheus base URL, e.g. ``http://prometheus.monitoring:9090`` (required; no default address)."""
     pools: dict[str, str] = field(default_factory=lambda: {"prefill": 'pool="prefill"', "decode": 'pool="decode"'})
     """Label matchers per pool role (``prefill``, ``decode``, ``aggregated``) selecting its vLLM replicas."""
@@ -70,8 +73,8 @@ class PrometheusSourceConfig:
 class LiveConfig:
     """The live backend: its metrics source and what Prometheus cannot say (the price)."""
 
-    prometheus: PrometheusSourceConfig = field(default_factory=PrometheusSourceConfig)
-    """Where and how to read the metrics contract."""
+    prometheus: PrometheusSourceConfig = MISSING
+    """Where and how to read the metrics contract (required: its ``url`` has no default)."""
     usd_per_gpu_hour: float | None = None
     """Price used for ``cost_usd`` (USD per GPU-hour); null takes the scenario's, then the GPU catalog's."""
     time_scale: float = 1.0
@@ -80,9 +83,8 @@ class LiveConfig:
     snapshot times and latencies are converted, so a policy sees the rates and latencies it was trained on."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.prometheus, Mapping):
-            _reject_unknown("live.prometheus", self.prometheus, PrometheusSourceConfig)
-            self.prometheus = PrometheusSourceConfig(**self.prometheus)
+        require(isinstance(self.prometheus, PrometheusSourceConfig), "live.prometheus", self.prometheus,
+                "set live.prometheus.url (env.live.prometheus.url=<Prometheus URL>)")
         require(isinstance(self.time_scale, (int, float)) and 0 < self.time_scale <= 1, "live.time_scale",
                 self.time_scale, "use 1 for a real cluster, or the emulated rig's time_scale (0 < factor <= 1)")
         require(self.usd_per_gpu_hour is None or self.usd_per_gpu_hour >= 0, "live.usd_per_gpu_hour",
@@ -90,12 +92,5 @@ class LiveConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> LiveConfig:
-        """Build from a plain mapping (a resolved OmegaConf container), rejecting unknown keys by name."""
-        _reject_unknown("live", raw, cls)
-        return cls(**dict(raw))
-
-
-def _reject_unknown(key: str, raw: Mapping[str, Any], schema: type) -> None:
-    known = {f.name for f in fields(schema)}
-    unknown = sorted(set(raw) - known)
-    require(not unknown, key, unknown, f"remove the unknown keys; {key} knows {sorted(known)}")
+        """Build from a mapping or a config node with ``OmegaConf.to_object``; an unknown key is named."""
+        return build(cls, raw, "live")

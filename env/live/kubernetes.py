@@ -106,8 +106,6 @@ class KubernetesActuatorConfig:
     """Field manager recorded on every patch (shows who changed what in ``managedFields``)."""
 
     def __post_init__(self) -> None:
-        self.pools = {str(role): WorkloadConfig(**w) if isinstance(w, dict) else w
-                      for role, w in dict(self.pools).items()}
         require(bool(self.namespace), f"{CONFIG_KEY}.namespace", self.namespace, "name the workloads' namespace")
         require(bool(self.pools), f"{CONFIG_KEY}.pools", self.pools, "map each pool role to its workload")
         for role, workload in self.pools.items():

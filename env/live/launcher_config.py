@@ -128,16 +128,11 @@ class LauncherConfig:
         require(self.kind in REPLICA_KINDS, "launcher.kind", self.kind, f"use one of {REPLICA_KINDS}")
         for role in self.knobs:
             require(role in POOL_ROLES, "launcher.knobs", role, f"use roles among {POOL_ROLES}")
-        self.knobs = {role: ReplicaKnobs(**k) if isinstance(k, dict) else k for role, k in self.knobs.items()}
         for name in ("health_timeout_s", "poll_interval_s", "drain_timeout_s", "stop_timeout_s"):
             require(getattr(self, name) > 0, f"launcher.{name}", getattr(self, name), "use > 0 seconds")
         for name in ("drain_grace_s", "restart_backoff_s"):
             require(getattr(self, name) >= 0, f"launcher.{name}", getattr(self, name), "use >= 0 seconds")
         require(int(self.start_attempts) >= 1, "launcher.start_attempts", self.start_attempts, "use >= 1")
-        if isinstance(self.emulator, dict):
-            self.emulator = EmulatorSettings(**self.emulator)
-        if isinstance(self.vllm, dict):
-            self.vllm = VllmSettings(**self.vllm)
 
     def check_launchable(self) -> None:
         """Raise ``ConfigError`` when the chosen kind lacks what it needs (vLLM: a model folder)."""

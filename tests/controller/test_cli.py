@@ -46,7 +46,7 @@ def only_line(result: subprocess.CompletedProcess[str]) -> str:
     (["simulate", "scenario.cluster.gpu_budgett=3"], "did you mean scenario.cluster.gpu_budget?"),
     (["simulate", "seed=[1"], "disaggpilot simulate: cannot parse the override 'seed=[1'"),
     (["simulate", "-m", "seed=1,2", "--cfg", "job"], "disaggpilot simulate: Only one of --run, --multirun, --cfg"),
-    (["evaluate", "env.interval_s=0"], "disaggpilot evaluate: env.interval_s=0 is invalid"),
+    (["evaluate", "env.interval_s=0"], "disaggpilot evaluate: env.interval_s=0.0 is invalid: use a positive interval"),
     (["evaluate", "seeds=[0,1.5]"], "disaggpilot evaluate: seeds[1]=1.5 is invalid: use a non-negative integer"),
     (["evaluate", "duration_s=abc"], "disaggpilot evaluate: duration_s='abc' is invalid"),
     (["train", "run.seed=1.5"], "disaggpilot train: run.seed=1.5 is invalid: use a non-negative integer"),

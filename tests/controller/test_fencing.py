@@ -24,6 +24,7 @@ from disaggpilot.env.backend import ClusterAction
 from disaggpilot.env.errors import FencedError
 from disaggpilot.env.live.kubernetes import KubernetesActuator, KubernetesActuatorConfig
 from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.structured import build
 from tests.controller.conftest import config, make_rig
 from tests.controller.test_leader import SETTINGS
 from tests.env.live.test_kubernetes import NAMESPACE, ServedEmulator, create_workloads, patches
@@ -64,8 +65,8 @@ def test_a_leader_that_loses_the_lease_between_deciding_and_writing_does_not_wri
     create_workloads(api)
     clock = VirtualClock()
     a, b = elector(api, "pod-a", clock), elector(api, "pod-b", clock)
-    b_actuator = KubernetesActuator(KubernetesActuatorConfig(**WORKLOADS), api, fence=b.is_leader)
-    a_actuator = KubernetesActuator(KubernetesActuatorConfig(**WORKLOADS), api, fence=a.is_leader)
+    b_actuator = KubernetesActuator(build(KubernetesActuatorConfig, WORKLOADS), api, fence=b.is_leader)
+    a_actuator = KubernetesActuator(build(KubernetesActuatorConfig, WORKLOADS), api, fence=a.is_leader)
     rig = make_rig(TakeoverWhileDeciding(clock, b, b_actuator), config(), actuator=a_actuator)
     rig.loop.clock, rig.loop.leadership = clock, a
     rig.loop.start()
@@ -92,7 +93,7 @@ def test_the_actuator_checks_the_fence_before_every_api_call(served: ServedEmula
         clock.sleep(11.0)
         return calls[-1]
 
-    actuator = KubernetesActuator(KubernetesActuatorConfig(**WORKLOADS), api, fence=fence)
+    actuator = KubernetesActuator(build(KubernetesActuatorConfig, WORKLOADS), api, fence=fence)
     with pytest.raises(FencedError, match="lost the leader lease"):
         actuator.apply(ClusterAction.replicas(prefill=4, decode=2))
     assert calls == [True, False] and scale_patches(served) == []  # read sent, patch not

@@ -15,10 +15,11 @@ from disaggpilot.env.catalog import configs_dir, load_gpu
 from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
 from disaggpilot.env.errors import BackendError, ConfigError, TemporaryError
 from disaggpilot.env.live.backend import LiveBackend, live_backend_factory
-from disaggpilot.env.live.config import LiveConfig
+from disaggpilot.env.live.config import LiveConfig, PrometheusSourceConfig
 from disaggpilot.env.live.errors import SelectorMatchesNothingError
 from disaggpilot.env.metrics import RUNNING, TTFT
 from disaggpilot.env.scenario import load_scenario
+from disaggpilot.env.structured import build
 from tests.env.live.conftest import RecordingActuator, RecordingClock, Rig
 
 INTERVAL_S = 1.5  # three scrapes: increase() needs two samples in a window
@@ -79,7 +80,7 @@ def test_a_sped_up_cluster_is_read_in_the_scenarios_seconds(rig: Rig) -> None:
 def test_time_scale_must_be_a_factor_in_0_1() -> None:
     for bad in (0.0, -0.5, 2.0):
         with pytest.raises(ConfigError, match=r"live\.time_scale"):
-            LiveConfig(prometheus={"url": "http://127.0.0.1:9090"}, time_scale=bad)
+            LiveConfig(prometheus=PrometheusSourceConfig(url="http://127.0.0.1:9090"), time_scale=bad)
 
 
 def test_applied_targets_drive_knobs_and_starting_and_draining_replicas(rig: Rig) -> None:
@@ -179,10 +180,10 @@ def test_configs_env_live_composes_into_a_live_config() -> None:
     raw = plain(cfg.env)
     live = LiveConfig.from_dict(raw.pop("live"))
     assert live.prometheus.pools == {"prefill": 'pool="prefill"', "decode": 'pool=~"decode-.*"'}
-    assert EnvConfig(**raw).interval_s == 30.0  # the rest is the default environment layout
+    assert build(EnvConfig, raw).interval_s == 30.0  # the rest is the default environment layout
     with pytest.raises(ConfigError, match=r"live\.prometheus\.url='\?\?\?' is invalid"):
         LiveConfig.from_dict(plain(unset.env.live))
     with pytest.raises(ConfigError, match=r"live\.prometheus\.pools\.decode='pool=decode'"):
         LiveConfig.from_dict({"prometheus": {"url": "http://p:9090", "pools": {"decode": "pool=decode"}}})
-    with pytest.raises(ConfigError, match=r"live\.prometheus.*\['colour'\]"):
+    with pytest.raises(ConfigError, match=r"live\.prometheus\.colour is not a setting"):
         LiveConfig.from_dict({"prometheus": {"url": "http://p:9090", "colour": "red"}})

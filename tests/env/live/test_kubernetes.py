@@ -36,6 +36,7 @@ from disaggpilot.env.live.kubernetes_errors import (
     WorkloadNotFoundError,
     from_api_status,
 )
+from disaggpilot.env.structured import build
 
 NAMESPACE = "llm"
 DEPLOYMENTS = kmock.resource("apps/v1/deployments")
@@ -152,7 +153,8 @@ def actuator(api: client.ApiClient, clock: list[float] | None = None, **override
     now = clock if clock is not None else [1_000_000.0]
     refusals = overrides.pop("on_knobs_refused", None)
     raw.update(overrides)
-    return KubernetesActuator(KubernetesActuatorConfig(**raw), api, clock=lambda: now[0], on_knobs_refused=refusals)
+    return KubernetesActuator(build(KubernetesActuatorConfig, raw), api, clock=lambda: now[0],
+                              on_knobs_refused=refusals)
 
 
 def container_args(api: client.ApiClient, kind: str, name: str) -> list[str]:
@@ -362,4 +364,4 @@ def test_forbidden_says_how_to_grant_access() -> None:
 def test_bad_settings_are_refused_with_the_key(raw: dict[str, Any], match: str) -> None:
     settings: dict[str, Any] = {"namespace": NAMESPACE, "pools": {"prefill": {"name": "prefill"}}, **raw}
     with pytest.raises(PermanentError, match=match.replace("(", r"\(").replace(".", r"\.")):
-        KubernetesActuatorConfig(**settings)
+        build(KubernetesActuatorConfig, settings)

@@ -10,6 +10,7 @@ from disaggpilot.env.errors import ConfigError, TraceError
 from disaggpilot.env.scenario import ScenarioConfig
 from disaggpilot.env.sim.cluster import SimBackend
 from disaggpilot.env.sim.config import ClusterConfig, PoolConfig
+from disaggpilot.env.structured import build
 from disaggpilot.env.workload import TenantSpec, TraceSpec
 from tests.env.sim.conftest import small_scenario
 
@@ -58,11 +59,11 @@ def test_pool_settings_are_checked_only_for_enabled_pools() -> None:
     assert cluster.initial_gpus() == 32
 
 
-def test_mappings_are_accepted_and_validated_like_dataclasses() -> None:
-    cluster = ClusterConfig(decode={"replicas": 2, "tp": 8})  # type: ignore[arg-type]
+def test_mappings_are_built_by_omegaconf_and_validated_like_dataclasses() -> None:
+    cluster = build(ClusterConfig, {"decode": {"replicas": 2, "tp": 8}})
     assert isinstance(cluster.decode, PoolConfig) and cluster.decode.tp == 8
     with pytest.raises(ConfigError, match=r"cluster\.decode\.tp=0"):
-        ClusterConfig(decode={"tp": 0})  # type: ignore[arg-type]
+        build(ClusterConfig, {"decode": {"tp": 0}})
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -76,7 +77,7 @@ def test_mappings_are_accepted_and_validated_like_dataclasses() -> None:
 ])
 def test_bad_scenarios_are_rejected_naming_key_value_and_fix(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        ScenarioConfig(**changes)
+        build(ScenarioConfig, changes)
 
 
 def test_bad_tenant_fields_name_the_field() -> None:
