@@ -22,6 +22,7 @@ from disaggpilot.env.metrics import MetricsSnapshot, judge, tpot_s, waited_past_
 from disaggpilot.env.perf import PerfModel
 from disaggpilot.env.scenario import ScenarioConfig
 from disaggpilot.env.sim.pool import Pool
+from disaggpilot.env.sim.prefix import PrefixSource, route_by_prefix
 from disaggpilot.env.sim.recorder import TenantStats
 from disaggpilot.env.sim.replica import Replica
 from disaggpilot.env.sim.request import Request
@@ -59,6 +60,8 @@ class SimBackend:
         self._next_arrival = self._count = 0
         self.closed = False
         self._started = False
+        self.prefix_caching = False
+        """Whether prompts carry KV-block chains this episode (a tenant shares a prefix, or a trace has ids)."""
 
     # ----- ClusterBackend --------------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> MetricsSnapshot:
@@ -145,6 +148,9 @@ class SimBackend:
         self._outputs = batch.output_tokens.tolist()
         self._count, self._next_arrival = len(batch), 0
         self._priority = [t.priority for t in self.tenant_specs]
+        self._prefix = PrefixSource.build(self.tenant_specs, batch)
+        self.prefix_caching = self._prefix is not None
+        self._prefix_routing = self.prefix_caching and self.cluster.routing == "prefix_aware"
 
     def _arrive(self, index: int) -> None:
         tenant = self._tenants[index]
@@ -152,12 +158,17 @@ class SimBackend:
         self.totals["arrived"] += 1
         self.tenant_stats[tenant].arrived += 1.0
         self.in_flight[index] = request
+        if self._prefix is not None:
+            request.blocks = self._prefix.chain(index, tenant, request.prompt)
         if request.prompt + request.output > self._length_limit:
             self.rejected(request, self.now)
             return
         self._dispatch_prompt(request)
 
     def _dispatch_prompt(self, request: Request) -> None:
+        if self._prefix_routing:
+            self._submit_prompt(route_by_prefix(self._prompt_pools, request), request)
+            return
         prompt_pools = self._prompt_pools
         best = prompt_pools[0].route()
         for pool in prompt_pools[1:]:
@@ -168,6 +179,12 @@ class SimBackend:
             self.pending_prefill.append(request)
         else:
             best.submit_prefill(request, self.now)
+
+    def _submit_prompt(self, replica: Replica | None, request: Request) -> None:
+        if replica is None:
+            self.pending_prefill.append(request)
+        else:
+            replica.submit_prefill(request, self.now)
 
     def prefill_done(self, replica: Replica, request: Request, time: float) -> None:
         """A prefill replica computed a prompt: ship its KV cache to a decode replica."""

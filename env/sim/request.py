@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from disaggpilot.env.sim.prefix import Chain
 
 
 class Request:
@@ -12,7 +16,7 @@ class Request:
     """
 
     __slots__ = (
-        "arrival", "decode_join_iter", "epoch", "finish_iter", "first_token", "generated", "judged",
+        "arrival", "blocks", "decode_join_iter", "epoch", "finish_iter", "first_token", "generated", "judged",
         "output", "prefilled", "priority", "prompt", "recompute", "replica_arrival", "rid", "tenant",
     )
 
@@ -41,6 +45,8 @@ class Request:
         """Tokens to recompute on readmission after a preemption (prompt plus output so far)."""
         self.judged = False
         """Counted as an SLO miss while still in flight (queued past its TTFT objective)."""
+        self.blocks: Chain | None = None
+        """The prompt's cacheable KV blocks (``env/sim/prefix.py``), or None when prefixes are not modelled."""
 
     @property
     def context(self) -> int:
