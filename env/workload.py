@@ -303,6 +303,9 @@ class TenantSpec:
     """Tokens every prompt of this tenant starts with (a system prompt, an agent's tool list), which the
     simulator's prefix caches can reuse (tokens; 0: prompts share nothing). A trace's ``hash_ids`` column,
     when present, says what is shared instead."""
+    shared_prefix_groups: int = 1
+    """Distinct shared prefixes of ``shared_prefix_tokens`` each (agents, each with its own system prompt and
+    tools); every request starts with one of them, drawn uniformly."""
 
     def __post_init__(self) -> None:
         _check_label(self.name, "name", "use a non-empty label")
@@ -312,6 +315,7 @@ class TenantSpec:
                "use a finite weight >= 0")
         _check_int(self, "priority", -math.inf, "use an integer (higher goes first)")
         _check_int(self, "shared_prefix_tokens", 0, "use an integer >= 0 (tokens; 0: prompts share nothing)")
+        _check_int(self, "shared_prefix_groups", 1, "use an integer >= 1 (distinct shared prefixes)")
         self.arrival = _coerce(self.arrival, ArrivalSpec, "arrival")
         self.lengths = _coerce(self.lengths, LengthSpec, "lengths")
         if self.trace is not None:

@@ -98,17 +98,18 @@ class PrefixSource:
 
     Args:
         shared_tokens: per tenant index, the shared prefix every prompt starts with (tokens).
+        groups: per tenant index, how many distinct shared prefixes it has; a request draws one.
         hash_block_tokens: per tenant index, the tokens one trace hash id covers (tokens).
         hash_ids: per request (by index in the batch), its trace hash ids, or None.
     """
 
-    def __init__(self, shared_tokens: Sequence[int], hash_block_tokens: Sequence[int],
+    def __init__(self, shared_tokens: Sequence[int], groups: Sequence[int], hash_block_tokens: Sequence[int],
                  hash_ids: Sequence[tuple[int, ...] | None] | None) -> None:
+        self.shared_blocks = [tokens // BLOCK_TOKENS for tokens in shared_tokens]
+        self.groups = list(groups)
         self.hash_block_tokens = list(hash_block_tokens)
         self.hash_ids = hash_ids
-        # One chain per tenant over its whole shared prefix; a request takes the blocks its prompt covers.
-        self.shared: list[Chain] = [tuple(((tenant, "shared", j), BLOCK_TOKENS) for j in range(tokens // BLOCK_TOKENS))
-                                    for tenant, tokens in enumerate(shared_tokens)]
+        self._shared: dict[tuple[int, int], Chain] = {}
 
     @classmethod
     def build(cls, tenants: Sequence[TenantSpec], batch: RequestBatch) -> PrefixSource | None:
@@ -117,7 +118,7 @@ class PrefixSource:
         if not any(shared) and batch.hash_ids is None:
             return None
         units = [tenant.trace.hash_block_tokens if tenant.trace is not None else BLOCK_TOKENS for tenant in tenants]
-        return cls(shared, units, batch.hash_ids)
+        return cls(shared, [tenant.shared_prefix_groups for tenant in tenants], units, batch.hash_ids)
 
     def chain(self, index: int, tenant: int, prompt: int) -> Chain:
         """The cacheable blocks of request ``index`` (of ``tenant``, ``prompt`` tokens long)."""
@@ -125,10 +126,20 @@ class PrefixSource:
         if ids is not None:
             unit = self.hash_block_tokens[tenant]
             return tuple(((tenant, "hash", key), unit) for key in ids[:prompt // unit])
-        head = self.shared[tenant][:prompt // BLOCK_TOKENS]
+        head = self._shared_chain(tenant, index)[:prompt // BLOCK_TOKENS]
         rest = prompt // BLOCK_TOKENS - len(head)
         # The request's own blocks never hit again, so they are one entry: they take room, and go together.
         return (*head, ((index, "own"), rest * BLOCK_TOKENS)) if rest > 0 else head
+
+    def _shared_chain(self, tenant: int, index: int) -> Chain:
+        """The whole shared prefix request ``index`` starts with; built once per (tenant, group)."""
+        # Fibonacci hashing of the request index: a uniform, seed-free draw that no other stream consumes.
+        group = ((index * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) * self.groups[tenant] >> 64
+        chain = self._shared.get((tenant, group))
+        if chain is None:
+            chain = tuple(((tenant, group, j), BLOCK_TOKENS) for j in range(self.shared_blocks[tenant]))
+            self._shared[(tenant, group)] = chain
+        return chain
 
 
 def route_by_prefix(pools: Sequence[Pool], request: Request) -> Replica | None:
