@@ -211,7 +211,7 @@ class Replica:
 
     def _prompt_computed(self, request: Request, now: float) -> None:
         stats = self.stats
-        if self.prefix_cache is not None and request.blocks:
+        if self.prefix_cache is not None:
             self.prefix_cache.insert(request.blocks, self.kv_capacity - self.kv_used)
         stats.ttft.observe(now - request.replica_arrival)
         if self.role == "prefill":
@@ -321,10 +321,10 @@ class Replica:
             budget -= take
         while budget > 0 and self.does_prefill and len(self.prefill_queue) and self._admit_prefill(now):
             request = self.prefilling[-1]
-            # A cached prefix (prefilled > 0) is not computed, but the new tokens attend to it.
-            take = min(request.prompt - request.prefilled, budget)
+            cached = request.prefilled  # a cached prefix: not computed, but the new tokens attend to it
+            take = min(request.prompt - cached, budget)
             chunk.append((request, take))
-            pairs += take * (request.prefilled + take / 2.0)
+            pairs += take * (cached + take / 2.0)
             tokens += take
             budget -= take
         return tokens, pairs
@@ -342,8 +342,7 @@ class Replica:
             return False
         queue.pop()
         self.kv_used += request.prompt
-        self.stats.prefix_queries += request.prompt
-        if self.prefix_cache is not None and request.blocks:
+        if self.prefix_cache is not None:
             self._reuse_prefix(request)
         self.prefilling.append(request)
         self.stats.queue.observe(now - request.replica_arrival)
@@ -351,7 +350,10 @@ class Replica:
 
     def _reuse_prefix(self, request: Request) -> None:
         """Skip the prompt's cached prefix: vLLM counts those tokens as prompt tokens, but computes none."""
-        assert self.prefix_cache is not None and request.blocks
+        assert self.prefix_cache is not None
+        self.stats.prefix_queries += request.prompt
+        if not request.blocks:
+            return
         hit = self.prefix_cache.lookup(request.blocks, request.prompt, self.kv_capacity - self.kv_used)
         request.prefilled = hit
         self.queued_tokens -= hit

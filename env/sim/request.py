@@ -19,6 +19,8 @@ class Request:
         "arrival", "blocks", "decode_join_iter", "epoch", "finish_iter", "first_token", "generated", "judged",
         "output", "prefilled", "priority", "prompt", "recompute", "replica_arrival", "rid", "tenant",
     )
+    blocks: Chain
+    """The prompt's cacheable KV blocks (env/sim/prefix.py); set only when prefixes are modelled."""
 
     def __init__(self, rid: int, tenant: int, arrival: float, prompt: int, output: int, priority: int) -> None:
         self.rid = rid
@@ -45,8 +47,6 @@ class Request:
         """Tokens to recompute on readmission after a preemption (prompt plus output so far)."""
         self.judged = False
         """Counted as an SLO miss while still in flight (queued past its TTFT objective)."""
-        self.blocks: Chain | None = None
-        """The prompt's cacheable KV blocks (``env/sim/prefix.py``), or None when prefixes are not modelled."""
 
     @property
     def context(self) -> int:

@@ -81,8 +81,9 @@ def test_a_trace_without_hash_ids_models_no_prefixes(tmp_path: Path) -> None:
     path.write_text("timestamp_s,tenant,input_tokens,output_tokens\n0.0,t,80,8\n1.0,t,80,8\n")
     assert load_trace(path).hash_ids is None
     snapshots = run(trace_scenario(path))
-    assert pool_total(snapshots, PREFIX_CACHE_HITS) == 0
-    assert pool_total(snapshots, PREFIX_CACHE_QUERIES) == 160  # vLLM counts lookups even when nothing hits
+    # Nothing to share: no cache is modelled, as with vLLM's --no-enable-prefix-caching (no lookups either).
+    assert pool_total(snapshots, PREFIX_CACHE_QUERIES) == pool_total(snapshots, PREFIX_CACHE_HITS) == 0
+    assert pool_total(snapshots, PROMPT_TOKENS) == 160
 
 
 def test_hash_ids_follow_the_replayed_rows(tmp_path: Path) -> None:
