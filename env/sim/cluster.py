@@ -22,7 +22,7 @@ from disaggpilot.env.metrics import MetricsSnapshot, judge, tpot_s, waited_past_
 from disaggpilot.env.perf import PerfModel
 from disaggpilot.env.scenario import ScenarioConfig
 from disaggpilot.env.sim.pool import Pool
-from disaggpilot.env.sim.prefix import PrefixSource, route_by_prefix
+from disaggpilot.env.sim.prefix import CachingReplica, PrefixSource, route_by_prefix
 from disaggpilot.env.sim.recorder import TenantStats
 from disaggpilot.env.sim.replica import Replica
 from disaggpilot.env.sim.request import Request
@@ -60,8 +60,8 @@ class SimBackend:
         self._next_arrival = self._count = 0
         self.closed = False
         self._started = False
-        self.prefix_caching = False
-        """Whether prompts carry KV-block chains this episode (a tenant shares a prefix, or a trace has ids)."""
+        self.replica_class: type[Replica] = Replica
+        """``CachingReplica`` in episodes whose prompts share prefixes (a tenant's, or a trace's hash ids)."""
 
     # ----- ClusterBackend --------------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> MetricsSnapshot:
@@ -148,9 +148,9 @@ class SimBackend:
         self._outputs = batch.output_tokens.tolist()
         self._count, self._next_arrival = len(batch), 0
         self._priority = [t.priority for t in self.tenant_specs]
-        self._prefix = PrefixSource.build(self.tenant_specs, batch)
-        self.prefix_caching = self._prefix is not None
-        self._prefix_routing = self.prefix_caching and self.cluster.routing == "prefix_aware"
+        self.prefix_source = PrefixSource.build(self.tenant_specs, batch)
+        self.replica_class = Replica if self.prefix_source is None else CachingReplica
+        self._prefix_routing = self.prefix_source is not None and self.cluster.routing == "prefix_aware"
 
     def _arrive(self, index: int) -> None:
         tenant = self._tenants[index]
@@ -158,8 +158,6 @@ class SimBackend:
         self.totals["arrived"] += 1
         self.tenant_stats[tenant].arrived += 1.0
         self.in_flight[index] = request
-        if self._prefix is not None:
-            request.blocks = self._prefix.chain(index, tenant, request.prompt)
         if request.prompt + request.output > self._length_limit:
             self.rejected(request, self.now)
             return
@@ -167,7 +165,8 @@ class SimBackend:
 
     def _dispatch_prompt(self, request: Request) -> None:
         if self._prefix_routing:
-            self._submit_prompt(route_by_prefix(self._prompt_pools, request), request)
+            assert self.prefix_source is not None
+            self._submit_prompt(route_by_prefix(self._prompt_pools, request, self.prefix_source), request)
             return
         prompt_pools = self._prompt_pools
         best = prompt_pools[0].route()

@@ -21,11 +21,12 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
+
+from disaggpilot.env.sim.replica import Host, Replica
 
 if TYPE_CHECKING:
     from disaggpilot.env.sim.pool import Pool
-    from disaggpilot.env.sim.replica import Replica
     from disaggpilot.env.sim.request import Request
     from disaggpilot.env.workload import RequestBatch, TenantSpec
 
@@ -120,6 +121,13 @@ class PrefixSource:
         units = [tenant.trace.hash_block_tokens if tenant.trace is not None else BLOCK_TOKENS for tenant in tenants]
         return cls(shared, [tenant.shared_prefix_groups for tenant in tenants], units, batch.hash_ids)
 
+    def blocks_of(self, request: Request) -> Chain:
+        """``request``'s chain, built on first use and kept on the request."""
+        blocks: Chain | None = getattr(request, "blocks", None)
+        if blocks is None:
+            blocks = request.blocks = self.chain(request.rid, request.tenant, request.prompt)
+        return blocks
+
     def chain(self, index: int, tenant: int, prompt: int) -> Chain:
         """The cacheable blocks of request ``index`` (of ``tenant``, ``prompt`` tokens long)."""
         ids = self.hash_ids[index] if self.hash_ids is not None else None
@@ -142,7 +150,52 @@ class PrefixSource:
         return chain
 
 
-def route_by_prefix(pools: Sequence[Pool], request: Request) -> Replica | None:
+class PrefixHost(Host):
+    """A host whose prompts share prefixes."""
+
+    prefix_source: PrefixSource
+
+
+class CachingReplica(Replica):
+    """A replica with a prefix cache: admission skips a prompt's cached prefix, and a computed prompt is cached.
+
+    A subclass, so that a cluster whose prompts share nothing runs the plain ``Replica`` without a check.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prefix_cache = PrefixCache()
+        self.prefix_source = cast(PrefixHost, self.host).prefix_source
+
+    def _build_chunk(self, now: float) -> tuple[int, float]:
+        # Admit first what the base's admission loop would (same budget, same checks), each at its cached prefix:
+        # the base then computes them with the requests already prefilling, from their offsets, attending to the
+        # cached context (env/perf.py charges those attention pairs).
+        budget = self.max_num_batched_tokens - self.batch
+        for request in self.prefilling:
+            budget -= (request.recompute or request.prompt) - request.prefilled
+        while budget > 0 and self.does_prefill and len(self.prefill_queue) and self._admit_prefill(now):
+            request = self.prefilling[-1]
+            self._reuse_prefix(request)
+            budget -= request.prompt - request.prefilled
+        return super()._build_chunk(now)
+
+    def _reuse_prefix(self, request: Request) -> None:
+        """Skip the prompt's cached prefix: vLLM counts those tokens as prompt tokens, but computes none."""
+        self.stats.prefix_queries += request.prompt
+        blocks = self.prefix_source.blocks_of(request)
+        hit = self.prefix_cache.lookup(blocks, request.prompt, self.kv_capacity - self.kv_used) if blocks else 0
+        request.prefilled = hit
+        self.queued_tokens -= hit
+        self.stats.prompt_tokens += hit
+        self.stats.prefix_hits += hit
+
+    def _prompt_computed(self, request: Request, now: float) -> None:
+        self.prefix_cache.insert(request.blocks, self.kv_capacity - self.kv_used)
+        super()._prompt_computed(request, now)
+
+
+def route_by_prefix(pools: Sequence[Pool], request: Request, source: PrefixSource) -> Replica | None:
     """The ready prompt replica where ``request`` costs least: outstanding tokens plus its uncached prompt.
 
     The cost is Dynamo's KV router's with an overlap weight of 1 (docs.nvidia.com/dynamo, "Router Design":
@@ -152,11 +205,10 @@ def route_by_prefix(pools: Sequence[Pool], request: Request) -> Replica | None:
     scorers). Returns None when no prompt pool has a ready replica.
     """
     best, best_cost = None, math.inf
-    chain, prompt = request.blocks, request.prompt
+    chain, prompt = source.blocks_of(request), request.prompt
     for pool in pools:
         for replica in pool.ready:
-            cache = replica.prefix_cache
-            hit = cache.cached_prefix(chain, prompt) if cache is not None and chain else 0
+            hit = cast(CachingReplica, replica).prefix_cache.cached_prefix(chain, prompt) if chain else 0
             cost = replica.load() + prompt - hit
             if cost < best_cost:
                 best, best_cost = replica, cost

@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 from disaggpilot.env.metrics import tpot_s
 from disaggpilot.env.perf import PerfModel
-from disaggpilot.env.sim.prefix import PrefixCache
 from disaggpilot.env.sim.queues import RequestQueue, make_queue
 from disaggpilot.env.sim.recorder import PoolStats, observe_arithmetic
 from disaggpilot.env.sim.request import Request
@@ -48,8 +47,8 @@ class Host(Protocol):
 
     def replica_idle(self, replica: Replica, time: float) -> None: ...
 
-    prefix_caching: bool
-    """Whether prompts carry KV-block chains, so prompt replicas keep prefix caches (env/sim/prefix.py)."""
+    replica_class: type[Replica]
+    """What pools build: ``Replica``, or a subclass with a prefix cache when prompts share prefixes."""
 
 
 class Replica:
@@ -79,7 +78,6 @@ class Replica:
         self.draining = False
         self.ready_at = 0.0
         self.billed_from = 0.0
-        self.prefix_cache = PrefixCache() if host.prefix_caching and self.does_prefill else None
 
     # ----- load and state ------------------------------------------------------------------------------
     def load(self) -> float:
@@ -211,8 +209,6 @@ class Replica:
 
     def _prompt_computed(self, request: Request, now: float) -> None:
         stats = self.stats
-        if self.prefix_cache is not None:
-            self.prefix_cache.insert(request.blocks, self.kv_capacity - self.kv_used)
         stats.ttft.observe(now - request.replica_arrival)
         if self.role == "prefill":
             stats.generation_tokens += 1.0
@@ -321,10 +317,9 @@ class Replica:
             budget -= take
         while budget > 0 and self.does_prefill and len(self.prefill_queue) and self._admit_prefill(now):
             request = self.prefilling[-1]
-            cached = request.prefilled  # a cached prefix: not computed, but the new tokens attend to it
-            take = min(request.prompt - cached, budget)
+            take = min(request.prompt, budget)
             chunk.append((request, take))
-            pairs += take * (cached + take / 2.0)
+            pairs += take * take / 2.0
             tokens += take
             budget -= take
         return tokens, pairs
@@ -342,23 +337,9 @@ class Replica:
             return False
         queue.pop()
         self.kv_used += request.prompt
-        if self.prefix_cache is not None:
-            self._reuse_prefix(request)
         self.prefilling.append(request)
         self.stats.queue.observe(now - request.replica_arrival)
         return True
-
-    def _reuse_prefix(self, request: Request) -> None:
-        """Skip the prompt's cached prefix: vLLM counts those tokens as prompt tokens, but computes none."""
-        assert self.prefix_cache is not None
-        self.stats.prefix_queries += request.prompt
-        if not request.blocks:
-            return
-        hit = self.prefix_cache.lookup(request.blocks, request.prompt, self.kv_capacity - self.kv_used)
-        request.prefilled = hit
-        self.queued_tokens -= hit
-        self.stats.prompt_tokens += hit
-        self.stats.prefix_hits += hit
 
     def _admit_decode(self, now: float) -> list[Request]:
         """Move queued requests into the running batch while the batch cap and KV cache allow."""
