@@ -67,7 +67,8 @@ class ClusterConfig:
     """Fixed cost of one KV transfer: handshake and descriptor setup (seconds)."""
     routing: str = "least_tokens"
     """``least_tokens`` (fewest outstanding tokens), ``round_robin``, or ``prefix_aware``: prompts go where their
-    cached prefix saves the most, net of outstanding tokens (env/sim/prefix.py); decode stays least_tokens."""
+    cached prefix saves the most, net of outstanding tokens (env/sim/prefix.py; least_tokens when prompts share
+    nothing); decode stays least_tokens."""
     scheduling: str = "fcfs"
     """``fcfs``, or ``priority`` (a tenant's ``priority`` first, FCFS within it) in every replica queue."""
     gpu_memory_utilization: float = 0.9
