@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from disaggpilot.env.errors import require
 
-ROUTING_POLICIES = ("least_tokens", "round_robin")
+ROUTING_POLICIES = ("least_tokens", "round_robin", "prefix_aware")
 SCHEDULING_POLICIES = ("fcfs", "priority")
 
 
@@ -66,7 +66,9 @@ class ClusterConfig:
     kv_transfer_latency_s: float = 0.002
     """Fixed cost of one KV transfer: handshake and descriptor setup (seconds)."""
     routing: str = "least_tokens"
-    """``least_tokens`` (fewest outstanding tokens) or ``round_robin``."""
+    """``least_tokens`` (fewest outstanding tokens), ``round_robin``, or ``prefix_aware``: prompts go where their
+    cached prefix saves the most, net of outstanding tokens (env/sim/prefix.py; least_tokens when prompts share
+    nothing); decode stays least_tokens."""
     scheduling: str = "fcfs"
     """``fcfs``, or ``priority`` (a tenant's ``priority`` first, FCFS within it) in every replica queue."""
     gpu_memory_utilization: float = 0.9

@@ -38,6 +38,10 @@ PROMPT_TOKENS = "vllm:prompt_tokens_total"
 GENERATION_TOKENS = "vllm:generation_tokens_total"
 PREEMPTIONS = "vllm:num_preemptions_total"
 REQUEST_SUCCESS = "vllm:request_success_total"
+# Prefix-cache counters of vLLM v1, in tokens: prompt tokens looked up, and those found cached
+# (data/vllm/metrics_aggregated_under_load.txt: "Prefix cache queries, in terms of number of queried tokens").
+PREFIX_CACHE_QUERIES = "vllm:prefix_cache_queries_total"
+PREFIX_CACHE_HITS = "vllm:prefix_cache_hits_total"
 # Names used by older vLLM releases; readers accept both (docs/metrics.md). The old per-token
 # ``time_per_output_token_seconds`` histogram is what vLLM now calls ``inter_token_latency_seconds``.
 LEGACY_NAMES: Mapping[str, str] = {
@@ -65,6 +69,8 @@ TENANT_COUNTERS: tuple[str, ...] = (
     GW_GOODPUT_PROMPT_TOKENS, GW_GOODPUT_GENERATION_TOKENS,
 )
 POOL_COUNTERS: tuple[str, ...] = (PROMPT_TOKENS, GENERATION_TOKENS, PREEMPTIONS, REQUEST_SUCCESS)
+PREFIX_CACHE_COUNTERS: tuple[str, ...] = (PREFIX_CACHE_QUERIES, PREFIX_CACHE_HITS)
+"""Reported by the simulator and by vLLM v1; older engines lack them, so readers treat them as optional."""
 
 # --- vLLM 0.32 bucket edges (upper bounds; +Inf implied), from data/vllm/metrics_*.txt ----------
 TTFT_BUCKETS: tuple[float, ...] = (

@@ -3,7 +3,7 @@
 Two trace formats are read directly:
 
 - **native**: ``timestamp_s,tenant,input_tokens,output_tokens`` (seconds, any origin; one file may hold
-  several tenants).
+  several tenants), optionally with a ``hash_ids`` column of prompt KV-block ids for prefix caching.
 - **azure**: ``TIMESTAMP,ContextTokens,GeneratedTokens``, the Azure LLM inference traces (TIMESTAMP is a
   wall-clock string such as ``2023-11-16 18:17:03.9799600``).
 
@@ -29,6 +29,9 @@ from disaggpilot.env.errors import TraceError
 
 NATIVE_COLUMNS: tuple[str, ...] = ("timestamp_s", "tenant", "input_tokens", "output_tokens")
 """Columns of the project's own trace format."""
+HASH_IDS_COLUMN = "hash_ids"
+"""Optional native column: the prompt's KV-block ids, separated by spaces (commas and brackets are accepted,
+so a Mooncake ``[0, 1, 2]`` list pasted in quotes reads too); an empty cell shares nothing."""
 AZURE_COLUMNS: tuple[str, ...] = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 """Columns of the Azure LLM inference traces (2023)."""
 LENGTH_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -40,6 +43,7 @@ LENGTH_COLUMNS: tuple[tuple[str, str], ...] = (
 TRACE_FORMATS: tuple[str, ...] = ("auto", "native", "azure")
 """Values of ``TraceSpec.format``."""
 _CACHE_SIZE = 32
+_ID_SEPARATORS = str.maketrans(",;[]", "    ")
 
 
 LEGACY_PREFIX = ("shared", "data")
@@ -90,6 +94,9 @@ class Trace:
         input_tokens: prompt length per request (tokens, >= 1), int64.
         output_tokens: output length per request (tokens, >= 1), int64.
         tenant: tenant label per request (native format), or ``None`` (Azure format).
+        hash_ids: per request, the ids of its prompt's KV blocks from the optional ``hash_ids`` column
+            (native format), or ``None`` without that column. Equal ids mean an equal prefix up to that
+            block, as in Mooncake's traces (kvcache-ai/Mooncake ``mooncake_trace.jsonl``).
     """
 
     path: Path
@@ -98,6 +105,7 @@ class Trace:
     input_tokens: np.ndarray
     output_tokens: np.ndarray
     tenant: np.ndarray | None
+    hash_ids: tuple[tuple[int, ...], ...] | None = None
 
     def __len__(self) -> int:
         return int(self.timestamp_s.shape[0])
@@ -116,15 +124,21 @@ class Trace:
         Returns:
             ``(arrival_s, input_tokens, output_tokens)``: float64 seconds from episode start, int64 tokens.
         """
-        keep = (self.timestamp_s >= start_s) & (self.timestamp_s < end_s)
-        if tenant is not None and self.tenant is not None:
-            keep &= self._tenant_rows(tenant)
-        arrival = (self.timestamp_s[keep] - start_s) / rate_multiplier
-        inside = arrival < duration_s
+        rows = self.window_rows(tenant=tenant, start_s=start_s, end_s=end_s, rate_multiplier=rate_multiplier,
+                                duration_s=duration_s)
         if start_s > 0 and start_s >= self.timestamp_s[-1]:
             warnings.warn(f"{self.path}: window start {start_s} s is past the last request "
                           f"({self.timestamp_s[-1]:.1f} s): the replay is empty", stacklevel=2)
-        return arrival[inside], self.input_tokens[keep][inside], self.output_tokens[keep][inside]
+        return (self.timestamp_s[rows] - start_s) / rate_multiplier, self.input_tokens[rows], self.output_tokens[rows]
+
+    def window_rows(self, *, tenant: str | None, start_s: float, end_s: float, rate_multiplier: float,
+                    duration_s: float) -> np.ndarray:
+        """Indices of the rows :meth:`replay` keeps for these arguments (same meaning), in file order."""
+        keep = (self.timestamp_s >= start_s) & (self.timestamp_s < end_s)
+        if tenant is not None and self.tenant is not None:
+            keep &= self._tenant_rows(tenant)
+        keep &= (self.timestamp_s - start_s) / rate_multiplier < duration_s
+        return np.flatnonzero(keep)
 
     def _tenant_rows(self, tenant: str) -> np.ndarray:
         assert self.tenant is not None
@@ -174,7 +188,8 @@ def _load_trace_cached(path: Path, mtime_ns: int, size: int, format: str) -> Tra
     return Trace(path=path, format=chosen, timestamp_s=_frozen(times - times[0]),
                  input_tokens=_frozen(table.token_column(prompt_col)),
                  output_tokens=_frozen(table.token_column(output_col)),
-                 tenant=None if tenant is None else _frozen(np.char.strip(tenant)))
+                 tenant=None if tenant is None else _frozen(np.char.strip(tenant)),
+                 hash_ids=table.hash_ids_column(HASH_IDS_COLUMN) if HASH_IDS_COLUMN in table.header else None)
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
@@ -257,6 +272,16 @@ class _Table:
         if bad.size:
             raise self.error(int(bad[0]), name, f"{values[bad[0]]} tokens: token counts must be >= 1")
         return values
+
+    def hash_ids_column(self, name: str) -> tuple[tuple[int, ...], ...]:
+        """Column ``name`` as one tuple of non-negative integer ids per row."""
+        index, rows = self.header.index(name), []
+        for row, cells in enumerate(self.rows):
+            text = cells[index].translate(_ID_SEPARATORS).split()
+            if not all(part.isdigit() for part in text):
+                raise self.error(row, name, f"{cells[index]!r} is not a list of non-negative integer block ids")
+            rows.append(tuple(int(part) for part in text))
+        return tuple(rows)
 
     def float_column(self, name: str) -> np.ndarray:
         """Column ``name`` as finite float64 values."""

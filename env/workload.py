@@ -246,6 +246,9 @@ class TraceSpec:
     """Window end (seconds of trace time)."""
     tenant_column_value: str | None = None
     """For the native format: rows whose ``tenant`` equals this (default: the tenant's name)."""
+    hash_block_tokens: int = 16
+    """Prompt tokens one id of the trace's optional ``hash_ids`` column covers (tokens): 16 is vLLM's KV
+    block; Mooncake's public traces use 512."""
 
     def __post_init__(self) -> None:
         _check_label(self.path, "path", "name a trace CSV (native or Azure format)")
@@ -256,6 +259,9 @@ class TraceSpec:
                f"use an end > start_s={self.start_s} (seconds of trace time; inf for the whole trace)")
         if self.tenant_column_value is not None:
             _check_label(self.tenant_column_value, "tenant_column_value", "use a non-empty label, or null")
+        _check_int(self, "hash_block_tokens", 16, "use an integer >= 16 (tokens)")
+        require(self.hash_block_tokens % 16 == 0, "hash_block_tokens", self.hash_block_tokens,
+                "use a multiple of 16 tokens (vLLM's KV block), e.g. 512 for Mooncake's traces")
 
 
 if TYPE_CHECKING:
@@ -293,6 +299,13 @@ class TenantSpec:
     """Length distributions (ignored when ``trace`` is set)."""
     trace: _OptionalTrace = None
     """Replay this trace instead of sampling."""
+    shared_prefix_tokens: int = 0
+    """Tokens every prompt of this tenant starts with (a system prompt, an agent's tool list), which the
+    simulator's prefix caches can reuse (tokens; 0: prompts share nothing). A trace's ``hash_ids`` column,
+    when present, says what is shared instead."""
+    shared_prefix_groups: int = 1
+    """Distinct shared prefixes of ``shared_prefix_tokens`` each (agents, each with its own system prompt and
+    tools); every request starts with one of them, drawn uniformly."""
 
     def __post_init__(self) -> None:
         _check_label(self.name, "name", "use a non-empty label")
@@ -301,6 +314,8 @@ class TenantSpec:
         _check(self, ("weight", "prompt_token_weight", "output_token_weight"), _non_negative,
                "use a finite weight >= 0")
         _check_int(self, "priority", -math.inf, "use an integer (higher goes first)")
+        _check_int(self, "shared_prefix_tokens", 0, "use an integer >= 0 (tokens; 0: prompts share nothing)")
+        _check_int(self, "shared_prefix_groups", 1, "use an integer >= 1 (distinct shared prefixes)")
         self.arrival = _coerce(self.arrival, ArrivalSpec, "arrival")
         self.lengths = _coerce(self.lengths, LengthSpec, "lengths")
         if self.trace is not None:
@@ -317,6 +332,8 @@ class RequestBatch:
         prompt_tokens: prompt length per request (tokens, >= 1), int64.
         output_tokens: output length per request (tokens, >= 1), int64.
         tenant_names: tenant names in index order.
+        hash_ids: per request, its prompt's KV-block ids from a trace's ``hash_ids`` column (``None`` for a
+            request of a tenant without one), or ``None`` when no tenant's trace has that column.
     """
 
     arrival_s: np.ndarray
@@ -324,6 +341,7 @@ class RequestBatch:
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     tenant_names: tuple[str, ...]
+    hash_ids: list[tuple[int, ...] | None] | None = None
 
     def __len__(self) -> int:
         return int(self.arrival_s.shape[0])
@@ -340,6 +358,9 @@ class RequestBatch:
             require(shape == (count,), f"RequestBatch.{name}", shape, f"use a 1-D array of {count} values")
         require(bool(np.all(np.diff(self.arrival_s) >= 0)), "RequestBatch.arrival_s", "unsorted",
                 "sort requests by arrival time")
+        if self.hash_ids is not None:
+            require(len(self.hash_ids) == count, "RequestBatch.hash_ids", len(self.hash_ids),
+                    f"give one entry per request ({count})")
         in_range = np.all((self.tenant >= 0) & (self.tenant < len(self.tenant_names)))
         require(bool(in_range), "RequestBatch.tenant", "out of range", "index into tenant_names")
         for name in ("prompt_tokens", "output_tokens"):
@@ -384,7 +405,14 @@ def generate_requests(tenants: list[TenantSpec], duration_s: float, seed: int) -
     require(is_seed, "seed", seed, "use an integer >= 0")
     checked = tenants_from_config(tenants)
     parts = [_tenant_requests(tenant, float(duration_s), int(seed)) for tenant in checked]
-    return _merge(parts, tuple(tenant.name for tenant in checked))
+    batch = _merge(parts, tuple(tenant.name for tenant in checked))
+    hashes = [_replay_hash_ids(tenant, float(duration_s)) for tenant in checked]
+    if any(ids is not None for ids in hashes):
+        order = np.argsort(np.concatenate([part[0] for part in parts]), kind="stable")
+        flat = [ids for part, tenant_ids in zip(parts, hashes, strict=True)
+                for ids in (tenant_ids or [None] * part[0].shape[0])]
+        batch.hash_ids = [flat[i] for i in order.tolist()]
+    return batch
 
 
 def sample_arrivals(spec: ArrivalSpec, duration_s: float, rng: np.random.Generator) -> np.ndarray:
@@ -520,6 +548,20 @@ def _replay(spec: TraceSpec, tenant_name: str, duration_s: float) -> _Requests:
     label = (spec.tenant_column_value or tenant_name) if trace.format == "native" else None
     return trace.replay(tenant=label, start_s=spec.start_s, end_s=spec.end_s,
                         rate_multiplier=spec.rate_multiplier, duration_s=duration_s)
+
+
+def _replay_hash_ids(tenant: TenantSpec, duration_s: float) -> list[tuple[int, ...] | None] | None:
+    """The ``hash_ids`` of the rows a tenant's trace replay keeps, in the same order; None without them."""
+    if tenant.trace is None:
+        return None
+    spec = tenant.trace
+    trace = load_trace(spec.path, spec.format)
+    if trace.hash_ids is None:
+        return None
+    label = (spec.tenant_column_value or tenant.name) if trace.format == "native" else None
+    rows = trace.window_rows(tenant=label, start_s=spec.start_s, end_s=spec.end_s,
+                             rate_multiplier=spec.rate_multiplier, duration_s=duration_s)
+    return [trace.hash_ids[row] for row in rows.tolist()]
 
 
 def _merge(parts: list[_Requests], names: tuple[str, ...]) -> RequestBatch:

@@ -52,6 +52,7 @@ from disaggpilot.env.metrics import (
     KV_USAGE,
     POOL_COUNTERS,
     POOL_HISTOGRAMS,
+    PREFIX_CACHE_COUNTERS,
     RUNNING,
     TENANT_COUNTERS,
     TENANT_HISTOGRAMS,
@@ -202,6 +203,7 @@ class PrometheusSource:
         pool.gauges = self._pool_gauges(query, where, selector)
         if query.window_s > 0:
             pool.counters = {name: self._pool_counter(query, where, selector, name) for name in POOL_COUNTERS}
+            pool.counters.update(self._prefix_cache_counters(query, where, selector))
             pool.histograms = {name: self._pool_histogram(query, where, selector, name) for name in POOL_HISTOGRAMS}
         return pool
 
@@ -220,6 +222,15 @@ class PrometheusSource:
         if not samples:
             return self._unknown(query, f"{where} {name}", selector)
         return query.check(f"{where} {name}", samples[0].value)
+
+    def _prefix_cache_counters(self, query: _Interval, where: str, selector: str) -> dict[str, float]:
+        """vLLM v1's prefix-cache counters (tokens); engines without them are not missing data, just older."""
+        found = {}
+        for name in PREFIX_CACHE_COUNTERS:
+            samples = query.vector(f"sum({first_of(names_of(name), selector, window_s=query.window_s)})")
+            if samples:
+                found[name] = query.check(f"{where} {name}", samples[0].value)
+        return found
 
     def _pool_histogram(self, query: _Interval, where: str, selector: str, name: str) -> Histogram:
         names, window = names_of(name), query.window_s

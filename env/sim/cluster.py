@@ -22,6 +22,7 @@ from disaggpilot.env.metrics import MetricsSnapshot, judge, tpot_s, waited_past_
 from disaggpilot.env.perf import PerfModel
 from disaggpilot.env.scenario import ScenarioConfig
 from disaggpilot.env.sim.pool import Pool
+from disaggpilot.env.sim.prefix import CachingReplica, PrefixSource, route_by_prefix
 from disaggpilot.env.sim.recorder import TenantStats
 from disaggpilot.env.sim.replica import Replica
 from disaggpilot.env.sim.request import Request
@@ -59,6 +60,8 @@ class SimBackend:
         self._next_arrival = self._count = 0
         self.closed = False
         self._started = False
+        self.replica_class: type[Replica] = Replica
+        """``CachingReplica`` in episodes whose prompts share prefixes (a tenant's, or a trace's hash ids)."""
 
     # ----- ClusterBackend --------------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> MetricsSnapshot:
@@ -145,6 +148,9 @@ class SimBackend:
         self._outputs = batch.output_tokens.tolist()
         self._count, self._next_arrival = len(batch), 0
         self._priority = [t.priority for t in self.tenant_specs]
+        self.prefix_source = PrefixSource.build(self.tenant_specs, batch)
+        self.replica_class = Replica if self.prefix_source is None else CachingReplica
+        self._prefix_routing = self.prefix_source is not None and self.cluster.routing == "prefix_aware"
 
     def _arrive(self, index: int) -> None:
         tenant = self._tenants[index]
@@ -158,6 +164,10 @@ class SimBackend:
         self._dispatch_prompt(request)
 
     def _dispatch_prompt(self, request: Request) -> None:
+        if self._prefix_routing:
+            assert self.prefix_source is not None
+            self._submit_prompt(route_by_prefix(self._prompt_pools, request, self.prefix_source), request)
+            return
         prompt_pools = self._prompt_pools
         best = prompt_pools[0].route()
         for pool in prompt_pools[1:]:
@@ -168,6 +178,12 @@ class SimBackend:
             self.pending_prefill.append(request)
         else:
             best.submit_prefill(request, self.now)
+
+    def _submit_prompt(self, replica: Replica | None, request: Request) -> None:
+        if replica is None:
+            self.pending_prefill.append(request)
+        else:
+            replica.submit_prefill(request, self.now)
 
     def prefill_done(self, replica: Replica, request: Request, time: float) -> None:
         """A prefill replica computed a prompt: ship its KV cache to a decode replica."""

@@ -42,7 +42,7 @@ class Pool:
 
     # ----- lifecycle ----------------------------------------------------------------------------------
     def _new_replica(self, now: float, ready: bool) -> Replica:
-        replica = Replica(self._next_index, self.role, self.perf, self.stats, self.host,
+        replica = self.host.replica_class(self._next_index, self.role, self.perf, self.stats, self.host,
                           self.max_num_batched_tokens, self.max_num_seqs, self.cluster.scheduling,
                           self.cluster.admission_timeout_s)
         self._next_index += 1

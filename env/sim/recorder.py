@@ -25,6 +25,8 @@ from disaggpilot.env.metrics import (
     GW_TTFT,
     ITL,
     PREEMPTIONS,
+    PREFIX_CACHE_HITS,
+    PREFIX_CACHE_QUERIES,
     PROMPT_TOKENS,
     QUEUE_TIME,
     REQUEST_SUCCESS,
@@ -88,8 +90,8 @@ def observe_arithmetic(histogram: Accumulator, first: float, step: float, count:
 class PoolStats:
     """vLLM counters and histograms of one pool, accumulated over the current interval."""
 
-    __slots__ = ("e2e", "generation_tokens", "itl", "preemptions", "prompt_tokens", "queue", "success",
-                 "tpot", "ttft")
+    __slots__ = ("e2e", "generation_tokens", "itl", "preemptions", "prefix_hits", "prefix_queries", "prompt_tokens",
+                 "queue", "success", "tpot", "ttft")
 
     def __init__(self) -> None:
         self.reset()
@@ -99,6 +101,7 @@ class PoolStats:
         self.ttft, self.itl, self.tpot = (Accumulator(BUCKETS[name]) for name in (TTFT, ITL, TPOT))
         self.e2e, self.queue = Accumulator(BUCKETS[E2E]), Accumulator(BUCKETS[QUEUE_TIME])
         self.prompt_tokens = self.generation_tokens = self.preemptions = self.success = 0.0
+        self.prefix_queries = self.prefix_hits = 0.0  # prompt tokens looked up in, and found in, prefix caches
 
     def fill(self, pool: PoolMetrics) -> None:
         """Copy this interval's figures into ``pool``."""
@@ -106,7 +109,8 @@ class PoolStats:
                            TPOT: self.tpot.to_histogram(), E2E: self.e2e.to_histogram(),
                            QUEUE_TIME: self.queue.to_histogram()}
         pool.counters = {PROMPT_TOKENS: self.prompt_tokens, GENERATION_TOKENS: self.generation_tokens,
-                         PREEMPTIONS: self.preemptions, REQUEST_SUCCESS: self.success}
+                         PREEMPTIONS: self.preemptions, REQUEST_SUCCESS: self.success,
+                         PREFIX_CACHE_QUERIES: self.prefix_queries, PREFIX_CACHE_HITS: self.prefix_hits}
 
 
 class TenantStats:

@@ -47,6 +47,9 @@ class Host(Protocol):
 
     def replica_idle(self, replica: Replica, time: float) -> None: ...
 
+    replica_class: type[Replica]
+    """What pools build: ``Replica``, or a subclass with a prefix cache when prompts share prefixes."""
+
 
 class Replica:
     """An engine replica in role ``prefill``, ``decode`` or ``aggregated``."""

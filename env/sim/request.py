@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from disaggpilot.env.sim.prefix import Chain
 
 
 class Request:
@@ -12,9 +16,11 @@ class Request:
     """
 
     __slots__ = (
-        "arrival", "decode_join_iter", "epoch", "finish_iter", "first_token", "generated", "judged",
+        "arrival", "blocks", "decode_join_iter", "epoch", "finish_iter", "first_token", "generated", "judged",
         "output", "prefilled", "priority", "prompt", "recompute", "replica_arrival", "rid", "tenant",
     )
+    blocks: Chain
+    """The prompt's cacheable KV blocks (env/sim/prefix.py); set only when prefixes are modelled."""
 
     def __init__(self, rid: int, tenant: int, arrival: float, prompt: int, output: int, priority: int) -> None:
         self.rid = rid

@@ -28,6 +28,8 @@ from disaggpilot.env.metrics import (
     ITL,
     KV_USAGE,
     PREEMPTIONS,
+    PREFIX_CACHE_HITS,
+    PREFIX_CACHE_QUERIES,
     PROMPT_TOKENS,
     REQUEST_SUCCESS,
     RUNNING,
@@ -84,6 +86,14 @@ def test_pools_replicas_gauges_counters_and_histograms_match_what_was_served(rig
     assert ratio == pytest.approx(1300.0 / 12300.0, rel=1e-6)  # the decode recording's token counts
     assert decode.counters[REQUEST_SUCCESS] / decode.counters[PROMPT_TOKENS] == pytest.approx(41 / 12300, rel=1e-6)
     assert decode.counters[PREEMPTIONS] == 0.0
+    # vLLM v1's prefix-cache counters (tokens): the P/D prefill recording hit 256 of 12,600, the others nothing
+    assert decode.counters[PREFIX_CACHE_QUERIES] / decode.counters[PROMPT_TOKENS] == pytest.approx(1.0, rel=1e-6)
+    assert decode.counters[PREFIX_CACHE_HITS] == 0.0
+    hits, queries = (recorded_value(rig.texts["prefill"], name) + recorded_value(under_load, name)
+                     for name in (PREFIX_CACHE_HITS, PREFIX_CACHE_QUERIES))
+    assert hits == 256.0
+    assert prefill.counters[PREFIX_CACHE_HITS] / prefill.counters[PREFIX_CACHE_QUERIES] == pytest.approx(hits / queries,
+                                                                                                        rel=0.1)
     for name in (TTFT, E2E):
         expected = merged(recorded_histogram(rig.texts["prefill"], name), recorded_histogram(under_load, name))
         assert_same_shape(prefill.histograms[name], expected, tolerance=0.05)
