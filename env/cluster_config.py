@@ -79,6 +79,10 @@ class ClusterConfig:
     routing_staleness_s: float = 0.0
     """Age of the load figures the router sees (seconds): it scrapes every replica's outstanding tokens this
     often and routes on the last scrape, as a gateway scraping ``/metrics`` does. 0: perfect, instant state."""
+    routing_counts_sent: bool = False
+    """With ``routing_staleness_s`` > 0: whether the router adds the prompt tokens it has sent to a replica
+    since the last scrape to that replica's scraped load, as a gateway that proxies every request can. False
+    routes on the scrape alone, so every request between two scrapes goes to the same replica."""
     scheduling: str = "fcfs"
     """``fcfs``, or ``priority`` (a tenant's ``priority`` first, FCFS within it) in every replica queue."""
     gpu_memory_utilization: float = 0.9

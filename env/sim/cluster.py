@@ -80,6 +80,7 @@ class SimBackend:
             self.transfers = KvTransfers(self.cluster, self, self.perf["decode"].kv_bytes_per_token,
                                          self.link_gbps, self._transfer_done)
         self._route_load = Replica.seen if self.cluster.routing_staleness_s > 0 else Replica.load
+        self._count_sent = self.cluster.routing_staleness_s > 0 and self.cluster.routing_counts_sent
         if self.cluster.routing_staleness_s > 0:
             self.schedule(0.0, self._scrape, None)
         self.tenant_stats = [TenantStats() for _ in self.tenant_names]
@@ -182,6 +183,8 @@ class SimBackend:
         if best is None:
             self.pending_prefill.append(request)
         else:
+            if self._count_sent:
+                best.seen_load += request.prompt
             best.submit_prefill(request, self.now)
 
     def prefill_done(self, replica: Replica, request: Request, time: float) -> None:
@@ -190,6 +193,8 @@ class SimBackend:
         if decode is None:
             self.pending_decode.append((request, replica))
             return
+        if self._count_sent:
+            decode.seen_load += request.prompt
         self.transfers.send(request, replica, decode, time)
 
     def kv_freed(self, replica: Replica, time: float) -> None:

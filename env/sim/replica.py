@@ -96,8 +96,9 @@ class Replica:
                     or self.awaiting_transfer)
 
     def waiting(self) -> int:
-        """Requests queued and not yet running (vLLM's ``num_requests_waiting``)."""
-        return len(self.prefill_queue) + len(self.decode_queue)
+        """Requests queued and not yet running (vLLM's ``num_requests_waiting``; a transfer held for KV room
+        is a request vLLM's scheduler has but cannot allocate yet)."""
+        return len(self.prefill_queue) + len(self.decode_queue) + len(self.awaiting_transfer)
 
     def running_count(self) -> int:
         """Requests being computed (vLLM's ``num_requests_running``)."""

@@ -25,11 +25,17 @@ def batch(arrivals: list[float], prompts: list[int], outputs: list[int]) -> Requ
 
 
 # ----- decode KV reserved before the transfer ---------------------------------------------------------------
-def full_decode_run(reserve: bool) -> list[dict[str, float]]:
+def full_decode_backend(reserve: bool) -> SimBackend:
     """One decode replica of ~57k KV tokens: A (40k prompt, 3k output) holds it while B (17.5k) is ready."""
     scenario = small_scenario(prefill=2, decode=1, gpu_memory_utilization=0.55, kv_reserve_before_transfer=reserve)
     backend = SimBackend(scenario, requests=batch([0.0, 8.0], [40_000, 17_500], [3_000, 10]))
     backend.reset(0)
+    return backend
+
+
+def full_decode_run(reserve: bool) -> list[dict[str, float]]:
+    """Once a second for 200 s: whether A is done, B held or queued, the prefill side's KV, requests done."""
+    backend = full_decode_backend(reserve)
     decode = backend.pools["decode"].ready[0]
     assert decode.kv_admit_limit < 40_000 + 17_500, "B must not fit beside A"
     timeline = []
@@ -146,3 +152,11 @@ def test_prefill_tp2_and_decode_tp4_serve_with_each_pools_own_memory_and_bill() 
 def test_bad_transfer_and_routing_settings_name_the_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=f"cluster.{key}"):
         ClusterConfig(**{key: value})  # type: ignore[arg-type]
+
+
+def test_a_held_transfer_counts_as_waiting_on_the_decode_replica() -> None:
+    backend = full_decode_backend(reserve=True)
+    backend.advance(20.0)
+    decode = backend.pools["decode"].ready[0]
+    assert len(decode.awaiting_transfer) == 1 and decode.waiting() == 1
+    assert decode.load() == decode.kv_used + 17_500, "the router counts the held prompt against this replica"
