@@ -201,10 +201,11 @@ class Replica:
         now = self.host.now
         self._advance(self.seg_n, now)
         running = self.running
-        if running and running[0][0] <= self.iter:
+        finished = running and running[0][0] <= self.iter
+        if finished:
             self._finish_sequences(now)
         self._plan(now)
-        if self.awaiting_transfer:
+        if finished and self.awaiting_transfer:
             # After _plan, so requests already here (preempted ones) get the freed room first.
             self.host.kv_freed(self, now)
 
