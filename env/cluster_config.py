@@ -12,6 +12,7 @@ from disaggpilot.env.errors import require
 
 ROUTING_POLICIES = ("least_tokens", "round_robin", "prefix_aware")
 SCHEDULING_POLICIES = ("fcfs", "priority")
+KV_LINK_MODELS = ("private", "shared_pair")
 
 
 @dataclass
@@ -65,10 +66,26 @@ class ClusterConfig:
     """KV-transfer bandwidth per GPU between pools (GB/s); default the GPU type's inter-node figure."""
     kv_transfer_latency_s: float = 0.002
     """Fixed cost of one KV transfer: handshake and descriptor setup (seconds)."""
+    kv_link: str = "private"
+    """How concurrent KV transfers share bandwidth. ``private``: each gets the whole link (the original
+    model). ``shared_pair``: transfers between the same prefill and decode replica share one link fairly,
+    so two at once take about twice as long (env/sim/transfer.py says why per replica pair)."""
+    kv_reserve_before_transfer: bool = False
+    """Whether the decode replica reserves a request's KV blocks before its transfer starts, as vLLM's P/D
+    connector does; a decode replica without room then holds the transfer back. False: KV memory is taken
+    when the transfer lands (the original model)."""
     routing: str = "least_tokens"
     """``least_tokens`` (fewest outstanding tokens), ``round_robin``, or ``prefix_aware``: prompts go where their
     cached prefix saves the most, net of outstanding tokens (env/sim/prefix.py; least_tokens when prompts share
     nothing); decode stays least_tokens."""
+    routing_staleness_s: float = 0.0
+    """Age of the load figures the router sees (seconds): it scrapes every replica's outstanding tokens this
+    often and routes on the last scrape, as a gateway scraping ``/metrics`` does. 0: perfect, instant state.
+    Applies to ``least_tokens``; ``prefix_aware`` routing still sees live state (not modelled stale yet)."""
+    routing_counts_sent: bool = False
+    """With ``routing_staleness_s`` > 0: whether the router adds the prompt tokens it has sent to a replica
+    since the last scrape to that replica's scraped load, as a gateway that proxies every request can. False
+    routes on the scrape alone, so every request between two scrapes goes to the same replica."""
     scheduling: str = "fcfs"
     """``fcfs``, or ``priority`` (a tenant's ``priority`` first, FCFS within it) in every replica queue."""
     gpu_memory_utilization: float = 0.9
@@ -94,6 +111,9 @@ class ClusterConfig:
         require(self.cold_start_s >= 0, "cluster.cold_start_s", self.cold_start_s, "use >= 0 seconds")
         require(self.kv_link_gbps is None or self.kv_link_gbps > 0, "cluster.kv_link_gbps",
                 self.kv_link_gbps, "use a positive bandwidth in GB/s, or null for the GPU type's")
+        require(self.kv_link in KV_LINK_MODELS, "cluster.kv_link", self.kv_link, f"use one of {KV_LINK_MODELS}")
+        require(self.routing_staleness_s >= 0, "cluster.routing_staleness_s", self.routing_staleness_s,
+                "use >= 0 seconds (0 routes on perfect state)")
         require(self.routing in ROUTING_POLICIES, "cluster.routing", self.routing, f"use one of {ROUTING_POLICIES}")
         require(self.scheduling in SCHEDULING_POLICIES, "cluster.scheduling", self.scheduling,
                 f"use one of {SCHEDULING_POLICIES}")

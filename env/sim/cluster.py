@@ -26,6 +26,7 @@ from disaggpilot.env.sim.prefix import CachingReplica, PrefixSource, route_by_pr
 from disaggpilot.env.sim.recorder import TenantStats
 from disaggpilot.env.sim.replica import Replica
 from disaggpilot.env.sim.request import Request
+from disaggpilot.env.sim.transfer import KvTransfers, Transfer
 from disaggpilot.env.workload import RequestBatch, generate_requests
 
 
@@ -78,6 +79,13 @@ class SimBackend:
         self.pools = {role: Pool(role, getattr(self.cluster, role), self.cluster, self.perf[role], self,
                                  self._replica_ready) for role in self.cluster.enabled_roles()}
         self._prompt_pools = [pool for role, pool in self.pools.items() if role != "decode"]
+        if "decode" in self.pools:
+            self.transfers = KvTransfers(self.cluster, self, self.perf["decode"].kv_bytes_per_token,
+                                         self.link_gbps, self._transfer_done)
+        self._route_load = Replica.seen if self.cluster.routing_staleness_s > 0 else Replica.load
+        self._count_sent = self.cluster.routing_staleness_s > 0 and self.cluster.routing_counts_sent
+        if self.cluster.routing_staleness_s > 0:
+            self.schedule(0.0, self._scrape, None)
         self.tenant_stats = [TenantStats() for _ in self.tenant_names]
         self.in_flight: dict[int, Request] = {}
         self.pending_prefill: deque[Request] = deque()
@@ -163,6 +171,13 @@ class SimBackend:
             return
         self._dispatch_prompt(request)
 
+    def _scrape(self, _: None) -> None:
+        """The gateway's periodic scrape: routing sees these loads until the next one."""
+        for pool in self.pools.values():
+            for replica in pool.ready:
+                replica.seen_load = replica.load()
+        self.schedule(self.now + self.cluster.routing_staleness_s, self._scrape, None)
+
     def _dispatch_prompt(self, request: Request) -> None:
         if self._prefix_routing:
             assert self.prefix_source is not None
@@ -170,13 +185,16 @@ class SimBackend:
             return
         prompt_pools = self._prompt_pools
         best = prompt_pools[0].route()
+        load = self._route_load
         for pool in prompt_pools[1:]:
             candidate = pool.route()
-            if candidate is not None and (best is None or candidate.load() < best.load()):
+            if candidate is not None and (best is None or load(candidate) < load(best)):
                 best = candidate
         if best is None:
             self.pending_prefill.append(request)
         else:
+            if self._count_sent:
+                best.seen_load += request.prompt
             best.submit_prefill(request, self.now)
 
     def _submit_prompt(self, replica: Replica | None, request: Request) -> None:
@@ -191,11 +209,15 @@ class SimBackend:
         if decode is None:
             self.pending_decode.append((request, replica))
             return
-        transfer = self.perf["prefill"].kv_transfer_time(request.prompt, self.link_gbps,
-                                                         self.cluster.kv_transfer_latency_s)
-        self.schedule(time + transfer, self._transfer_done, (request, replica, decode))
+        if self._count_sent:
+            decode.seen_load += request.prompt
+        self.transfers.send(request, replica, decode, time)
 
-    def _transfer_done(self, argument: tuple[Request, Replica, Replica]) -> None:
+    def kv_freed(self, replica: Replica, time: float) -> None:
+        """A decode replica freed KV memory: start the transfers it held back (kv_reserve_before_transfer)."""
+        self.transfers.kv_freed(replica, time)
+
+    def _transfer_done(self, argument: Transfer) -> None:
         request, prefill, decode = argument
         prefill.release_kv(request, self.now)
         decode.submit_decode(request, self.now)

@@ -110,6 +110,8 @@ class Pool:
         if self.cluster.routing == "round_robin":
             self._round_robin += 1
             return ready[self._round_robin % len(ready)]
+        if self.cluster.routing_staleness_s > 0:
+            return min(ready, key=Replica.seen)  # least tokens as of the last scrape
         best, best_load = ready[0], math.inf
         if self.role == "prefill":
             for replica in ready:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -50,6 +51,8 @@ class Host(Protocol):
     replica_class: type[Replica]
     """What pools build: ``Replica``, or a subclass with a prefix cache when prompts share prefixes."""
 
+    def kv_freed(self, replica: Replica, time: float) -> None: ...
+
 
 class Replica:
     """An engine replica in role ``prefill``, ``decode`` or ``aggregated``."""
@@ -70,6 +73,8 @@ class Replica:
         self.admitted: list[tuple[Request, int]] = []  # admission order, for preemption (lazy)
         self.batch = self.iter = self.ctx = 0
         self.queued_tokens = 0  # prompt tokens not yet computed (prefill) or waiting to join (decode)
+        self.awaiting_transfer: deque[tuple[Request, Replica]] = deque()  # held for KV room (decode)
+        self.seen_load = 0.0  # load() at the router's last scrape (cluster.routing_staleness_s)
         self.anchor_t = 0.0
         self.seg_n, self.seg_a, self.seg_slope, self.seg_extra, self.seg_new = 0, 0.0, 0.0, 0.0, 0
         self.seg_chunk: list[tuple[Request, int]] = []
@@ -84,13 +89,19 @@ class Replica:
         """Outstanding tokens, the router's load signal."""
         return self.queued_tokens + (self.kv_used if self.does_decode else 0)
 
+    def seen(self) -> float:
+        """The load the router saw at its last scrape (``cluster.routing_staleness_s`` > 0)."""
+        return self.seen_load
+
     def is_empty(self) -> bool:
         """No request queued, running or holding KV cache here."""
-        return not (self.busy or self.kv_used or len(self.prefill_queue) or len(self.decode_queue))
+        return not (self.busy or self.kv_used or len(self.prefill_queue) or len(self.decode_queue)
+                    or self.awaiting_transfer)
 
     def waiting(self) -> int:
-        """Requests queued and not yet running (vLLM's ``num_requests_waiting``)."""
-        return len(self.prefill_queue) + len(self.decode_queue)
+        """Requests queued and not yet running (vLLM's ``num_requests_waiting``; a transfer held for KV room
+        is a request vLLM's scheduler has but cannot allocate yet)."""
+        return len(self.prefill_queue) + len(self.decode_queue) + len(self.awaiting_transfer)
 
     def running_count(self) -> int:
         """Requests being computed (vLLM's ``num_requests_running``)."""
@@ -118,6 +129,28 @@ class Replica:
         self.decode_queue.push(request)
         self.queued_tokens += request.context
         self._wake(now, cut=self.batch < self.max_num_seqs)
+
+    def reserve_kv(self, request: Request) -> bool:
+        """Reserve KV room for a request whose transfer is about to start (decode role); False if full.
+
+        Admission's rule: up to the watermark, but an empty replica takes any request that fits at all.
+        """
+        if self.kv_used + request.prompt > self.kv_admit_limit and (self.kv_used or self.batch):
+            return False
+        self.kv_used += request.prompt
+        request.kv_reserved = request.prompt
+        return True
+
+    def hold_transfer(self, request: Request, prefill: Replica) -> None:
+        """Hold a transfer back until KV room frees; its tokens count as this replica's load meanwhile."""
+        self.awaiting_transfer.append((request, prefill))
+        self.queued_tokens += request.prompt
+
+    def release_held(self) -> tuple[Request, Replica]:
+        """The oldest held transfer, now reserved and starting."""
+        request, prefill = self.awaiting_transfer.popleft()
+        self.queued_tokens -= request.prompt
+        return request, prefill
 
     def _wake(self, now: float, cut: bool) -> None:
         if not self.busy:
@@ -171,9 +204,13 @@ class Replica:
         now = self.host.now
         self._advance(self.seg_n, now)
         running = self.running
-        if running and running[0][0] <= self.iter:
+        finished = running and running[0][0] <= self.iter
+        if finished:
             self._finish_sequences(now)
         self._plan(now)
+        if finished and self.awaiting_transfer:
+            # After _plan, so requests already here (preempted ones) get the freed room first.
+            self.host.kv_freed(self, now)
 
     def _advance(self, n: int, end: float) -> None:
         batch = self.batch
@@ -347,10 +384,15 @@ class Replica:
         while len(queue) and self.batch + len(self.prefilling) < self.max_num_seqs:
             request = queue.peek()
             need = request.context
-            if self.kv_used + need > self.kv_admit_limit and (self.batch or self.kv_used):
+            reserved = request.kv_reserved
+            # A reserved request's blocks are already allocated (vLLM's P/D connector): only the batch cap holds it.
+            if not reserved and self.kv_used + need > self.kv_admit_limit and (self.batch or self.kv_used):
                 break
             queue.pop()
             self.queued_tokens -= need
+            if reserved:  # the blocks were allocated before the transfer: they become the running context
+                self.kv_used -= reserved
+                request.kv_reserved = 0
             if request.recompute:
                 self._readmit(request)
                 continue

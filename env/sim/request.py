@@ -17,7 +17,7 @@ class Request:
 
     __slots__ = (
         "arrival", "blocks", "decode_join_iter", "epoch", "finish_iter", "first_token", "generated", "judged",
-        "output", "prefilled", "priority", "prompt", "recompute", "replica_arrival", "rid", "tenant",
+        "kv_reserved", "output", "prefilled", "priority", "prompt", "recompute", "replica_arrival", "rid", "tenant",
     )
     blocks: Chain
     """The prompt's cacheable KV blocks (env/sim/prefix.py); set only when prefixes are modelled."""
@@ -45,6 +45,8 @@ class Request:
         """Bumped when the request is preempted, invalidating stale heap entries."""
         self.recompute = 0
         """Tokens to recompute on readmission after a preemption (prompt plus output so far)."""
+        self.kv_reserved = 0
+        """KV tokens the decode replica reserved for this request before its transfer started."""
         self.judged = False
         """Counted as an SLO miss while still in flight (queued past its TTFT objective)."""
 
