@@ -9,7 +9,10 @@ Then the median and p90 absolute error per (model, GPU, TP, phase) group (lines 
 PHASE: ...``), and a leave-one-TP-out check: for each (model, GPU) measured at two or more TPs, the
 calibration is refitted by ``benchmarks/fit_perf.py``'s :func:`fit` without the largest TP's points and
 scored on them (lines ``holdout MODEL GPU tpN PHASE: ...``), so extrapolation to an unseen TP is measured
-rather than assumed. The shipped calibration is not changed. The last line is
+rather than assumed. The same figures follow for ``perf_model=tp-comm`` (``env.perf_tp``, labels
+``group[tp-comm]``, ``holdout[tp-comm]``, ``leave_one_tp_out[tp-comm]``), whose held-out refit is
+``benchmarks/fit_tp_perf.py``'s joint fit over every other (GPU, TP) group. The shipped calibration is not
+changed. The last line is
 ``median_abs_pct_error prefill=X% decode=Y%`` over all configurations, in sample.
 
 Usage::
@@ -36,6 +39,7 @@ from disaggpilot.env.catalog import GpuSpec, ModelSpec, load_gpu, load_model
 from disaggpilot.env.data import data_dir, missing_data_message
 from disaggpilot.env.errors import DisaggpilotError
 from disaggpilot.env.perf import PerfModel
+from disaggpilot.env.perf_tp import make_perf_model
 
 DEFAULT_POINTS = data_dir() / "calibration" / "splitwise_perf_model.csv"
 """Splitwise's measured Llama-2-70B iteration times, the repository's copy (see ``data/README.md``)."""
@@ -125,10 +129,12 @@ def read_points(path: Path) -> list[Point]:
                   len(rows), rows[0][2]) for key, rows in groups.items()]
 
 
-def perf_model(model: ModelSpec, gpu: GpuSpec, tp: int) -> PerfModel:
-    """The replica a measurement ran on. Memory settings only set KV capacity, which no time depends on;
-    they are loose because Llama-2-70B on 2 x 80 GB leaves little room beside its 138 GB of weights."""
-    return PerfModel(model, gpu, tp, gpu_memory_utilization=0.95, activation_reserve_gb=1.0)
+def perf_model(model: ModelSpec, gpu: GpuSpec, tp: int, kind: str = "roofline") -> PerfModel:
+    """The replica a measurement ran on, under performance model ``kind`` (``env.perf_tp.PERF_MODELS``).
+
+    Memory settings only set KV capacity, which no time depends on; they are loose because Llama-2-70B on
+    2 x 80 GB leaves little room beside its 138 GB of weights."""
+    return make_perf_model(kind, model, gpu, tp, gpu_memory_utilization=0.95, activation_reserve_gb=1.0)
 
 
 def predict_ms(perf: PerfModel, point: Point) -> tuple[float, float]:
@@ -218,13 +224,29 @@ def summary(pairs: list[tuple[float, float]]) -> str:
             f"p90 prefill={_p90([e[0] for e in pairs]):.1f}% decode={_p90([e[1] for e in pairs]):.1f}%")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print the per-point table, the per-group and leave-one-TP-out figures and the summary."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def points_parser(doc: str | None, restarts: int, restarts_help: str) -> argparse.ArgumentParser:
+    """The command line the fidelity and fit scripts share: ``--points``, ``--configs``, ``--restarts``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     parser.add_argument("--points", type=Path, default=DEFAULT_POINTS, help="measurements CSV")
     parser.add_argument("--configs", type=Path, default=None, help="config tree (default: the repo's)")
-    parser.add_argument("--restarts", type=int, default=16, help="Nelder-Mead restarts of each refit")
-    args = parser.parse_args(argv)
+    parser.add_argument("--restarts", type=int, default=restarts, help=restarts_help)
+    return parser
+
+
+def load_points(args: argparse.Namespace
+                ) -> tuple[list[Point], dict[str, ModelSpec], dict[str, GpuSpec]] | None:
+    """The points of ``args.points`` and the specs they name; None after printing the error to stderr."""
+    try:
+        points = read_points(args.points)
+        return (points, *load_specs(points, args.points, args.configs))
+    except (PointsError, DisaggpilotError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the per-point table, the per-group and leave-one-TP-out figures and the summary."""
+    args = points_parser(__doc__, 16, "Nelder-Mead restarts of each refit").parse_args(argv)
     try:
         points = read_points(args.points)
         models, gpus = load_specs(points, args.points, args.configs)
@@ -247,10 +269,32 @@ def main(argv: list[str] | None = None) -> int:
     print_groups("holdout", {group: pairs for group, (_, pairs) in held_out.items()})
     if held_out:
         print(f"leave_one_tp_out {summary([pair for _, pairs in held_out.values() for pair in pairs])}")
+    print_tp_comm(points, models, gpus)
     every = [pair for pairs in groups.values() for pair in pairs]
     print(f"median_abs_pct_error prefill={statistics.median(e[0] for e in every):.1f}% "
           f"decode={statistics.median(e[1] for e in every):.1f}%")
     return 0
+
+
+def print_tp_comm(points: list[Point], models: dict[str, ModelSpec], gpus: dict[str, GpuSpec]) -> None:
+    """The same figures for ``perf_model=tp-comm`` (``env.perf_tp``), labelled ``group[tp-comm]``,
+    ``holdout[tp-comm]`` and ``leave_one_tp_out[tp-comm]``; its refit is ``fit_tp_perf.py``'s joint one."""
+    from fit_tp_perf import leave_one_tp_out as joint_leave_one_tp_out  # fit_tp_perf imports this module
+
+    perfs = {(p.model, p.hardware, p.tp): perf_model(models[p.model], gpus[p.hardware], p.tp, "tp-comm")
+             for p in points}
+    groups: dict[Group, list[tuple[float, float]]] = defaultdict(list)
+    for p in points:
+        groups[(p.model, p.hardware, p.tp)].append(point_errors(perfs[(p.model, p.hardware, p.tp)], p))
+    print("# perf_model=tp-comm: per (model, GPU, TP, phase), shipped tp_calibration, in sample")
+    print_groups("group[tp-comm]", groups)
+    specs = {p.hardware: (gpus[p.hardware], models[p.model]) for p in points}
+    held_out = joint_leave_one_tp_out(points, specs)
+    for (model, hardware, tp), (fitted, _) in sorted(held_out.items()):
+        print(f"# leave-one-TP-out[tp-comm] {model} {hardware}: refitted jointly on {fitted}, scored on tp {tp}")
+    print_groups("holdout[tp-comm]", {group: pairs for group, (_, pairs) in held_out.items()})
+    if held_out:
+        print(f"leave_one_tp_out[tp-comm] {summary([pair for _, pairs in held_out.values() for pair in pairs])}")
 
 
 def print_points(points: list[Point], perfs: dict[Group, PerfModel]) -> dict[Group, list[tuple[float, float]]]:

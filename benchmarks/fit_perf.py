@@ -15,27 +15,15 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
-from fidelity import (
-    DEFAULT_POINTS,
-    Point,
-    PointsError,
-    load_specs,
-    pct_error,
-    perf_model,
-    predict_ms,
-    read_points,
-)
+from fidelity import Point, load_points, pct_error, perf_model, points_parser, predict_ms
 
 from disaggpilot.env.catalog import GpuSpec, ModelSpec, PerfCalibration
-from disaggpilot.env.errors import DisaggpilotError
 
 FRACTIONS = ("prefill_compute_efficiency", "decode_memory_efficiency", "decode_compute_efficiency",
              "link_efficiency")
@@ -160,18 +148,13 @@ def report(hardware: str, calibration: PerfCalibration, gpu: GpuSpec, model: Mod
 
 def main(argv: list[str] | None = None) -> int:
     """Fit every GPU type in the points file; return the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--points", type=Path, default=DEFAULT_POINTS, help="measurements CSV")
-    parser.add_argument("--configs", type=Path, default=None, help="config tree (default: the repo's)")
-    parser.add_argument("--restarts", type=int, default=16, help="Nelder-Mead restarts per GPU type")
+    parser = points_parser(__doc__, 16, "Nelder-Mead restarts per GPU type")
     parser.add_argument("--fit-all", action="store_true", help=f"also fit the held fields {sorted(HELD)}")
     args = parser.parse_args(argv)
-    try:
-        points = read_points(args.points)
-        models, gpus = load_specs(points, args.points, args.configs)
-    except (PointsError, DisaggpilotError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    loaded = load_points(args)
+    if loaded is None:
         return 2
+    points, models, gpus = loaded
     for hardware in sorted(gpus):
         for model_name in sorted({p.model for p in points if p.hardware == hardware}):
             subset = [p for p in points if p.hardware == hardware and p.model == model_name]

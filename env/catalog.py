@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from disaggpilot.env.errors import CatalogError, ConfigError, require
+from disaggpilot.env.tp_calibration import TpCalibration
 
 BYTES_PER_DTYPE: dict[str, float] = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp32": 4.0}
 
@@ -82,10 +83,14 @@ class GpuSpec:
     """GPUs sharing the intra-node fabric; the tensor-parallel degree may not exceed it."""
     calibration: PerfCalibration = field(default_factory=PerfCalibration)
     """Fitted efficiency factors and overheads."""
+    tp_calibration: TpCalibration | None = None
+    """Calibration of the ``tp-comm`` performance model (``env.perf_tp``); None: that model refuses it."""
 
     def __post_init__(self) -> None:
         if isinstance(self.calibration, dict):
             self.calibration = PerfCalibration(**self.calibration)
+        if isinstance(self.tp_calibration, dict):
+            self.tp_calibration = TpCalibration(**self.tp_calibration)
         for name in ("peak_bf16_tflops", "hbm_bandwidth_tbps", "memory_gb", "intra_node_gbps",
                      "inter_node_gbps"):
             require(getattr(self, name) > 0, f"hardware.{name}", getattr(self, name), "use a positive figure")
@@ -289,13 +294,19 @@ def load_gpu(name: str | Path, configs_dir: str | Path | None = None) -> GpuSpec
     """
     path = _resolve(name, "hardware", configs_dir)
     numeric: dict[str, type] = {f.name: (int if f.type in (int, "int") else float) for f in fields(GpuSpec)
-                                if f.name not in ("name", "calibration")}
-    raw = _read_yaml(path, required={**numeric, "calibration": dict}, optional={"name": str})
+                                if f.name not in ("name", "calibration", "tp_calibration")}
+    raw = _read_yaml(path, required={**numeric, "calibration": dict},
+                     optional={"name": str, "tp_calibration": dict})
     calibration = _check_mapping(raw["calibration"], path, "calibration.",
                                  required={f.name: float for f in fields(PerfCalibration)})
+    tp_fields = None
+    if "tp_calibration" in raw:  # optional, but complete when present (no field silently defaulted)
+        tp_fields = _check_mapping(raw["tp_calibration"], path, "tp_calibration.",
+                                   required={f.name: float for f in fields(TpCalibration)})
     try:
         return GpuSpec(**{**raw, "name": raw.get("name", path.stem),
-                          "calibration": PerfCalibration(**calibration)})
+                          "calibration": PerfCalibration(**calibration),
+                          "tp_calibration": None if tp_fields is None else TpCalibration(**tp_fields)})
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from error
 

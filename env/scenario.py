@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from disaggpilot.env.catalog import configs_dir
 from disaggpilot.env.cluster_config import ClusterConfig
 from disaggpilot.env.errors import ConfigError, require
+from disaggpilot.env.perf_tp import PERF_MODELS
 from disaggpilot.env.structured import build
 from disaggpilot.env.workload import TenantSpec, tenants_from_config
 
@@ -31,6 +32,9 @@ class ScenarioConfig:
     """Weight precision (``bf16``, ``fp8``)."""
     kv_dtype: str = "bf16"
     """KV-cache precision (``bf16``, ``fp8``)."""
+    perf_model: str = "roofline"
+    """Step-time model: ``roofline`` (``env.perf``, the shipped calibration) or ``tp-comm`` (``env.perf_tp``:
+    all-reduces, overlap and attention as their own terms; issue 22). Evaluation tables use ``roofline``."""
     duration_s: float = 7200.0
     """Length of an episode (seconds)."""
     tenants: list[TenantSpec] = field(default_factory=lambda: [TenantSpec()])
@@ -40,6 +44,8 @@ class ScenarioConfig:
 
     def __post_init__(self) -> None:
         self.tenants = tenants_from_config(self.tenants)
+        require(self.perf_model in PERF_MODELS, "scenario.perf_model", self.perf_model,
+                f"use one of {list(PERF_MODELS)}")
         require(self.duration_s > 0, "scenario.duration_s", self.duration_s, "use a positive duration in seconds")
         require(len(self.tenants) >= 1, "scenario.tenants", self.tenants, "give at least one tenant")
         names = [t.name for t in self.tenants]

@@ -15,6 +15,7 @@ from typing import Protocol
 from disaggpilot.env.catalog import load_gpu, load_model
 from disaggpilot.env.errors import ConfigError
 from disaggpilot.env.perf import PerfModel
+from disaggpilot.env.perf_tp import make_perf_model
 from disaggpilot.env.scenario import ScenarioConfig
 
 
@@ -87,8 +88,8 @@ class PerfProfile:
                               "aggregated one")
         gpu, model = load_gpu(scenario.hardware), load_model(scenario.model)
         def perf(tp: int) -> PerfModel:
-            return PerfModel(model, gpu, tp, scenario.weight_dtype, scenario.kv_dtype,
-                             cluster.gpu_memory_utilization)
+            return make_perf_model(scenario.perf_model, model, gpu, tp, scenario.weight_dtype,
+                                   scenario.kv_dtype, cluster.gpu_memory_utilization)
         self.prefill, self.decode = perf(cluster.prefill.tp), perf(cluster.decode.tp)
         self.prefill_gpus, self.decode_gpus = cluster.prefill.tp, cluster.decode.tp
         self.chunk_tokens = cluster.prefill.max_num_batched_tokens

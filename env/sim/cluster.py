@@ -19,7 +19,7 @@ from disaggpilot.env.backend import ClusterAction
 from disaggpilot.env.catalog import GpuSpec, ModelSpec, load_gpu, load_model
 from disaggpilot.env.errors import BackendError
 from disaggpilot.env.metrics import MetricsSnapshot, judge, tpot_s, waited_past_ttft
-from disaggpilot.env.perf import PerfModel
+from disaggpilot.env.perf_tp import make_perf_model
 from disaggpilot.env.scenario import ScenarioConfig
 from disaggpilot.env.sim.pool import Pool
 from disaggpilot.env.sim.prefix import CachingReplica, PrefixSource, route_by_prefix
@@ -50,8 +50,9 @@ class SimBackend:
         self.price = self.cluster.usd_per_gpu_hour if self.cluster.usd_per_gpu_hour is not None \
             else self.gpu.usd_per_gpu_hour
         self.link_gbps = self.cluster.kv_link_gbps or self.gpu.inter_node_gbps
-        self.perf = {role: PerfModel(self.model, self.gpu, getattr(self.cluster, role).tp,
-                                     scenario.weight_dtype, scenario.kv_dtype, self.cluster.gpu_memory_utilization)
+        self.perf = {role: make_perf_model(scenario.perf_model, self.model, self.gpu, getattr(self.cluster, role).tp,
+                                           scenario.weight_dtype, scenario.kv_dtype,
+                                           self.cluster.gpu_memory_utilization)
                      for role in self.cluster.enabled_roles()}
         # Longer requests could never be served: the model's context, or a KV cache smaller than one sequence.
         self._length_limit = min(self.model.max_context, *(p.kv_capacity_tokens * 0.99 for p in self.perf.values()))

@@ -9,6 +9,7 @@ import pytest
 
 from disaggpilot.env.catalog import load_gpu, load_model
 from disaggpilot.env.perf import PerfModel
+from disaggpilot.env.perf_tp import PERF_MODELS, make_perf_model
 
 CONFIGS = [("llama-3.1-8b", "h100-sxm", 1), ("llama-3.1-8b", "l40s", 2), ("llama-3.1-70b", "h100-sxm", 4),
            ("llama-3.1-70b", "h100-sxm", 8), ("llama-3.1-70b", "a100-80gb", 4), ("llama-2-70b", "a100-80gb", 8),
@@ -20,8 +21,9 @@ BATCH = (0, 1, 8, 64, 256, 512)
 """Decoding sequences in the step."""
 CONTEXT = (0, 128, 1250, 8192)
 """Tokens of context per decoding sequence."""
-PERFS = [PerfModel(load_model(m), load_gpu(g), tp) for m, g, tp in CONFIGS]
-IDS = [f"{m}-{g}-tp{tp}" for m, g, tp in CONFIGS]
+PERFS = [make_perf_model(kind, load_model(m), load_gpu(g), tp) for kind in PERF_MODELS for m, g, tp in CONFIGS]
+"""Every configuration under every performance model (``roofline`` and ``tp-comm``)."""
+IDS = [f"{kind}-{m}-{g}-tp{tp}" for kind in PERF_MODELS for m, g, tp in CONFIGS]
 
 
 def _grid(perf: PerfModel) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -156,3 +157,19 @@ def test_misuse_is_reported() -> None:
         backend.apply(ClusterAction.replicas(aggregated=2))
     with pytest.raises(BackendError, match="positive"):
         backend.advance(0.0)
+
+
+def test_tp_comm_perf_model_is_selectable_and_serves_the_scenario() -> None:
+    base = small_scenario(duration_s=300.0)
+    steps = {}
+    for kind in ("roofline", "tp-comm"):
+        backend = SimBackend(dataclasses.replace(base, perf_model=kind))
+        assert type(backend.perf["prefill"]).__name__ == ("TpPerfModel" if kind == "tp-comm" else "PerfModel")
+        backend.reset(3)
+        for _ in range(10):
+            backend.advance(30.0)
+        assert backend.totals["arrived"] == backend.totals["finished"] + backend.totals["rejected"] + len(
+            backend.in_flight)
+        assert backend.totals["finished"] > 0.9 * backend.totals["arrived"]
+        steps[kind] = backend.perf["decode"].decode_step_time(64, 64 * 1000)
+    assert steps["tp-comm"] != steps["roofline"]  # the setting reaches the replicas' step times
