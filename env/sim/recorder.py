@@ -71,7 +71,7 @@ def observe_arithmetic(histogram: Accumulator, first: float, step: float, count:
     last = first + step * (count - 1)
     histogram.total += weight * (count * first + step * count * (count - 1) / 2.0)
     bucket = bisect_left(edges, first)
-    if bucket == len(edges) or last <= edges[bucket] or step <= 0:
+    if bucket == len(edges) or last <= edges[bucket] or step <= 0.0:
         counts[bucket] += weight * count
         return
     done = 0

@@ -63,7 +63,9 @@ class Replica:
         self.max_num_batched_tokens, self.max_num_seqs = max_num_batched_tokens, max_num_seqs
         self.timeout_s = timeout_s
         self.kv_capacity = perf.kv_capacity_tokens
-        self.kv_admit_limit = self.kv_capacity * (1.0 - KV_WATERMARK)
+        # Floored: it is only compared with whole token counts (``int > float`` is exact in Python, so
+        # ``k > limit`` iff ``k > floor(limit)``), and an int-int comparison is the interpreter's fast path.
+        self.kv_admit_limit = math.floor(self.kv_capacity * (1.0 - KV_WATERMARK))
         self.kv_used = 0
         self.prefill_queue: RequestQueue = make_queue(scheduling)
         self.decode_queue: RequestQueue = make_queue(scheduling)
