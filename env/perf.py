@@ -66,6 +66,7 @@ class PerfModel:
         compute_efficiency = cal.prefill_compute_efficiency * tp ** (-cal.tp_efficiency_exponent)
         self._prefill_flops_rate = tp * gpu.peak_flops * compute_efficiency
         self._weights_read_s = self.weight_bytes / (tp * gpu.hbm_bytes_per_s * cal.decode_memory_efficiency)
+        self._prefill_floor_s = cal.prefill_overhead_s + self._weights_read_s
         self._flops_per_token = 2.0 * model.active_params
         self._attention_flops_per_pair = 4.0 * model.num_layers * model.num_heads * model.head_dim
         allreduces = 2 * model.num_layers if tp > 1 else 0
@@ -95,8 +96,10 @@ class PerfModel:
         """
         flops = self._flops_per_token * tokens + self._attention_flops_per_pair * attention_pairs
         compute_s = flops / self._prefill_flops_rate
-        floor_s = self.calibration.prefill_overhead_s + self._weights_read_s
-        return max(floor_s, compute_s) + self.allreduce_time(tokens)
+        floor_s = self._prefill_floor_s
+        # max(floor_s, compute_s) + allreduce_time(tokens), without the calls (the simulator's hot path).
+        step_s = compute_s if compute_s > floor_s else floor_s
+        return step_s + (self._allreduce_latency_s + self._allreduce_s_per_token * tokens)
 
     def decode_base_s(self, batch: int) -> float:
         """The part of a decode step of ``batch`` sequences that does not depend on context (seconds)."""

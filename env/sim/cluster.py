@@ -129,17 +129,17 @@ class SimBackend:
         heappop = heapq.heappop
         while True:
             next_arrival = times[index] if index < count else math.inf
-            if events and events[0][0] < next_arrival:
-                if events[0][0] >= end:
-                    break
+            # Every engine event before the next arrival (and before ``end``) first, in a tight loop:
+            # callbacks only ever add events, never arrivals, so ``bound`` holds throughout.
+            bound = next_arrival if next_arrival < end else end
+            while events and events[0][0] < bound:
                 self.now, _, callback, argument = heappop(events)
                 callback(argument)
-            else:
-                if next_arrival >= end:
-                    break
-                self.now = next_arrival
-                self._arrive(index)
-                index += 1
+            if next_arrival >= end:
+                break
+            self.now = next_arrival
+            self._arrive(index)
+            index += 1
         self._next_arrival = index
 
     def schedule(self, time: float, callback: Callable[[Any], None], argument: Any) -> None:

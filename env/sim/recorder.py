@@ -71,7 +71,7 @@ def observe_arithmetic(histogram: Accumulator, first: float, step: float, count:
     last = first + step * (count - 1)
     histogram.total += weight * (count * first + step * count * (count - 1) / 2.0)
     bucket = bisect_left(edges, first)
-    if bucket == len(edges) or last <= edges[bucket] or step <= 0:
+    if bucket == len(edges) or last <= edges[bucket] or step <= 0.0:
         counts[bucket] += weight * count
         return
     done = 0
@@ -80,7 +80,9 @@ def observe_arithmetic(histogram: Accumulator, first: float, step: float, count:
             counts[bucket] += weight * (count - done)
             return
         # values first + step*j <= edge  <=>  j <= (edge - first) / step
-        upto = min(count, math.floor((edges[bucket] - first) / step + 1e-9) + 1)
+        upto = math.floor((edges[bucket] - first) / step + 1e-9) + 1
+        if upto > count:  # min(count, upto), without the builtin's argument handling (hot path)
+            upto = count
         if upto > done:
             counts[bucket] += weight * (upto - done)
             done = upto

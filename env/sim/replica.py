@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from disaggpilot.env.metrics import tpot_s
 from disaggpilot.env.perf import PerfModel
 from disaggpilot.env.sim.queues import RequestQueue, make_queue
 from disaggpilot.env.sim.recorder import PoolStats, observe_arithmetic
@@ -64,7 +63,9 @@ class Replica:
         self.max_num_batched_tokens, self.max_num_seqs = max_num_batched_tokens, max_num_seqs
         self.timeout_s = timeout_s
         self.kv_capacity = perf.kv_capacity_tokens
-        self.kv_admit_limit = self.kv_capacity * (1.0 - KV_WATERMARK)
+        # Floored: it is only compared with whole token counts (``int > float`` is exact in Python, so
+        # ``k > limit`` iff ``k > floor(limit)``), and an int-int comparison is the interpreter's fast path.
+        self.kv_admit_limit = math.floor(self.kv_capacity * (1.0 - KV_WATERMARK))
         self.kv_used = 0
         self.prefill_queue: RequestQueue = make_queue(scheduling)
         self.decode_queue: RequestQueue = make_queue(scheduling)
@@ -83,6 +84,10 @@ class Replica:
         self.draining = False
         self.ready_at = 0.0
         self.billed_from = 0.0
+        # Hot-path references, bound once (a bound method per event push measurably costs; the host's
+        # heap and counter are created before any replica and never replaced during an episode).
+        self._events, self._sequence, self._on_event_cb = host.events, host.sequence, self._on_event
+        self._kv_read_s_per_token = perf.kv_read_s_per_token
 
     # ----- load and state ------------------------------------------------------------------------------
     def load(self) -> float:
@@ -127,7 +132,7 @@ class Replica:
         """A request whose KV cache has arrived joins the decode queue."""
         request.replica_arrival = now
         self.decode_queue.push(request)
-        self.queued_tokens += request.context
+        self.queued_tokens += request.prompt + request.generated  # request.context, inlined (hot path)
         self._wake(now, cut=self.batch < self.max_num_seqs)
 
     def reserve_kv(self, request: Request) -> bool:
@@ -178,13 +183,13 @@ class Replica:
             n = math.floor((-b + math.sqrt(b * b + 2.0 * s * remaining)) / s + 1e-12)
         while n > 0 and self._segment_time(n) > elapsed:
             n -= 1
-        return min(n, self.seg_n)
+        return n if n < self.seg_n else self.seg_n
 
     def _schedule_segment_end(self) -> None:
         self.version += 1
         n = self.seg_n
         end = self.anchor_t + self.seg_extra + n * self.seg_a + self.seg_slope * n * (n - 1) / 2.0
-        heapq.heappush(self.host.events, (end, next(self.host.sequence), self._on_event, self.version))
+        heapq.heappush(self._events, (end, next(self._sequence), self._on_event_cb, self.version))
 
     def checkpoint(self, now: float) -> None:
         """Account for the iterations of the current segment completed by ``now``, keeping its end."""
@@ -246,11 +251,12 @@ class Replica:
 
     def _prompt_computed(self, request: Request, now: float) -> None:
         stats = self.stats
-        stats.ttft.observe(now - request.replica_arrival)
+        waited = now - request.replica_arrival
+        stats.ttft.observe(waited)
         if self.role == "prefill":
             stats.generation_tokens += 1.0
             stats.success += 1.0
-            stats.e2e.observe(now - request.replica_arrival)
+            stats.e2e.observe(waited)
             self.host.prefill_done(self, request, now)
             return
         # Aggregated: the prefill's last iteration samples the first output token.
@@ -286,14 +292,14 @@ class Replica:
             self.kv_used -= request.prompt + request.output
             stats.success += 1.0
             stats.e2e.observe(now - request.replica_arrival)
-            if request.output > 1:
-                stats.tpot.observe(tpot_s(request.first_token, now, request.output))
+            if request.output > 1:  # tpot_s, inlined (hot path)
+                stats.tpot.observe((now - request.first_token) / (request.output - 1))
             request.epoch += 1
             self.host.finished(request, now)
 
     # ----- scheduling ----------------------------------------------------------------------------------
     def _plan(self, now: float) -> None:
-        joiners = self._admit_decode(now) if len(self.decode_queue) else None
+        joiners = self._admit_decode(now) if self.decode_queue else None
         chunk_tokens, pairs = self._build_chunk(now) if self.does_prefill or self.prefilling else (0, 0.0)
         batch = self.batch
         if batch and self.kv_used + batch > self.kv_capacity:
@@ -311,7 +317,7 @@ class Replica:
         self.version += 1
         n = self.seg_n
         end = now + self.seg_extra + n * self.seg_a + self.seg_slope * n * (n - 1) / 2.0
-        heapq.heappush(self.host.events, (end, next(self.host.sequence), self._on_event, self.version))
+        heapq.heappush(self._events, (end, next(self._sequence), self._on_event_cb, self.version))
         if joiners:
             self._first_tokens(joiners, now + self.seg_extra + self.seg_a)
 
@@ -326,7 +332,7 @@ class Replica:
     def _start_segment(self, batch: int, chunk_tokens: int, pairs: float) -> None:
         perf = self.perf
         if batch:
-            per_token = perf.kv_read_s_per_token
+            per_token = self._kv_read_s_per_token
             self.seg_a = perf.decode_base_s(batch) + per_token * self.ctx
             self.seg_slope = per_token * batch
         else:
@@ -338,8 +344,10 @@ class Replica:
             self.seg_n = 1
             return
         until_finish = self.running[0][0] - self.iter
-        until_full = int((self.kv_capacity - self.kv_used) // batch)
-        self.seg_n = max(1, min(until_finish, until_full))
+        until_full = (self.kv_capacity - self.kv_used) // batch  # ints: token counts are whole
+        # max(1, min(until_finish, until_full)) without the builtins' argument handling (hot path).
+        n = until_finish if until_finish < until_full else until_full
+        self.seg_n = n if n > 1 else 1
 
     def _build_chunk(self, now: float) -> tuple[int, float]:
         budget = self.max_num_batched_tokens - self.batch
@@ -347,14 +355,15 @@ class Replica:
         for request in self.prefilling:
             if budget <= 0:
                 break
-            take = min((request.recompute or request.prompt) - request.prefilled, budget)
+            left = (request.recompute or request.prompt) - request.prefilled
+            take = left if left < budget else budget
             chunk.append((request, take))
             pairs += take * (request.prefilled + take / 2.0)
             tokens += take
             budget -= take
-        while budget > 0 and self.does_prefill and len(self.prefill_queue) and self._admit_prefill(now):
+        while budget > 0 and self.does_prefill and self.prefill_queue and self._admit_prefill(now):
             request = self.prefilling[-1]
-            take = min(request.prompt, budget)
+            take = request.prompt if request.prompt < budget else budget
             chunk.append((request, take))
             pairs += take * take / 2.0
             tokens += take
@@ -363,11 +372,11 @@ class Replica:
 
     def _admit_prefill(self, now: float) -> bool:
         queue = self.prefill_queue
-        while len(queue) and now - queue.peek().arrival > self.timeout_s:
+        while queue and now - queue.peek().arrival > self.timeout_s:
             request = queue.pop()
             self.queued_tokens -= request.prompt
             self.host.rejected(request, now)
-        if not len(queue) or len(self.prefilling) + self.batch >= self.max_num_seqs:
+        if not queue or len(self.prefilling) + self.batch >= self.max_num_seqs:
             return False
         request = queue.peek()
         if self.kv_used + request.prompt > self.kv_admit_limit and (self.kv_used or self.batch):
@@ -381,9 +390,9 @@ class Replica:
     def _admit_decode(self, now: float) -> list[Request]:
         """Move queued requests into the running batch while the batch cap and KV cache allow."""
         queue, joiners = self.decode_queue, []
-        while len(queue) and self.batch + len(self.prefilling) < self.max_num_seqs:
+        while queue and self.batch + len(self.prefilling) < self.max_num_seqs:
             request = queue.peek()
-            need = request.context
+            need = request.prompt + request.generated  # request.context, inlined (hot path)
             reserved = request.kv_reserved
             # A reserved request's blocks are already allocated (vLLM's P/D connector): only the batch cap holds it.
             if not reserved and self.kv_used + need > self.kv_admit_limit and (self.batch or self.kv_used):
@@ -402,11 +411,13 @@ class Replica:
         return joiners
 
     def _join(self, request: Request) -> None:
-        request.decode_join_iter = self.iter
-        request.finish_iter = self.iter + request.output - request.generated
+        it = self.iter
+        request.decode_join_iter = it
+        request.finish_iter = it + request.output - request.generated
+        context = request.prompt + request.generated
         self.batch += 1
-        self.ctx += request.context
-        self.kv_used += request.context
+        self.ctx += context
+        self.kv_used += context
         heapq.heappush(self.running, (request.finish_iter, request.rid, request.epoch, request))
         admitted = self.admitted
         admitted.append((request, request.epoch))
