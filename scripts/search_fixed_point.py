@@ -64,7 +64,7 @@ def evaluate(settings: list[dict[str, str]], seeds: list[str], scenarios: list[s
     names = ["static_tuned"] + [label(s) for s in settings]
     command = [str(Path(sys.executable).parent / "disaggpilot"), "evaluate", f"scenarios=[{','.join(scenarios)}]",
                f"seeds=[{','.join(seeds)}]", f"only=[{','.join(names)}]", f"jobs={jobs}", "plots=false",
-               "verdict.upper=null", f"hydra.run.dir={out}", *overrides]
+               "verdict.upper=null", f"hydra.run.dir={out}", *trace_overrides(trace or []), *overrides]
     if duration_s is not None:
         command.append(f"duration_s={duration_s:g}")
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)

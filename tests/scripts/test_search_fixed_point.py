@@ -30,7 +30,7 @@ def test_the_search_replays_a_trace_window(tmp_path: Path) -> None:
                      + "".join(f"{t}.0,conv,800,100\n" for t in range(0, 1200)))
     command = [sys.executable, str(ROOT / "scripts" / "search_fixed_point.py"), str(tmp_path / "out"),
                "--seeds", "1000", "--scenarios", "steady", "--duration-s", "600", "--grid", "window=10",
-               "--trace", f"path={trace}", "start_s=300", "end_s=900"]
+               "--trace", f"path={trace}", "tenant=conv", "start_s=300", "end_s=900"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     # the scenario is renamed after the trace, so its results never mix with the synthetic steady's
