@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from disaggpilot.agent.baselines import SETTINGS
+from disaggpilot.agent.evaluation.scenarios import TraceOverride
 from disaggpilot.agent.ppo_policy import PpoPolicy
 from disaggpilot.agent.ray_cluster import RayConfig
 from disaggpilot.agent.training.config import PpoConfig, RunConfig
@@ -34,6 +35,7 @@ def register_configs() -> None:
     store.store(group=SCHEMA_GROUP, name="agent", node=PpoConfig)
     store.store(group=SCHEMA_GROUP, name="run", node=defaults_node(RunConfig))
     store.store(group=SCHEMA_GROUP, name="ray", node=RayConfig)
+    store.store(group=SCHEMA_GROUP, name="trace", node=defaults_node(TraceOverride))
     for kind, settings in SETTINGS.items():
         store.store(group=f"{SCHEMA_GROUP}/policy", name=kind, node=defaults_node(settings))
     store.store(group=f"{SCHEMA_GROUP}/policy", name="ppo", node=keyword_defaults(PpoPolicy, skip=("name",)))

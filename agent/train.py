@@ -6,6 +6,7 @@ Examples::
     disaggpilot train -m agent.learning_rate=0.0001,0.0003 run.seed=0,1     # a sweep (Hydra multirun)
     disaggpilot train run.resume_from=outputs/train/<run>/checkpoints/latest
     disaggpilot train vec_env=ray ray.address=auto run.n_envs=32              # rollouts in Ray actors
+    disaggpilot train trace.path=data/traces/azure2023_conv.csv trace.end_s=1680   # on a trace window
     disaggpilot train -m hydra/launcher=ray_tasks hydra/sweeper=optuna +sweep=ppo_reward   # see configs/sweep/
 
 The job's return value (what a Hydra sweeper maximises) is :func:`sweep_objective` of its validations.
@@ -22,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from disaggpilot.agent.config_store import register_configs
+from disaggpilot.agent.evaluation.scenarios import TraceOverride
 from disaggpilot.agent.ray_cluster import RayConfig, RayUnavailableError
 from disaggpilot.agent.training.config import PpoConfig, RunConfig
 from disaggpilot.env.catalog import configs_dir
@@ -55,19 +57,21 @@ def sweep_objective(validations: Sequence[Mapping[str, float]]) -> float:
 @hydra.main(version_base=None, config_path=str(configs_dir()), config_name="train")
 def main(cfg: DictConfig) -> float:
     """Entry point of ``disaggpilot train``; returns :func:`sweep_objective` for Hydra sweepers."""
-    from disaggpilot.agent.training.runner import train  # deferred: imports torch
+    from disaggpilot.agent.training.runner import run_scenarios, train  # deferred: imports torch
 
     try:  # settings first: a bad input is named before anything else is printed
         run, ppo = build(RunConfig, cfg.run, "run"), build(PpoConfig, cfg.agent)
         env_config, reward = build(EnvConfig, cfg.env, "env"), build(RewardConfig, cfg.reward)
         ray = build(RayConfig, cfg.ray) if "ray" in cfg else None
+        trace = build(TraceOverride, cfg.get("trace") or {}, "trace")
+        run_scenarios(run, trace)  # a bad scenario, trace file or trace.tenant is named here, not in a worker
     except (PermanentError, TypeError) as error:
         raise SystemExit(f"disaggpilot train: {error}") from None
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     log_resolved_config("train", cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        bundle = train(run, ppo, env_config, reward, run_dir, config_yaml, ray)
+        bundle = train(run, ppo, env_config, reward, run_dir, config_yaml, ray, trace)
     except RayUnavailableError as error:  # Ray missing, or no cluster at ray.address
         raise SystemExit(f"disaggpilot train: {error}") from None
     print(f"policy bundle: {bundle.path} (sha256 {bundle.content_hash[:16]}...)")

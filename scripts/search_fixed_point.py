@@ -8,6 +8,11 @@ geometric mean over scenarios of its tokens/$ ratio to ``static_tuned``. Usage::
     python scripts/search_fixed_point.py OUT_DIR --seeds 1000 1001 1002 1003 1004 \
         --grid window=4,10,20 prefill=0.6,0.75,0.85 decode=0.6,0.75,0.9 statistic=peak
 
+On a trace window (``disaggpilot evaluate``'s ``trace.*``; search on the window you train on, judge later)::
+
+    python scripts/search_fixed_point.py OUT_DIR --scenarios noisy_neighbor \
+        --trace path=data/traces/azure2023_conv.csv start_s=0 end_s=1680 --grid window=10 prefill=0.6,0.75
+
 Every run is reproducible from its command line: the simulator is seeded per episode.
 """
 
@@ -39,9 +44,18 @@ def label(setting: dict[str, str]) -> str:
     return "h_" + "_".join(f"{name}{value}".replace(".", "p") for name, value in setting.items())
 
 
+def trace_overrides(trace: list[str]) -> list[str]:
+    """``key=value`` pairs as ``disaggpilot evaluate``'s ``trace.key=value`` overrides."""
+    for pair in trace:
+        if "=" not in pair:
+            raise SystemExit(f"--trace {pair!r}: give key=value pairs, e.g. path=data/traces/azure2023_conv.csv")
+    return [f"trace.{pair}" for pair in trace]
+
+
 def evaluate(settings: list[dict[str, str]], seeds: list[str], scenarios: list[str], out: Path, jobs: int,
-             duration_s: float | None = None) -> Path:
-    """One ``disaggpilot evaluate`` over ``settings`` and ``static_tuned``; its results.csv."""
+             duration_s: float | None = None, trace: list[str] | None = None) -> Path:
+    """One ``disaggpilot evaluate`` over ``settings`` and ``static_tuned`` (replaying ``trace``'s ``key=value``
+    window when given); its results.csv."""
     overrides = []
     for setting in settings:
         name = label(setting)
@@ -50,7 +64,7 @@ def evaluate(settings: list[dict[str, str]], seeds: list[str], scenarios: list[s
     names = ["static_tuned"] + [label(s) for s in settings]
     command = [str(Path(sys.executable).parent / "disaggpilot"), "evaluate", f"scenarios=[{','.join(scenarios)}]",
                f"seeds=[{','.join(seeds)}]", f"only=[{','.join(names)}]", f"jobs={jobs}", "plots=false",
-               "verdict.upper=null", f"hydra.run.dir={out}", *overrides]
+               "verdict.upper=null", f"hydra.run.dir={out}", *trace_overrides(trace or []), *overrides]
     if duration_s is not None:
         command.append(f"duration_s={duration_s:g}")
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -86,10 +100,13 @@ def main() -> None:
     parser.add_argument("--grid", nargs="+", default=[])
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--duration-s", type=float, default=None, help="simulated seconds per episode (smoke runs)")
+    parser.add_argument("--trace", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="replay a trace window: evaluate's trace.KEY=VALUE (path, start_s, end_s, ...)")
     parser.add_argument("--score-only", action="store_true", help="score OUT/results.csv again, run nothing")
     args = parser.parse_args()
     results = args.out / "results.csv" if args.score_only else \
-        evaluate(settings_grid(args.grid), args.seeds, args.scenarios, args.out, args.jobs, args.duration_s)
+        evaluate(settings_grid(args.grid), args.seeds, args.scenarios, args.out, args.jobs, args.duration_s,
+                 args.trace)
     for policy, worst, geometric, ratios in score(results):
         cells = " ".join(f"{s[:6]}={r:.2f}({m:+.3f})" for s, (r, m) in ratios.items())
         print(f"{policy.removeprefix('h_'):48s} worst={worst:+.3f} gmean={geometric:.3f} {cells}")

@@ -16,6 +16,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
 from disaggpilot.agent.bundle import Bundle, save_bundle
+from disaggpilot.agent.evaluation.scenarios import TraceOverride, resolve_scenarios
 from disaggpilot.agent.headroom import HeadroomEnv, HeadroomSettings
 from disaggpilot.agent.ppo_policy import ActionPredictor
 from disaggpilot.agent.ray_cluster import RayConfig
@@ -32,7 +33,7 @@ from disaggpilot.agent.training.teacher import distil
 from disaggpilot.agent.training.validation import ValidationResult, aggregate, run_model_episode, run_policy_episode
 from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
 from disaggpilot.env.reward import RewardConfig
-from disaggpilot.env.scenario import ScenarioConfig, load_scenario
+from disaggpilot.env.scenario import ScenarioConfig
 
 log = logging.getLogger("disaggpilot.train")
 
@@ -121,14 +122,29 @@ def sla_planner_reference(scenarios: list[ScenarioConfig], run: RunConfig, env_c
     return aggregate(episodes, run.validation_confidence)
 
 
+def run_scenarios(run: RunConfig, trace: TraceOverride | None = None) -> tuple[list[ScenarioConfig],
+                                                                                list[ScenarioConfig]]:
+    """The training and the validation scenarios, each replaying ``trace`` for its tenant when one is given.
+
+    The same resolution as ``disaggpilot evaluate`` (``agent.evaluation.scenarios``): validation replays the
+    training window too, on ``run.validation_seeds``; the trace fixes that tenant's arrivals, the seeds still
+    draw the other tenants' requests and the environment's randomisation.
+
+    Raises:
+        ConfigError: an unknown scenario, a bad ``trace.*`` value, or a ``trace.tenant`` the scenario lacks.
+        TraceError: the trace file is missing or malformed.
+    """
+    return resolve_scenarios(run.scenarios, None, trace), resolve_scenarios(run.validation_scenarios, None, trace)
+
+
 def train(run: RunConfig, ppo: PpoConfig, env_config: EnvConfig, reward: RewardConfig, run_dir: Path,
-          config_yaml: str, ray: RayConfig | None = None) -> Bundle:
+          config_yaml: str, ray: RayConfig | None = None, trace: TraceOverride | None = None) -> Bundle:
     """Train, validate, checkpoint; write and return the bundle of the best validated model.
 
-    ``ray`` configures the rollout actors when ``run.vec_env=ray``.
+    ``ray`` configures the rollout actors when ``run.vec_env=ray``; ``trace`` replays a trace window for one
+    tenant of every training and validation scenario (``trace.*``, as ``disaggpilot evaluate`` takes it).
     """
-    scenarios = [load_scenario(name) for name in run.scenarios]
-    validation = [load_scenario(name) for name in run.validation_scenarios]
+    scenarios, validation = run_scenarios(run, trace)
     vec = make_vec_env(run, ppo, scenarios, env_config, reward, ray)
     model = build_model(vec, ppo, run, run_dir / "tensorboard")
     taught = ppo.teacher.enabled and not run.resume_from
