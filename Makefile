@@ -3,11 +3,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The main job: a few minutes of training on the default scenario, then the new policy and the shipped one
 # against every baseline on that scenario, three of the held-out evaluation seeds (100-102). The training
-# starts from the sizer's fixed point that held steady's targets on validation seeds 1000-1004 (window 10,
-# prefill 0.75, decode 0.9, floors 4+1: docs/experiments/2026-12-07-fixed-points.md), not from scratch.
+# starts from the teacher (agent/training/teacher.py): the policy is cloned from the sizer setting that held
+# steady's targets on validation seeds 1000-1004 (window 10, prefill 1.0, decode 0.9, floors 4+1:
+# docs/experiments/2026-12-07-generalist.md), then PPO fine-tunes it; it does not start from scratch.
 MAIN_DIR ?= outputs/main
 QUICK_STEPS ?= 9600
-SHIPPED ?= policies/disaggpilot-ppo-v4
+SHIPPED ?= policies/disaggpilot-generalist-v5
 
 .PHONY: run test
 
@@ -23,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/disaggpilot train agent=headroom_specialist 'agent.prior_action=[2,2,1,1,1]' \
+	$(BIN)/disaggpilot train agent=generalist 'agent.teacher.seeds=[2000,2001]' agent.teacher.dagger_rounds=1 \
 	  run.total_timesteps=$(QUICK_STEPS) 'run.scenarios=[steady]' \
 	  'run.validation_scenarios=[steady]' run.eval_every_steps=4800 run.checkpoint_every_steps=4800 \
 	  hydra.run.dir=$(MAIN_DIR)/train

@@ -36,9 +36,15 @@ def register_configs() -> None:
     store.store(group=SCHEMA_GROUP, name="run", node=defaults_node(RunConfig))
     store.store(group=SCHEMA_GROUP, name="ray", node=RayConfig)
     store.store(group=SCHEMA_GROUP, name="trace", node=defaults_node(TraceOverride))
-    for kind, settings in SETTINGS.items():
-        store.store(group=f"{SCHEMA_GROUP}/policy", name=kind, node=defaults_node(settings))
-    store.store(group=f"{SCHEMA_GROUP}/policy", name="ppo", node=keyword_defaults(PpoPolicy, skip=("name",)))
+    for kind in [*SETTINGS, "ppo"]:
+        store.store(group=f"{SCHEMA_GROUP}/policy", name=kind, node=policy_defaults(kind))
+
+
+def policy_defaults(kind: str) -> DictConfig:
+    """The settings of policy ``kind`` with their defaults: what a ``configs/policy/`` file starts from."""
+    if kind == "ppo":
+        return keyword_defaults(PpoPolicy, skip=("name",))
+    return defaults_node(SETTINGS[kind])
 
 
 def keyword_defaults(policy: type, skip: tuple[str, ...] = ()) -> DictConfig:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from disaggpilot.agent.errors import AgentError, PermanentError
 from disaggpilot.env.catalog import SHIPPED_BUNDLE, configs_dir
@@ -47,7 +47,14 @@ def policy_config(name: str) -> dict[str, Any]:
     if not path.is_file():
         available = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise AnalysisError(f"policy {name!r}: no config {path}; use one of {available}")
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    stated = OmegaConf.load(path)
+    # the file states only what differs from its kind's schema (agent/config_store.py)
+    if isinstance(stated, DictConfig) and "defaults" in stated:
+        from disaggpilot.agent.config_store import policy_defaults
+
+        del stated["defaults"]
+        stated = OmegaConf.merge(policy_defaults(str(stated.kind)), stated)
+    raw = OmegaConf.to_container(stated, resolve=False)
     assert isinstance(raw, dict)
     return {str(key): value for key, value in raw.items()}
 

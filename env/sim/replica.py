@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from disaggpilot.env.metrics import tpot_s
 from disaggpilot.env.perf import PerfModel
 from disaggpilot.env.sim.queues import RequestQueue, make_queue
 from disaggpilot.env.sim.recorder import PoolStats, observe_arithmetic
@@ -292,8 +293,8 @@ class Replica:
             self.kv_used -= request.prompt + request.output
             stats.success += 1.0
             stats.e2e.observe(now - request.replica_arrival)
-            if request.output > 1:  # tpot_s, inlined (hot path)
-                stats.tpot.observe((now - request.first_token) / (request.output - 1))
+            if request.output > 1:
+                stats.tpot.observe(tpot_s(request.first_token, now, request.output))
             request.epoch += 1
             self.host.finished(request, now)
 

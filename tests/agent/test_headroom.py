@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,6 @@ from disaggpilot.agent.headroom import HeadroomEnv, HeadroomSettings, HeadroomSi
 from disaggpilot.agent.ppo_policy import ModelPolicy, PpoPolicy
 from disaggpilot.agent.training.config import PpoConfig
 from disaggpilot.env.action import ActionConfig
-from disaggpilot.env.catalog import SHIPPED_BUNDLE
 from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
 from disaggpilot.env.errors import ConfigError
 from disaggpilot.env.metrics import MetricsSnapshot
@@ -168,8 +168,9 @@ def test_bad_window_or_floor_choices_name_the_field() -> None:
 
 def test_an_old_two_level_bundles_spec_round_trips_unchanged() -> None:
     """Settings read from an old bundle's spec write the same spec back: the wrapper's spec still matches it.
-    The shipped v4 is such a bundle (v2 and v3 were, until they left the repository)."""
-    spec = load_bundle(ROOT / SHIPPED_BUNDLE).spec
+    ``data/ppo_v4_spec.json`` is the spec of ``disaggpilot-ppo-v4``, shipped until 2026-12-07 (v2 and v3 were
+    such bundles too); the specialists in ``policies/specialists`` load the same way with their floors."""
+    spec = json.loads((Path(__file__).parent / "data" / "ppo_v4_spec.json").read_text())
     settings = settings_from_spec(spec, "v4")
     assert settings is not None and settings.nvec == spec["action_nvec"]
     assert settings.spec() == spec["headroom"]

@@ -66,7 +66,7 @@ def test_a_bad_value_is_one_line_naming_key_value_and_fix(args: list[str], expec
 def test_a_missing_scenario_lists_only_the_real_scenarios() -> None:
     line = only_line(disaggpilot("simulate", "scenario=does_not_exist"))
     assert line == ("disaggpilot simulate: scenario='does_not_exist' is not an option of configs/scenario/: use one "
-                    "of diurnal, flash_crowd, long_context, noisy_neighbor, steady")
+                    "of diurnal, flash_crowd, long_context, noisy_neighbor, shared_prefix, steady")
 
 
 @pytest.mark.parametrize(("args", "group"), [(["simulate", "scenario=scenario_schema"], "scenario"),

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from disaggpilot.controller.config import register_configs as register_controller_configs
 from disaggpilot.env.catalog import configs_dir
 from disaggpilot.env.runlog import REDACTED, RUNLOG, resolved_config
+from disaggpilot.env.simulate import register_simulate_configs
 from disaggpilot.localcluster.config_store import register_configs as register_loadgen_configs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +24,7 @@ APPS = ["simulate", "train", "evaluate", "controller", "loadgen"]
 def test_every_app_routes_the_runlog_loggers_to_the_file_only(app: str) -> None:
     register_loadgen_configs()  # the schemas the defaults lists name (the environment's among them)
     register_controller_configs()
+    register_simulate_configs()
     with initialize_config_dir(version_base=None, config_dir=str(configs_dir()), job_name=app):
         cfg = compose(config_name=app, return_hydra_config=True, overrides=["url=http://x"] if app == "loadgen" else [])
     logging_config = cfg.hydra.job_logging
