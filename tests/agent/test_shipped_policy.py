@@ -16,6 +16,7 @@ from disaggpilot.agent.policy import PolicyContext
 from disaggpilot.agent.ppo_policy import PpoPolicy
 from disaggpilot.env.catalog import configs_dir
 from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.structured import build
 
 SHIPPED = shipped_bundle()
 """The shipped policy (headroom mode), the one bundle ``policies/`` carries; a delta-mode one is ``bundle_dir``."""
@@ -62,7 +63,7 @@ def test_new_runs_observe_the_cold_start_and_the_shipped_bundle_keeps_its_layout
     """``configs/env/default.yaml`` turns the cold-start feature on; the shipped bundle brings its own (off)."""
     with initialize_config_dir(version_base=None, config_dir=str(configs_dir()), job_name="test_cold_start"):
         train = compose(config_name="train")
-    assert EnvConfig(**OmegaConf.to_container(train.env, resolve=True)).observation.cold_start_feature  # type: ignore[arg-type]
+    assert build(EnvConfig, OmegaConf.to_container(train.env, resolve=True), "env").observation.cold_start_feature
     bundle = load_bundle(SHIPPED)
     trained = bundle.trained_observation()
     assert trained is not None and not trained.cold_start_feature
