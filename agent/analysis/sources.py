@@ -54,7 +54,7 @@ def policy_config(name: str) -> dict[str, Any]:
 
         del stated["defaults"]
         stated = OmegaConf.merge(policy_defaults(str(stated.kind)), stated)
-    raw = OmegaConf.to_container(stated, resolve=False)
+    raw = OmegaConf.to_container(stated, resolve=True)
     assert isinstance(raw, dict)
     return {str(key): value for key, value in raw.items()}
 
