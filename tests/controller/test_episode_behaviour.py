@@ -71,9 +71,20 @@ def test_a_steady_episode_reverses_at_most_once_per_ten_intervals(tmp_path: Path
         assert reversals(targets) <= MAX_REVERSALS_PER_10 * EPISODE_DECISIONS / 10, (pool, targets)
 
 
+def highest_floors() -> dict[str, int]:
+    """The largest replica floor per pool that the shipped bundle's action family can choose (its spec)."""
+    headroom = load_bundle(shipped_bundle()).spec["headroom"]
+    return {pool: max([1, *headroom.get(f"{pool}_floor_choices", [0])]) for pool in ("prefill", "decode")}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("policy", [("controller.fallback_only=true",), SHIPPED], ids=["fallback", "shipped"])
-def test_no_traffic_at_all_never_scales_up_and_settles_at_the_floor(tmp_path: Path, policy: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(("policy", "floors"), [(("controller.fallback_only=true",), {"prefill": 1, "decode": 1}),
+                                                (SHIPPED, highest_floors())], ids=["fallback", "shipped"])
+def test_no_traffic_at_all_never_scales_up_and_settles_at_the_floor(tmp_path: Path, policy: tuple[str, ...],
+                                                                    floors: dict[str, int]) -> None:
+    """With no request at all nothing grows past the larger of the starting size and the highest floor the policy
+    can keep (the fallback: one replica per pool; the generalist keeps steady's 4 + 1 as a floor it learned), and
+    the last ten decisions hold one size."""
     scenario = yaml.safe_load((ROOT / "configs" / "scenario" / "steady.yaml").read_text())
     for tenant in scenario["tenants"]:
         tenant["arrival"]["rate_rps"] = 0.0
@@ -85,5 +96,8 @@ def test_no_traffic_at_all_never_scales_up_and_settles_at_the_floor(tmp_path: Pa
     for pool in ("prefill", "decode"):
         targets = executed(decisions, pool)
         started = decisions[0]["inputs"]["pools"][pool]["ready"]
-        assert all(after <= before for before, after in itertools.pairwise([started, *targets])), targets
-        assert targets[-1] == 1, (pool, targets)  # steady's floor: one replica per pool
+        assert max(targets) <= max(started, floors[pool]), (pool, started, targets)
+        assert len(set(targets[-10:])) == 1 and targets[-1] <= floors[pool], (pool, targets)
+        if floors[pool] == 1:  # nothing to keep: the size only falls, to one replica
+            assert all(after <= before for before, after in itertools.pairwise([started, *targets])), targets
+            assert targets[-1] == 1, (pool, targets)

@@ -1,7 +1,9 @@
 """Fixed episodes whose observation vectors must not change when the observation's code does (issue 23, point 4).
 
 ``tests/env/data/observation_vectors.npz`` holds every case's vectors as the code computed them when the cases
-were written (main at 465f4bc, before observations were computed by feature name); the identity tests
+were written (main at 465f4bc, before observations were computed by feature name; the ``shipped/`` and
+``controller/`` vectors again when ``disaggpilot-generalist-v5`` replaced v4 as the shipped bundle, every other
+vector unchanged to the bit); the identity tests
 (``tests/env/test_observation_identity.py``, ``tests/controller/test_observation_identity.py``) recompute them
 and compare bit for bit. Regenerate only when a change is meant to alter observations::
 
@@ -10,6 +12,7 @@ and compare bit for bit. Regenerate only when a change is meant to alter observa
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +32,8 @@ from tests.bundles import COLD_START_OBSERVATION, build_bundle
 from tests.env.sim.conftest import small_scenario
 
 FIXTURE = Path(__file__).parent / "data" / "observation_vectors.npz"
+V4_SPEC = Path(__file__).parents[1] / "agent" / "data" / "ppo_v4_spec.json"
+V4_OBSERVATION = Path(__file__).parent / "data" / "ppo_v4_observation.json"
 INTERVALS = 20
 """Intervals per episode (and decisions per controller run)."""
 NEW_RUN = ObservationConfig(cold_start_feature=True, budget_features=True, time_features=True, time_period_s=3600.0)
@@ -51,11 +56,23 @@ def episode(scenario: ScenarioConfig | str, config: EnvConfig, seed: int) -> np.
     return np.stack(observations)
 
 
+def v4_environment() -> EnvConfig:
+    """The observation ``disaggpilot-ppo-v4`` (shipped until 2026-12-07) was trained on: its spec's feature list
+    (``tests/agent/data/ppo_v4_spec.json``) with its config.yaml's ``env.observation`` settings
+    (``tests/env/data/ppo_v4_observation.json``), so the 85-feature layout stays pinned after the bundle left."""
+    features = json.loads(V4_SPEC.read_text())["observation_features"]
+    settings = json.loads(V4_OBSERVATION.read_text())
+    return observing_as(ObservationConfig(**settings, features=features), EnvConfig())
+
+
 def env_cases(tiny_bundles: dict[str, Path]) -> dict[str, Callable[[], np.ndarray]]:
-    """Every environment case by name: the shipped bundle's settings, the defaults, a new run's, tiny bundles."""
-    v4 = bundle_environment(shipped_bundle())
+    """Every environment case by name: v4's and the shipped bundle's settings, the defaults, a new run's, tiny
+    bundles."""
+    v4 = v4_environment()
+    shipped = bundle_environment(shipped_bundle())
     cases: dict[str, Callable[[], np.ndarray]] = {}
     for name, scenario in (("steady", "steady"), ("flash_crowd", "flash_crowd")):
+        cases[f"shipped/{name}/0"] = lambda s=scenario: episode(s, shipped, 0)  # type: ignore[misc]
         for seed in (0, 1):
             cases[f"v4/{name}/{seed}"] = lambda s=scenario, k=seed: episode(s, v4, k)  # type: ignore[misc]
             cases[f"default/{name}/{seed}"] = lambda s=scenario, k=seed: episode(s, EnvConfig(), k)  # type: ignore[misc]
