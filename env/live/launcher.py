@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -35,6 +34,7 @@ from disaggpilot.env.backend import POOL_ROLES
 from disaggpilot.env.errors import ConfigError, TemporaryError, require
 from disaggpilot.env.live.errors import LiveError
 from disaggpilot.env.live.launcher_config import LauncherConfig, ReplicaKnobs
+from disaggpilot.env.live.ports import free_port
 
 log = logging.getLogger("disaggpilot.launcher")
 ACTIVE_STATES = ("starting", "ready")
@@ -88,13 +88,6 @@ class ReplicaFailure:
     name: str
     reason: str
     log_tail: str = field(repr=False, default="")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on now (the system's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def replica_command(config: LauncherConfig, role: str, port: int, knobs: ReplicaKnobs, index: int,
