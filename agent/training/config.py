@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from disaggpilot.agent.errors import PolicyConfigError
 from disaggpilot.agent.headroom import ACTION_MODES, HeadroomSettings
 from disaggpilot.agent.seeds import require_held_out, training_reset_seeds
-from disaggpilot.agent.training.teacher import TeacherConfig
+from disaggpilot.agent.training.teacher_config import TeacherConfig
 from disaggpilot.env.errors import check_types, require_seconds, require_seed, require_seeds
 
 VEC_ENVS = ("subproc", "dummy", "ray")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -25,7 +24,7 @@ from sb3_contrib import MaskablePPO
 
 from disaggpilot.agent.errors import PolicyConfigError
 from disaggpilot.agent.headroom import HeadroomEnv, HeadroomSettings
-from disaggpilot.agent.seeds import require_held_out
+from disaggpilot.agent.training.teacher_config import TeacherConfig
 from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
 from disaggpilot.env.reward import RewardConfig
 from disaggpilot.env.scenario import ScenarioConfig
@@ -33,53 +32,6 @@ from disaggpilot.env.scenario import ScenarioConfig
 log = logging.getLogger("disaggpilot.train")
 
 Actor = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass
-class TeacherConfig:
-    """Behaviour cloning from per-scenario settings (``agent.teacher``); empty ``actions`` turns it off."""
-
-    actions: dict[str, list[int]] = field(default_factory=dict)
-    """The teacher's action indices per training scenario (one index per action dimension, as in
-    ``agent.prior_action``): what the policy should choose on that scenario's observations."""
-    seeds: list[int] = field(default_factory=lambda: [2000, 2001, 2002, 2003, 2004, 2005])
-    """Episode seeds of the teacher's rollouts, per scenario (never evaluation or validation seeds)."""
-    dagger_rounds: int = 2
-    """Rounds that roll out the student and label the states it reaches (0: plain behaviour cloning)."""
-    epochs: int = 20
-    """Passes over the aggregated data after each round."""
-    learning_rate: float = 1e-3
-    """Adam step size of the cloning loss."""
-    batch_size: int = 256
-    """Minibatch size (observations)."""
-
-    def __post_init__(self) -> None:
-        self.actions = {str(name): [int(i) for i in indices] for name, indices in dict(self.actions).items()}
-        for key in ("dagger_rounds", "epochs"):
-            if int(getattr(self, key)) < 0:
-                raise PolicyConfigError(f"agent.teacher.{key}={getattr(self, key)!r} is invalid: use >= 0")
-        if self.learning_rate <= 0 or self.batch_size < 1 or not self.seeds:
-            raise PolicyConfigError(f"agent.teacher: learning_rate={self.learning_rate!r}, batch_size="
-                                    f"{self.batch_size!r}, seeds={self.seeds!r}: use a rate > 0, a batch >= 1 "
-                                    "and at least one seed")
-        self.seeds = [int(s) for s in self.seeds]
-        require_held_out({"agent.teacher.seeds": self.seeds})
-
-    @property
-    def enabled(self) -> bool:
-        """Whether a teacher is configured."""
-        return bool(self.actions)
-
-    def label(self, scenario: str, nvec: Sequence[int]) -> np.ndarray:
-        """The teacher's action for ``scenario``, checked against the action space's sizes ``nvec``."""
-        if scenario not in self.actions:
-            raise PolicyConfigError(f"agent.teacher.actions has no entry for training scenario {scenario!r}: "
-                                    f"add one (it has {sorted(self.actions)})")
-        action = self.actions[scenario]
-        if len(action) != len(nvec) or not all(0 <= a < n for a, n in zip(action, nvec, strict=False)):
-            raise PolicyConfigError(f"agent.teacher.actions.{scenario}={action} does not fit the action space "
-                                    f"{list(nvec)}: give one index per dimension, each below its size")
-        return np.asarray(action, dtype=np.int64)
 
 
 def rollout(scenario: ScenarioConfig, seed: int, env_config: EnvConfig, reward: RewardConfig,

@@ -1,0 +1,59 @@
+"""The teacher's settings (``agent.teacher``), apart from the teacher itself (``teacher.py``), so that composing
+and checking a training config never imports torch (about 2 s of every ``disaggpilot`` command's start)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from disaggpilot.agent.errors import PolicyConfigError
+from disaggpilot.agent.seeds import require_held_out
+
+
+@dataclass
+class TeacherConfig:
+    """Behaviour cloning from per-scenario settings (``agent.teacher``); empty ``actions`` turns it off."""
+
+    actions: dict[str, list[int]] = field(default_factory=dict)
+    """The teacher's action indices per training scenario (one index per action dimension, as in
+    ``agent.prior_action``): what the policy should choose on that scenario's observations."""
+    seeds: list[int] = field(default_factory=lambda: [2000, 2001, 2002, 2003, 2004, 2005])
+    """Episode seeds of the teacher's rollouts, per scenario (never evaluation or validation seeds)."""
+    dagger_rounds: int = 2
+    """Rounds that roll out the student and label the states it reaches (0: plain behaviour cloning)."""
+    epochs: int = 20
+    """Passes over the aggregated data after each round."""
+    learning_rate: float = 1e-3
+    """Adam step size of the cloning loss."""
+    batch_size: int = 256
+    """Minibatch size (observations)."""
+
+    def __post_init__(self) -> None:
+        self.actions = {str(name): [int(i) for i in indices] for name, indices in dict(self.actions).items()}
+        for key in ("dagger_rounds", "epochs"):
+            if int(getattr(self, key)) < 0:
+                raise PolicyConfigError(f"agent.teacher.{key}={getattr(self, key)!r} is invalid: use >= 0")
+        if self.learning_rate <= 0 or self.batch_size < 1 or not self.seeds:
+            raise PolicyConfigError(f"agent.teacher: learning_rate={self.learning_rate!r}, batch_size="
+                                    f"{self.batch_size!r}, seeds={self.seeds!r}: use a rate > 0, a batch >= 1 "
+                                    "and at least one seed")
+        self.seeds = [int(s) for s in self.seeds]
+        require_held_out({"agent.teacher.seeds": self.seeds})
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a teacher is configured."""
+        return bool(self.actions)
+
+    def label(self, scenario: str, nvec: Sequence[int]) -> np.ndarray:
+        """The teacher's action for ``scenario``, checked against the action space's sizes ``nvec``."""
+        if scenario not in self.actions:
+            raise PolicyConfigError(f"agent.teacher.actions has no entry for training scenario {scenario!r}: "
+                                    f"add one (it has {sorted(self.actions)})")
+        action = self.actions[scenario]
+        if len(action) != len(nvec) or not all(0 <= a < n for a, n in zip(action, nvec, strict=False)):
+            raise PolicyConfigError(f"agent.teacher.actions.{scenario}={action} does not fit the action space "
+                                    f"{list(nvec)}: give one index per dimension, each below its size")
+        return np.asarray(action, dtype=np.int64)
