@@ -209,9 +209,9 @@ def test_fidelity_reports_the_tp_comm_model_beside_the_shipped_one(fidelity_outp
     # Issue 22's floor for decode (median <= 8 %, p90 <= 15 %) and prefill's median; the joint fit's
     # communication term is what gets decode there (the roofline model: 13.6 % / 19.6 %).
     assert float(match[1]) <= 8.0 and float(match[2]) <= 8.0 and float(match[4]) <= 15.0
-    # Prefill's p90 misses the floor of 15 %: 20.1 % before the masked cross-sequence pairs, 17.9 % with
-    # them (docs/experiments/2026-12-07-tp-model.md); this keeps the gain.
-    assert float(match[3]) <= 18.5
+    # Prefill's p90 just misses the floor of 15 %: 20.1 % before the masked cross-sequence pairs and the
+    # held attention TP exponent and overlap, 15.3 % with them (docs/experiments/2026-12-07-tp-model.md).
+    assert float(match[3]) <= 16.0
 
 
 def test_tp_comm_fit_leaves_out_points_that_beat_the_roofline(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -40,7 +40,8 @@ def test_gpu_without_tp_calibration_is_refused() -> None:
 
 
 @pytest.mark.parametrize(("name", "value"), [("attention_efficiency", 1.2), ("comm_overlap", -0.1),
-                                             ("allreduce_half_bytes", -1.0), ("cross_sequence_pair_fraction", 1.1)])
+                                             ("allreduce_half_bytes", -1.0), ("cross_sequence_pair_fraction", 1.1),
+                                             ("attention_tp_exponent", 1.5)])
 def test_calibration_rejects_out_of_range_values(name: str, value: float) -> None:
     with pytest.raises(ConfigError, match=f"tp_calibration.{name}"):
         TpCalibration(**{name: value})
@@ -143,4 +144,15 @@ def test_fitted_cross_sequence_fraction_is_a100s_batch_penalty() -> None:
     # fit charges A100 more of the masked pairs than H100 (docs/experiments/2026-12-07-tp-model.md).
     a100, h100 = (load_gpu(name).tp_calibration for name in ("a100-80gb", "h100-sxm"))
     assert a100 is not None and h100 is not None
-    assert a100.cross_sequence_pair_fraction > 0.9 > h100.cross_sequence_pair_fraction
+    assert a100.cross_sequence_pair_fraction > 0.5 > h100.cross_sequence_pair_fraction
+
+
+@pytest.mark.parametrize(("exponent", "ratio"), [(0.0, 0.5), (0.5, 2**-0.5), (1.0, 1.0)])
+def test_attention_tp_exponent_sets_how_attention_shrinks_with_tp(exponent: float, ratio: float) -> None:
+    gpu = load_gpu("h100-sxm")
+    assert gpu.tp_calibration is not None
+    cal = dataclasses.replace(gpu.tp_calibration, attention_tp_exponent=exponent)
+    # Attention's share of a step: the time 4e8 more causal pairs add above the floor, at TP 4 and TP 8.
+    added = [perf.prefill_time(0.0, 8e8) - perf.prefill_time(0.0, 4e8) for perf in
+             (TpPerfModel(MODEL, dataclasses.replace(gpu, tp_calibration=cal), tp) for tp in (4, 8))]
+    assert added[0] > 0 and added[1] / added[0] == pytest.approx(ratio)
