@@ -13,10 +13,20 @@ Same interface as :class:`env.perf.PerfModel` (the ``roofline`` model, still the
   NVLink 4 on H100 900 GB/s bidirectional per GPU, NVIDIA datasheets; the catalog holds Vidur's measured
   send/recv figures) times ``link_efficiency``.
 - **Partial overlap.** A fraction ``comm_overlap`` of the bandwidth time hides under the linear layers'
-  matmuls (as async/sequence-parallel TP does), never more than that compute itself.
+  matmuls (as async/sequence-parallel TP does), never more than that compute itself. The shipped fit
+  holds it at 0: the 2023 vLLM measured waits for each all-reduce.
 - **Attention apart from the linear layers**, each with its own efficiency <= 1: prefill attention is
-  quadratic in context (causal query-key pairs) at ``attention_efficiency`` of peak FLOP/s; decode
-  attention is linear in the KV bytes read at ``decode_kv_efficiency`` of HBM bandwidth.
+  quadratic in context (causal query-key pairs) at ``attention_efficiency`` of peak FLOP/s, on
+  ``tp ** (1 - attention_tp_exponent)`` GPUs' worth of it: Splitwise's long prompts and big batches slow
+  down relative to short ones as TP grows (A100 per token, 4096 against 2048 tokens: 1.08x at TP 2,
+  1.20x at TP 4 and 8), as if attention did not shrink with TP at all, and a fit in [0, 1] puts the
+  exponent on 1; decode attention is linear in the KV bytes read at ``decode_kv_efficiency`` of HBM bandwidth.
+- **Masked cross-sequence pairs.** A stack that attends a batched prefill's tokens as one masked sequence
+  computes ``tokens**2 / 2`` causal pairs, not the per-sequence ones, and discards the rest; a fitted
+  per-GPU fraction ``cross_sequence_pair_fraction`` of those wasted pairs is charged at attention's rate.
+  Splitwise's A100 batches of 512-token prompts are 8-34 % slower than one prompt of the same tokens
+  (more so as TP grows and linear layers shrink) while its H100 batches are faster, which this term
+  reproduces with a larger fraction for A100 (0.70) than H100 (0.19; docs/experiments/2026-12-07-tp-model.md).
 
 Every efficiency is a fraction of a roofline rate and every overhead is added, so no time beats the roofline.
 Everything that does not depend on a step's sizes is computed once here, so a step costs a few flops.
@@ -54,7 +64,11 @@ class TpPerfModel(PerfModel):
         self._attention_flops_per_pair = 4.0 * model.num_layers * model.num_heads * model.head_dim
         linear_rate = tp * gpu.peak_flops * cal.linear_efficiency * tp ** (-cal.linear_tp_exponent)
         self._linear_s_per_token = self._flops_per_token / linear_rate
-        self._attention_s_per_pair = self._attention_flops_per_pair / (tp * gpu.peak_flops * cal.attention_efficiency)
+        attention_rate = tp ** (1.0 - cal.attention_tp_exponent) * gpu.peak_flops * cal.attention_efficiency
+        attention_s_per_pair = self._attention_flops_per_pair / attention_rate
+        # Split so prefill_time is a sum of terms each non-decreasing in the pairs, exactly in floating point.
+        self._own_pair_s = attention_s_per_pair * (1.0 - cal.cross_sequence_pair_fraction)
+        self._masked_pair_s = attention_s_per_pair * cal.cross_sequence_pair_fraction
         comm_s_per_token, self._allreduce_latency_s = self._allreduce_costs(cal)
         # Overlap is linear in tokens like both terms, so the exposed share is one per-token rate.
         hidden = min(cal.comm_overlap * comm_s_per_token, self._linear_s_per_token)
@@ -84,11 +98,18 @@ class TpPerfModel(PerfModel):
     def prefill_time(self, tokens: float, attention_pairs: float = 0.0) -> float:
         """One prefill iteration (seconds): ``max(floor, linear + attention) + all-reduces - overlap``.
 
+        Attention also pays for the masked pairs between sequences, ``tokens**2 / 2 - attention_pairs`` when
+        positive (none for one sequence's chunk), times ``cross_sequence_pair_fraction`` (``f``): it costs
+        ``(1 - f) * pairs + f * max(pairs, tokens**2 / 2)`` pairs, so the time never falls as either grows.
+
         Args:
             tokens: prompt tokens computed in the iteration (all chunks together).
             attention_pairs: causal query-key pairs of the iteration's chunks (see :meth:`PerfModel.prefill_time`).
         """
-        compute_s = self._linear_s_per_token * tokens + self._attention_s_per_pair * attention_pairs
+        one_sequence = 0.5 * tokens * tokens
+        masked = one_sequence if one_sequence > attention_pairs else attention_pairs  # max() without the call
+        compute_s = (self._linear_s_per_token * tokens + self._own_pair_s * attention_pairs
+                     + self._masked_pair_s * masked)
         return (max(self._prefill_floor_s, compute_s) + self._allreduce_latency_s
                 + self._exposed_comm_s_per_token * tokens)
 

@@ -14,7 +14,7 @@ from disaggpilot.env.errors import require
 FRACTIONS = ("linear_efficiency", "attention_efficiency", "decode_weight_efficiency", "decode_kv_efficiency",
              "decode_compute_efficiency", "link_efficiency")
 """Efficiencies: fractions of a roofline rate in (0, 1], so no time beats the roofline."""
-UNIT_INTERVAL = ("comm_overlap",)
+UNIT_INTERVAL = ("attention_tp_exponent", "comm_overlap", "cross_sequence_pair_fraction")
 """Fractions in [0, 1] that may be 0."""
 
 
@@ -31,6 +31,10 @@ class TpCalibration:
     """Linear-layer efficiency falls as ``tp ** -exponent``: a shard's matmuls are narrower (shared, >= 0)."""
     attention_efficiency: float = 0.3
     """Fraction of peak FLOP/s prefill attention (causal query-key pairs) reaches (0..1]."""
+    attention_tp_exponent: float = 0.0
+    """How little prefill attention speeds up with TP ([0, 1]; shared): its rate is ``tp ** (1 - exponent)``
+    GPUs' worth, so 0 splits it perfectly over the shards' heads and 1 leaves each GPU's time unchanged
+    (never slower, never beating the roofline)."""
     prefill_overhead_s: float = 0.02
     """Latency floor of one prefill iteration, overlapped with its compute (seconds)."""
     decode_weight_efficiency: float = 0.8
@@ -48,6 +52,10 @@ class TpCalibration:
     """Fraction of the catalog's intra-node bandwidth an all-reduce's ring traffic reaches (0..1]."""
     comm_overlap: float = 0.0
     """Fraction of the all-reduce bandwidth time hidden under the linear layers' compute ([0, 1]; shared)."""
+    cross_sequence_pair_fraction: float = 0.0
+    """Fraction of a batched prefill's cross-sequence query-key pairs its attention computes and masks
+    away ([0, 1]): 0 is per-sequence (variable-length) attention, 1 attends the iteration's tokens as one
+    masked sequence. A property of the serving stack measured on the GPU type, so fitted per type."""
 
     def __post_init__(self) -> None:
         for name in FRACTIONS:

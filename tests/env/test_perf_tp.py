@@ -40,7 +40,8 @@ def test_gpu_without_tp_calibration_is_refused() -> None:
 
 
 @pytest.mark.parametrize(("name", "value"), [("attention_efficiency", 1.2), ("comm_overlap", -0.1),
-                                             ("allreduce_half_bytes", -1.0)])
+                                             ("allreduce_half_bytes", -1.0), ("cross_sequence_pair_fraction", 1.1),
+                                             ("attention_tp_exponent", 1.5)])
 def test_calibration_rejects_out_of_range_values(name: str, value: float) -> None:
     with pytest.raises(ConfigError, match=f"tp_calibration.{name}"):
         TpCalibration(**{name: value})
@@ -102,3 +103,56 @@ def test_catalog_names_the_file_of_an_out_of_range_tp_calibration(tmp_path: Path
     bad.write_text(text.replace("  comm_overlap:", "  # comm_overlap:"))
     with pytest.raises(CatalogError, match=r"'tp_calibration\.comm_overlap' is missing"):
         load_gpu(bad)
+
+
+def _with_fraction(gpu_name: str, fraction: float) -> TpPerfModel:
+    gpu = load_gpu(gpu_name)
+    assert gpu.tp_calibration is not None
+    cal = dataclasses.replace(gpu.tp_calibration, cross_sequence_pair_fraction=fraction)
+    return TpPerfModel(MODEL, dataclasses.replace(gpu, tp_calibration=cal), 8)
+
+
+def test_masked_cross_sequence_pairs_make_a_batch_cost_like_one_prompt_of_its_tokens() -> None:
+    batch, prompt = 16, 512
+    tokens = batch * prompt
+    own_pairs, one_sequence = batch * prompt * prompt / 2, tokens * tokens / 2
+    per_sequence, masked = _with_fraction("a100-80gb", 0.0), _with_fraction("a100-80gb", 1.0)
+    # Fraction 1: the batch attends as one masked sequence of its tokens, so it costs exactly that prompt.
+    assert masked.prefill_time(tokens, own_pairs) == pytest.approx(masked.prefill_time(tokens, one_sequence))
+    # Fraction 0: only each sequence's own pairs, so the batch is cheaper than one long prompt.
+    assert per_sequence.prefill_time(tokens, own_pairs) < per_sequence.prefill_time(tokens, one_sequence)
+    # One sequence's chunk (its pairs >= tokens**2 / 2) pays nothing extra, whatever the fraction.
+    chunk, offset = 2048, 4096
+    pairs = chunk * (offset + chunk / 2)
+    assert masked.prefill_time(chunk, pairs) == per_sequence.prefill_time(chunk, pairs)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_prefill_never_falls_as_tokens_or_pairs_grow(fraction: float) -> None:
+    perf = _with_fraction("a100-80gb", fraction)
+    grid = [0.0, 1.0, 512.0, 4096.0, 32768.0]
+    for tokens in grid:
+        times = [perf.prefill_time(tokens, tokens * tokens * share) for share in (0.0, 0.1, 0.5, 1.0, 4.0)]
+        assert times == sorted(times), (tokens, times)
+    for share in (0.0, 0.1, 0.5):
+        times = [perf.prefill_time(tokens, tokens * tokens * share) for tokens in grid]
+        assert times == sorted(times), (share, times)
+
+
+def test_fitted_cross_sequence_fraction_is_a100s_batch_penalty() -> None:
+    # Splitwise's A100 batches run slower than one prompt of their tokens, its H100 batches faster, so the
+    # fit charges A100 more of the masked pairs than H100 (docs/experiments/2026-12-07-tp-model.md).
+    a100, h100 = (load_gpu(name).tp_calibration for name in ("a100-80gb", "h100-sxm"))
+    assert a100 is not None and h100 is not None
+    assert a100.cross_sequence_pair_fraction > 0.5 > h100.cross_sequence_pair_fraction
+
+
+@pytest.mark.parametrize(("exponent", "ratio"), [(0.0, 0.5), (0.5, 2**-0.5), (1.0, 1.0)])
+def test_attention_tp_exponent_sets_how_attention_shrinks_with_tp(exponent: float, ratio: float) -> None:
+    gpu = load_gpu("h100-sxm")
+    assert gpu.tp_calibration is not None
+    cal = dataclasses.replace(gpu.tp_calibration, attention_tp_exponent=exponent)
+    # Attention's share of a step: the time 4e8 more causal pairs add above the floor, at TP 4 and TP 8.
+    added = [perf.prefill_time(0.0, 8e8) - perf.prefill_time(0.0, 4e8) for perf in
+             (TpPerfModel(MODEL, dataclasses.replace(gpu, tp_calibration=cal), tp) for tp in (4, 8))]
+    assert added[0] > 0 and added[1] / added[0] == pytest.approx(ratio)
