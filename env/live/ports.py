@@ -21,8 +21,10 @@ from pathlib import Path
 PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 DEFAULT_EPHEMERAL_FLOOR = 32768
 """Linux's default first ephemeral port, used when the range cannot be read."""
-LOWEST_PORT = 16384
-"""Below this, ports belong to well-known services; the pool is [LOWEST_PORT, ephemeral floor)."""
+LOWEST_PORT = 20000
+"""The pool is [LOWEST_PORT, ephemeral floor). Below it are registered services and Ray's default worker ports
+(10002-19999, ``ray start --min-worker-port/--max-worker-port``), which a Ray node beside the launcher binds
+late too."""
 
 _lock = threading.Lock()
 _handed_out: set[int] = set()
