@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from disaggpilot.env.errors import EnvError, PermanentError, require
+from disaggpilot.env.live.ports import free_port
 
 DEFAULT_BINARY = "/usr/bin/prometheus"
 """Where Debian's ``prometheus`` package installs the server."""
@@ -89,13 +89,6 @@ class ScrapeJob:
 
 def _duration(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on now (another process may still take it before it is used)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def _kill(process: subprocess.Popen[bytes], workdir: Path | None) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from disaggpilot.env.catalog import SHIPPED_BUNDLE
+from disaggpilot.env.live.ports import free_port
 from disaggpilot.localcluster.rig import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,11 +86,6 @@ def kind(command: str) -> tuple[str, str]:
     _, name, prefix = max(matches)
     return name, prefix
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def arguments(command: str) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any, TypeVar
 import aiohttp
 from aiohttp import web
 
+from disaggpilot.env.live.ports import free_port
 from disaggpilot.localcluster.gateway import Gateway, GatewayConfig, ReplicaEndpoint, TenantConfig
 
 
@@ -282,12 +282,6 @@ def emulator_available() -> bool:
     except ImportError:
         return False
 
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager
