@@ -29,6 +29,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from disaggpilot.env.backend import POOL_ROLES
 from disaggpilot.env.errors import ConfigError, TemporaryError, require
@@ -119,7 +120,10 @@ def _vllm_command(config: LauncherConfig, role: str, port: int, knobs: ReplicaKn
             "--max-num-batched-tokens", str(knobs.max_num_batched_tokens)]
     env = {"HF_HUB_OFFLINE": "1"}
     if role != "aggregated":
-        transfer = {"kv_connector": vllm.kv_connector, "kv_role": "kv_both", "kv_buffer_device": "cpu"}
+        transfer: dict[str, Any] = {"kv_connector": vllm.kv_connector, "kv_role": "kv_both",
+                                    "kv_buffer_device": "cpu"}
+        if vllm.kv_lease_s is not None:
+            transfer["kv_connector_extra_config"] = {"kv_lease_duration": vllm.kv_lease_s}
         argv += ["--kv-transfer-config", json.dumps(transfer)]
         env.update(VLLM_NIXL_SIDE_CHANNEL_HOST=config.host, VLLM_NIXL_SIDE_CHANNEL_PORT=str(free_port(config.host)))
     if vllm.omp_cores:

@@ -69,6 +69,12 @@ class VllmSettings:
     """vLLM ``--kv-cache-memory-bytes`` (bytes; 128 MiB fits three replicas in 24 GiB)."""
     kv_connector: str = "NixlConnector"
     """KV connector of prefill and decode replicas (``--kv-transfer-config``); aggregated ones get none."""
+    kv_lease_s: int | None = None
+    """How long a prefill replica keeps a finished request's KV blocks for its decode replica (seconds; NIXL's
+    ``kv_connector_extra_config.kv_lease_duration``); None keeps vLLM's default (30 s). An idle prefill
+    replica of the CPU build can notice a decode replica's read only when the lease runs out, so a
+    request can stand still for the whole lease (measured: 30 s, then the answer came); a short
+    lease bounds that stall."""
     omp_cores: list[str] = field(default_factory=list)
     """``VLLM_CPU_OMP_THREADS_BIND`` per replica, in turn (e.g. ``["0", "1"]``); empty leaves vLLM's default."""
     extra_args: list[str] = field(default_factory=list)
@@ -76,6 +82,8 @@ class VllmSettings:
 
     def __post_init__(self) -> None:
         require(self.max_model_len >= 1, "launcher.vllm.max_model_len", self.max_model_len, "use >= 1 token")
+        require(self.kv_lease_s is None or self.kv_lease_s >= 6, "launcher.vllm.kv_lease_s", self.kv_lease_s,
+                "use >= 6 seconds (vLLM renews a lease every sixth of it, in whole seconds), or null")
         require(self.kv_cache_memory_bytes >= 1, "launcher.vllm.kv_cache_memory_bytes", self.kv_cache_memory_bytes,
                 "use a positive byte count")
 

@@ -32,7 +32,14 @@ machine (the recipe), 40 s for two at once beside other work (measured), minutes
 two busy cores. The starts that stalled for good (once in CI: never healthy in 420 s) were a port race, fixed in
 ``env/live/ports.py``; what is left is slowness: in one CI run a scale-up replica started while the other two
 served the load step was still initialising its worker at 240 s and was killed, and its replacement took
-151 s. A longer limit lets such a start finish."""
+151 s. A longer limit lets such a start finish. Why starts beside a P/D pair are slow: each prefill or decode
+replica's worker keeps one native (NIXL/UCX progress) thread polling even at rest, measured at 2.0 CPU-seconds
+per second for an idle pair, so a third replica shares two cores with two spinning threads (220-345 s to start
+in the load step, against 40-60 s beside idle aggregated replicas)."""
+KV_LEASE_S = 6
+"""The P/D replicas' KV lease (``launcher.vllm.kv_lease_s``): an idle prefill replica noticed a decode replica's
+read only when the lease ran out, so with vLLM's 30 s a P/D request sometimes stood still for 30 s (measured:
+one in eight sequential requests); 6 s is the shortest lease vLLM renews."""
 
 
 def vllm_venv() -> Path:
@@ -73,7 +80,7 @@ def build_tiny_model(folder: Path) -> Path:
 def vllm_launcher(model_dir: Path) -> LauncherConfig:
     """Launcher settings for real vLLM replicas of the tiny model, one core each."""
     settings = VllmSettings(python=str(vllm_venv() / "bin" / "python"), model_dir=str(model_dir),
-                            omp_cores=omp_cores())
+                            omp_cores=omp_cores(), kv_lease_s=KV_LEASE_S)
     return LauncherConfig(kind="vllm", served_model_name=SERVED_MODEL, health_timeout_s=HEALTH_TIMEOUT_S,
                           drain_timeout_s=120.0, vllm=settings)
 
@@ -88,7 +95,8 @@ def launcher_overrides(model_dir: Path) -> list[str]:
     cores = ",".join(f'"{core}"' for core in omp_cores())
     return ["controller.launcher.kind=vllm", f"controller.launcher.vllm.python={vllm_venv() / 'bin' / 'python'}",
             f"controller.launcher.vllm.model_dir={model_dir}", f"controller.launcher.vllm.omp_cores=[{cores}]",
-            f"controller.launcher.health_timeout_s={HEALTH_TIMEOUT_S:g}", "controller.launcher.drain_timeout_s=120"]
+            f"controller.launcher.health_timeout_s={HEALTH_TIMEOUT_S:g}", "controller.launcher.drain_timeout_s=120",
+            f"controller.launcher.vllm.kv_lease_s={KV_LEASE_S}"]
 
 
 # ----- scenarios ------------------------------------------------------------------------------------------

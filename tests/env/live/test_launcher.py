@@ -149,6 +149,19 @@ def test_vllm_replicas_get_the_recipes_command_line(tmp_path: Path) -> None:
     assert "--kv-transfer-config" not in aggregated and "VLLM_NIXL_SIDE_CHANNEL_PORT" not in aggregated_env
 
 
+def test_a_kv_lease_reaches_the_transfer_config_and_a_too_short_one_is_refused(tmp_path: Path) -> None:
+    settings = VllmSettings(python="/opt/vllm/bin/python", model_dir=str(tmp_path / "tiny"), kv_lease_s=6)
+    config = LauncherConfig(kind="vllm", served_model_name="tiny", vllm=settings)
+    for role in ("prefill", "decode"):
+        argv, _ = replica_command(config, role, 8101, ReplicaKnobs(), index=0)
+        transfer = json.loads(argv[argv.index("--kv-transfer-config") + 1])
+        assert transfer["kv_connector_extra_config"] == {"kv_lease_duration": 6}
+    aggregated, _ = replica_command(config, "aggregated", 8102, ReplicaKnobs(), index=0)
+    assert "--kv-transfer-config" not in aggregated
+    with pytest.raises(ConfigError, match=r"launcher\.vllm\.kv_lease_s=5"):
+        VllmSettings(kv_lease_s=5)
+
+
 def test_vllm_kind_without_a_model_folder_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"launcher\.vllm\.model_dir"):
         Launcher(LauncherConfig(kind="vllm"))
