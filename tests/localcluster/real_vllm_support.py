@@ -35,7 +35,7 @@ served the load step was still initialising its worker at 240 s and was killed, 
 151 s. A longer limit lets such a start finish. Why starts beside a P/D pair are slow: each prefill or decode
 replica's worker keeps one native (NIXL/UCX progress) thread polling even at rest, measured at 2.0 CPU-seconds
 per second for an idle pair, so a third replica shares two cores with two spinning threads (220-345 s to start
-in the load step, against 40-60 s beside idle aggregated replicas)."""
+in the load step, against 40-60 s for the first two, started together on idle cores)."""
 KV_LEASE_S = 6
 """The P/D replicas' KV lease (``launcher.vllm.kv_lease_s``): an idle prefill replica noticed a decode replica's
 read only when the lease ran out, so with vLLM's 30 s a P/D request sometimes stood still for 30 s (measured:
