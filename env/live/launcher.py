@@ -38,6 +38,10 @@ from disaggpilot.env.live.launcher_config import LauncherConfig, ReplicaKnobs
 from disaggpilot.env.live.ports import free_port
 
 log = logging.getLogger("disaggpilot.launcher")
+NIXL_HOOK_DIR = Path(__file__).resolve().parent / "nixl_hook"
+"""Folder of the replicas' start-up hook (``sitecustomize.py``: NIXL's progress-thread delay)."""
+DELAY_VARIABLE = "DISAGGPILOT_NIXL_PROGRESS_DELAY_US"
+"""The hook's setting; the hook reads the same name (it cannot import this project)."""
 ACTIVE_STATES = ("starting", "ready")
 
 
@@ -126,9 +130,18 @@ def _vllm_command(config: LauncherConfig, role: str, port: int, knobs: ReplicaKn
             transfer["kv_connector_extra_config"] = {"kv_lease_duration": vllm.kv_lease_s}
         argv += ["--kv-transfer-config", json.dumps(transfer)]
         env.update(VLLM_NIXL_SIDE_CHANNEL_HOST=config.host, VLLM_NIXL_SIDE_CHANNEL_PORT=str(free_port(config.host)))
+        if vllm.nixl_progress_delay_us is not None:
+            env.update(_nixl_hook_environment(vllm.nixl_progress_delay_us))
     if vllm.omp_cores:
         env["VLLM_CPU_OMP_THREADS_BIND"] = vllm.omp_cores[omp_slot % len(vllm.omp_cores)]
     return argv + list(vllm.extra_args), env
+
+
+def _nixl_hook_environment(delay_us: int) -> dict[str, str]:
+    """The environment that runs ``nixl_hook/sitecustomize.py`` in a replica: its folder first on
+    ``PYTHONPATH`` (before whatever the launcher's own environment puts there), and the delay it sets."""
+    paths = [str(NIXL_HOOK_DIR), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"PYTHONPATH": os.pathsep.join(paths), DELAY_VARIABLE: str(delay_us)}
 
 
 class Launcher:

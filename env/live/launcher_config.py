@@ -75,6 +75,12 @@ class VllmSettings:
     replica of the CPU build can notice a decode replica's read only when the lease runs out, so a
     request can stand still for the whole lease (measured: 30 s, then the answer came); a short
     lease bounds that stall."""
+    nixl_progress_delay_us: int | None = 1000
+    """Longest wait of NIXL's progress thread between polls of its UCX workers when no event wakes it
+    (microseconds; NIXL rounds up to whole milliseconds), set in prefill and decode replicas through the
+    start-up hook ``env/live/nixl_hook``. None keeps NIXL's own 0: the thread never waits, one core per replica
+    even at rest (measured: 1.0 CPU-second per second for an idle agent, 0.02 at 1000 us), which on a CPU
+    rig is taken from the replicas' own compute and slows every replica that starts beside them."""
     omp_cores: list[str] = field(default_factory=list)
     """``VLLM_CPU_OMP_THREADS_BIND`` per replica, in turn (e.g. ``["0", "1"]``); empty leaves vLLM's default."""
     extra_args: list[str] = field(default_factory=list)
@@ -84,6 +90,9 @@ class VllmSettings:
         require(self.max_model_len >= 1, "launcher.vllm.max_model_len", self.max_model_len, "use >= 1 token")
         require(self.kv_lease_s is None or self.kv_lease_s >= 6, "launcher.vllm.kv_lease_s", self.kv_lease_s,
                 "use >= 6 seconds (vLLM renews a lease every sixth of it, in whole seconds), or null")
+        require(self.nixl_progress_delay_us is None or 1 <= self.nixl_progress_delay_us <= 1_000_000,
+                "launcher.vllm.nixl_progress_delay_us", self.nixl_progress_delay_us,
+                "use 1 to 1000000 microseconds, or null for NIXL's own (0: its thread polls without waiting)")
         require(self.kv_cache_memory_bytes >= 1, "launcher.vllm.kv_cache_memory_bytes", self.kv_cache_memory_bytes,
                 "use a positive byte count")
 

@@ -32,10 +32,11 @@ machine (the recipe), 40 s for two at once beside other work (measured), minutes
 two busy cores. The starts that stalled for good (once in CI: never healthy in 420 s) were a port race, fixed in
 ``env/live/ports.py``; what is left is slowness: in one CI run a scale-up replica started while the other two
 served the load step was still initialising its worker at 240 s and was killed, and its replacement took
-151 s. A longer limit lets such a start finish. Why starts beside a P/D pair are slow: each prefill or decode
-replica's worker keeps one native (NIXL/UCX progress) thread polling even at rest, measured at 2.0 CPU-seconds
-per second for an idle pair, so a third replica shares two cores with two spinning threads (220-345 s to start
-in the load step, against 40-60 s for the first two, started together on idle cores)."""
+151 s. A longer limit lets such a start finish. Why starts beside a P/D pair were slow: each prefill or decode
+replica's worker kept one native (NIXL/UCX progress) thread polling even at rest, measured at 2.0 CPU-seconds
+per second for an idle pair, so a third replica shared two cores with two spinning threads (220-345 s to start
+in the load step, against 40-60 s for the first two, started together on idle cores). The launcher's
+``vllm.nixl_progress_delay_us`` (default 1 ms) now lets those threads rest: the load step took 153 s in all."""
 KV_LEASE_S = 6
 """The P/D replicas' KV lease (``launcher.vllm.kv_lease_s``): an idle prefill replica noticed a decode replica's
 read only when the lease ran out, so with vLLM's 30 s a P/D request sometimes stood still for 30 s (measured:
@@ -177,22 +178,38 @@ def stream_text(url: str, body: dict[str, Any], key: str, timeout_s: float = 120
 
 
 # ----- processes ----------------------------------------------------------------------------------------------
-def session_rss_mib(pid: int) -> float:
-    """Resident memory of every process in ``pid``'s session (a vLLM replica: API server, engine core, worker),
-    in MiB; shared pages are counted once per process, so this is an upper bound."""
-    total_kib = 0
+def _session_files(pid: int, name: str) -> list[str]:
+    """``/proc/<p>/<name>`` of every process in ``pid``'s session (a vLLM replica: API server, engine core,
+    worker); processes that end while being read are left out."""
+    texts = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.getsid(int(entry.name)) != pid:
-                continue
-            status = (entry / "status").read_text()
+            if os.getsid(int(entry.name)) == pid:
+                texts.append((entry / name).read_text())
         except (OSError, ProcessLookupError):
             continue
+    return texts
+
+
+def session_rss_mib(pid: int) -> float:
+    """Resident memory of every process in ``pid``'s session, in MiB; shared pages are counted once per
+    process, so this is an upper bound."""
+    total_kib = 0
+    for status in _session_files(pid, "status"):
         match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
         total_kib += int(match.group(1)) if match else 0
     return total_kib / 1024.0
+
+
+def session_cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) used so far by the processes now in ``pid``'s session."""
+    ticks = 0
+    for stat in _session_files(pid, "stat"):
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        ticks += int(fields[11]) + int(fields[12])  # utime and stime: fields 14 and 15 of proc(5)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # ----- watching the controller ---------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ from tests.localcluster.real_vllm_support import (
     post_json,
     sample_sum,
     scenario_yaml,
+    session_cpu_s,
     session_rss_mib,
     startup_wait_s,
     stream_text,
@@ -78,6 +79,8 @@ PROMPTS = ("r7 the request token cache hello hello replica", "tenant model prefi
 SCRAPE_S = 2.0
 """Prometheus' scrape interval and timeout: a vLLM server streaming on a busy core can take over a second to
 answer ``/metrics``, and a timed-out scrape reads as a replica down (starting, to the live backend)."""
+IDLE_PROBE_S = 3.0
+"""How long the idle P/D replicas are watched for CPU use (seconds)."""
 DRAIN_STREAMS, DRAIN_OUTPUT_TOKENS = 6, 400
 """Answers streaming when a decode replica is drained, and their length (tokens): long enough on a CPU that
 the drain falls inside them."""
@@ -233,6 +236,17 @@ class TestServing:
         # every request went through the prefill replica, once per attempt
         assert prefilled == 2 * len(PROMPTS) + 1 + retried, f"{prefilled} prefills, {retried} retries"
         assert pulled > 0  # and its prompt's KV cache reached the decode replica over NIXL
+
+    def test_idle_prefill_and_decode_replicas_leave_the_cores_free(self, serving: Serving) -> None:
+        """NIXL's progress thread used a whole core per P/D replica at rest before the launcher's hook gave it a
+        1 ms delay (``launcher.vllm.nixl_progress_delay_us``; docs/experiments/2026-12-07-real-vllm-stalls.md)."""
+        replicas = [serving.replica(role) for role in ("prefill", "decode")]
+        before = [session_cpu_s(replica.process.pid) for replica in replicas]
+        time.sleep(IDLE_PROBE_S)
+        busy = [(session_cpu_s(r.process.pid) - b) / IDLE_PROBE_S for r, b in zip(replicas, before, strict=True)]
+        for replica, share in zip(replicas, busy, strict=True):
+            assert "NIXL progress-thread delay 1000 us" in replica.log_path.read_text(errors="replace"), replica.name
+            assert share < 0.3, f"{replica.name} used {share:.2f} CPU-seconds per second at rest"
 
     @pytest.mark.parametrize("role", ["prefill", "decode", "aggregated"])
     def test_metrics_have_exactly_the_recorded_families_labels_and_buckets(self, serving: Serving,
