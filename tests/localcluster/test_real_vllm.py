@@ -79,8 +79,10 @@ PROMPTS = ("r7 the request token cache hello hello replica", "tenant model prefi
 SCRAPE_S = 2.0
 """Prometheus' scrape interval and timeout: a vLLM server streaming on a busy core can take over a second to
 answer ``/metrics``, and a timed-out scrape reads as a replica down (starting, to the live backend)."""
-IDLE_PROBE_S = 3.0
-"""How long the idle P/D replicas are watched for CPU use (seconds)."""
+IDLE_SETTLE_S, IDLE_PROBE_S = 2.0, 5.0
+"""How long the P/D replicas rest after the last test's requests, then how long their CPU use is watched
+(seconds). At rest they used 0.02-0.31 CPU-seconds per second with the NIXL hook (the 0.31 in CI, measured
+right after the previous test's last answer), 1.0 without it."""
 DRAIN_STREAMS, DRAIN_OUTPUT_TOKENS = 6, 400
 """Answers streaming when a decode replica is drained, and their length (tokens): long enough on a CPU that
 the drain falls inside them."""
@@ -241,12 +243,13 @@ class TestServing:
         """NIXL's progress thread used a whole core per P/D replica at rest before the launcher's hook gave it a
         1 ms delay (``launcher.vllm.nixl_progress_delay_us``; docs/experiments/2026-12-07-real-vllm-stalls.md)."""
         replicas = [serving.replica(role) for role in ("prefill", "decode")]
+        time.sleep(IDLE_SETTLE_S)
         before = [session_cpu_s(replica.process.pid) for replica in replicas]
         time.sleep(IDLE_PROBE_S)
         busy = [(session_cpu_s(r.process.pid) - b) / IDLE_PROBE_S for r, b in zip(replicas, before, strict=True)]
         for replica, share in zip(replicas, busy, strict=True):
             assert "NIXL progress-thread delay 1000 us" in replica.log_path.read_text(errors="replace"), replica.name
-            assert share < 0.3, f"{replica.name} used {share:.2f} CPU-seconds per second at rest"
+            assert share < 0.5, f"{replica.name} used {share:.2f} CPU-seconds per second at rest"
 
     @pytest.mark.parametrize("role", ["prefill", "decode", "aggregated"])
     def test_metrics_have_exactly_the_recorded_families_labels_and_buckets(self, serving: Serving,
