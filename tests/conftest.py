@@ -13,6 +13,23 @@ from disaggpilot.controller.config import register_configs as register_controlle
 from disaggpilot.localcluster.config_store import register_configs as register_loadgen_configs
 from tests.bundles import COLD_START_OBSERVATION, build_bundle
 
+ROOT = Path(__file__).resolve().parents[1]
+WHOLE_MACHINE = (
+    "tests/localcluster/", "tests/env/live/",  # real vLLM, the emulated rig, Prometheus: wall-clock deadlines
+    "tests/controller/test_app.py", "tests/controller/test_telemetry.py", "tests/controller/test_leader.py",
+    "tests/agent/test_ray_", "tests/agent/test_sweeps.py",  # local Ray clusters sized to both cores
+)
+"""Tests that start servers or processes against wall-clock deadlines, or size themselves to every core.
+``make test`` runs them after the others, one at a time with the machine to themselves (``-m whole_machine``),
+and the others two at a time (pytest-xdist); plain ``pytest`` runs everything one at a time."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the :data:`WHOLE_MACHINE` tests ``whole_machine``."""
+    for item in items:
+        if item.path.relative_to(ROOT).as_posix().startswith(WHOLE_MACHINE):
+            item.add_marker(pytest.mark.whole_machine)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def config_schemas() -> None:
