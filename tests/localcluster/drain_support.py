@@ -33,7 +33,8 @@ class DrainRun:
 
     answers: list[Answer]
     in_flight_at_drain: float
-    """``vllm:num_requests_running`` on the drained replica at the moment its drain began."""
+    """``vllm:num_requests_running`` plus ``vllm:num_requests_waiting`` on the drained replica at the moment its
+    drain began (a P/D decode request waits there for its KV cache before it runs: in flight all the same)."""
     retries: float
     """Gateway upstream retries during the run."""
     failures: float
@@ -46,9 +47,10 @@ def counter(text: str, name: str) -> float:
 
 
 def running_requests(url: str) -> float:
-    """The replica's own ``vllm:num_requests_running``."""
+    """The requests the replica itself holds: its ``vllm:num_requests_running`` and ``vllm:num_requests_waiting``."""
     with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
-        return counter(response.read().decode(), "vllm:num_requests_running")
+        text = response.read().decode()
+    return counter(text, "vllm:num_requests_running") + counter(text, "vllm:num_requests_waiting")
 
 
 def listed(launcher: Launcher) -> list[str]:
@@ -74,8 +76,8 @@ async def drain_during_streams(launcher: Launcher, gateway_url: str, key: str, m
 
 
 async def _running_on(replica: Replica, timeout_s: float, poll_s: float = 0.05) -> float:
-    """The replica's running requests as soon as there are any (0 after ``timeout_s``): on a loaded machine the
-    answers it serves can finish while the last client still waits for its first token (one CI run read 0)."""
+    """The replica's requests as soon as there are any (0 after ``timeout_s``): on a loaded machine the answers it
+    serves can finish while the last client still waits for its first token (one CI run read 0)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     running = await asyncio.to_thread(_running_or_zero, replica.url)
     while running == 0 and asyncio.get_running_loop().time() < deadline:
@@ -95,7 +97,10 @@ def _running_or_zero(url: str) -> float:
 
 def assert_none_lost(run: DrainRun, launcher: Launcher, drained: Replica, output_tokens: int) -> None:
     """Every answer whole, no retry or failure at the gateway, the drained replica gone and exited cleanly."""
-    assert run.in_flight_at_drain > 0, "no request was running on the replica when it was drained"
+    assert run.in_flight_at_drain > 0, (
+        "no request was on the replica when it was drained; answers (status, done, tokens): "
+        f"{[(a.status, a.done, len(a.tokens)) for a in run.answers]}; the end of its log:\n"
+        + drained.log_path.read_text(errors="replace")[-3000:])
     assert all(a.status == 200 and a.done for a in run.answers), [a.status for a in run.answers]
     assert [(a.usage or {}).get("completion_tokens") for a in run.answers] == [output_tokens] * len(run.answers)
     assert (run.retries, run.failures) == (0.0, 0.0)

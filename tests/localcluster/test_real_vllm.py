@@ -303,7 +303,7 @@ class TestServing:
             launcher, serving.cluster.gateway_url, serving.key, SERVED_MODEL, DRAIN_STREAMS, DRAIN_OUTPUT_TOKENS,
             running_timeout_s=120.0), 600))
         assert_none_lost(drain, launcher, drained, DRAIN_OUTPUT_TOKENS)
-        print(f"\ndrain: {drain.in_flight_at_drain:g} requests running on {drained.name} when drained, "
+        print(f"\ndrain: {drain.in_flight_at_drain:g} requests on {drained.name} when drained, "
               f"{len(drain.answers)} answers whole")
 
 
