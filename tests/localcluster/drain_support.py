@@ -46,7 +46,7 @@ def counter(text: str, name: str) -> float:
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
 
 
-def running_requests(url: str) -> float:
+def requests_on_replica(url: str) -> float:
     """The requests the replica itself holds: its ``vllm:num_requests_running`` and ``vllm:num_requests_waiting``."""
     with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
         text = response.read().decode()
@@ -67,7 +67,7 @@ async def drain_during_streams(launcher: Launcher, gateway_url: str, key: str, m
         before = await (await session.get(gateway_url + "/metrics")).text()
         tasks = [asyncio.create_task(_stream(session, gateway_url, key, model, output_tokens))
                  for _ in range(streams)]
-        in_flight = await _running_on(drained, running_timeout_s)
+        in_flight = await _requests_on(drained, running_timeout_s)
         launcher.set_target("decode", len(launcher.replicas("decode")) - 1)
         answers = await asyncio.gather(*tasks)
         after = await (await session.get(gateway_url + "/metrics")).text()
@@ -75,22 +75,22 @@ async def drain_during_streams(launcher: Launcher, gateway_url: str, key: str, m
                     counter(after, FAILED) - counter(before, FAILED))
 
 
-async def _running_on(replica: Replica, timeout_s: float, poll_s: float = 0.05) -> float:
+async def _requests_on(replica: Replica, timeout_s: float, poll_s: float = 0.05) -> float:
     """The replica's requests as soon as there are any (0 after ``timeout_s``): on a loaded machine the answers it
     serves can finish while the last client still waits for its first token (one CI run read 0)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
-    running = await asyncio.to_thread(_running_or_zero, replica.url)
-    while running == 0 and asyncio.get_running_loop().time() < deadline:
+    held = await asyncio.to_thread(_requests_or_zero, replica.url)
+    while held == 0 and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(poll_s)
-        running = await asyncio.to_thread(_running_or_zero, replica.url)
-    return running
+        held = await asyncio.to_thread(_requests_or_zero, replica.url)
+    return held
 
 
-def _running_or_zero(url: str) -> float:
-    """``running_requests``, or 0 when the busy replica's ``/metrics`` does not answer in time: a vLLM replica on a
-    loaded CPU can leave one scrape unanswered for over 5 s (one CI run), which says nothing about the drain."""
+def _requests_or_zero(url: str) -> float:
+    """``requests_on_replica``, or 0 when the busy replica's ``/metrics`` does not answer in time: a vLLM replica
+    on a loaded CPU can leave one scrape unanswered for over 5 s (one CI run), which says nothing about the drain."""
     try:
-        return running_requests(url)
+        return requests_on_replica(url)
     except (TimeoutError, urllib.error.URLError):
         return 0.0
 
