@@ -64,6 +64,8 @@ async def drain_during_streams(launcher: Launcher, gateway_url: str, key: str, m
     some of them, and wait for every answer."""
     drained = launcher.replicas("decode")[-1]
     async with aiohttp.ClientSession() as session:
+        assert await _gateway_routes_to(session, gateway_url, drained.name), (
+            f"the gateway never listed {drained.name} as ready: {await _gateway_view(session, gateway_url)}")
         before = await (await session.get(gateway_url + "/metrics")).text()
         tasks = [asyncio.create_task(_stream(session, gateway_url, key, model, output_tokens))
                  for _ in range(streams)]
@@ -73,6 +75,27 @@ async def drain_during_streams(launcher: Launcher, gateway_url: str, key: str, m
         after = await (await session.get(gateway_url + "/metrics")).text()
     return DrainRun(answers, in_flight, counter(after, RETRIES) - counter(before, RETRIES),
                     counter(after, FAILED) - counter(before, FAILED))
+
+
+async def _gateway_view(session: aiohttp.ClientSession, gateway_url: str) -> list[dict[str, object]]:
+    """The replicas the gateway routes among (its ``/health`` answer)."""
+    async with session.get(gateway_url + "/health") as response:
+        return list((await response.json())["replicas"])
+
+
+async def _gateway_routes_to(session: aiohttp.ClientSession, gateway_url: str, name: str,
+                             timeout_s: float = 10.0) -> bool:
+    """Wait until the gateway lists replica ``name`` as ready. The launcher reports a replica ready when it writes
+    the discovery file, and the gateway reads that file on its next poll: streams started in between all go to
+    the other replicas, and the drained one never holds any (the likely cause of a CI failure that polled the
+    new replica for 120 s and saw nothing on it)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        if any(r["name"] == name and r["state"] == "ready" and r["listed"]
+               for r in await _gateway_view(session, gateway_url)):
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 async def _requests_on(replica: Replica, timeout_s: float, poll_s: float = 0.05) -> float:
