@@ -61,6 +61,8 @@ class Memory:
         self.elapsed_s = 0.0
         self.judged: dict[str, tuple[float, float]] = {}
         """Met and missed requests of each tenant so far in the SLO period."""
+        self.rate_peak: dict[str, float] = {}
+        """Each tenant's highest moving-average arrival rate so far in the SLO period (requests/s)."""
 
     def remember(self, key: str, value: float, default: float) -> float:
         """``value`` when it is finite (and keep it), else the last finite one under ``key`` (or ``default``)."""
@@ -133,7 +135,7 @@ class Frame:
         """Each tenant's miss budget left, from the counts since the SLO period began; restarts every period."""
         memory = self.memory
         if memory.elapsed_s >= self.period_s - 1e-9:  # a controller's next SLO period
-            memory.elapsed_s, memory.judged = 0.0, {}
+            memory.elapsed_s, memory.judged, memory.rate_peak = 0.0, {}, {}
         memory.elapsed_s += max(self.snapshot.interval_s, 0.0)
         budgets = {}
         for spec in self.tenants:
@@ -144,6 +146,17 @@ class Frame:
             memory.judged[spec.name] = (met, missed)
             budgets[spec.name] = max(-CLIP, miss_budget_left(met, missed, spec.attainment_target))
         return budgets
+
+    def peak_ratio(self, spec: TenantSpec, metrics: TenantMetrics) -> float:
+        """log2(the SLO period's highest moving-average rate / the moving average now), in [0, CLIP]."""
+        self.trend(spec, metrics)  # moves the moving average once per frame
+        self.budgets  # noqa: B018 -- advances the SLO period's clock (and restarts the peaks with it)
+        average = self.memory.rate_average.get(spec.name, 0.0)
+        peak = max(self.memory.rate_peak.get(spec.name, 0.0), average)
+        self.memory.rate_peak[spec.name] = peak
+        if average <= 1e-6:
+            return 0.0 if peak <= 1e-6 else CLIP
+        return min(CLIP, math.log2(peak / average))
 
 
 MeasuredCompute = Callable[[Frame, TenantSpec, TenantMetrics], float]
@@ -303,6 +316,12 @@ TENANT["miss_budget_left"] = Feature(
     "fraction of the misses the tenant's target allows for the requests judged so far in the SLO period still "
     "unspent (1: none missed, 0: at target, < 0: below it); 0 in an empty slot",
     lambda frame, spec, metrics: frame.budgets[spec.name])
+
+
+@measured("peak_rate_ratio", "log2 of the tenant's highest moving-average arrival rate so far in the SLO period "
+          "over that average now: about 0 before a burst and during it, log2(the burst's factor) after it")
+def _peak_rate_ratio(frame: Frame, spec: TenantSpec, metrics: TenantMetrics) -> float:
+    return frame.peak_ratio(spec, metrics)
 
 
 # ----- pool features -----------------------------------------------------------------------------------------

@@ -62,6 +62,10 @@ class ObservationConfig:
     """A new run lists ``tenant<i>/miss_budget_left`` per slot and ``cluster/time_left``: the SLO is
     judged over the episode, so what a policy may risk now depends on what it has spent. Off keeps the layout that
     bundles trained without it expect; ``configs/train.yaml`` turns it on for new runs."""
+    burst_features: bool = False
+    """A new run lists ``tenant<i>/peak_rate_ratio`` per slot: whether a tenant's load has been far above what it
+    is now earlier in the SLO period, i.e. a burst has come and gone. A policy can then release capacity held
+    against a burst once it has passed, without reading the clock. Off keeps the layout of older bundles."""
     features: list[str] | None = None
     """The feature names to observe, in order (``env.features``): the layout. None (a new run) lists
     :func:`feature_names` of the flags above; a bundle's own list (its spec's ``observation_features``) is set
@@ -99,6 +103,7 @@ def feature_names(config: ObservationConfig) -> list[str]:
     names += ["cluster/cold_start"] if config.cold_start_feature else []
     if config.budget_features:
         names += [f"tenant{i}/miss_budget_left" for i in range(config.max_tenants)] + ["cluster/time_left"]
+    names += [f"tenant{i}/peak_rate_ratio" for i in range(config.max_tenants)] if config.burst_features else []
     return names
 
 

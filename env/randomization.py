@@ -46,6 +46,10 @@ class RandomizationConfig:
     routing_staleness_s: list[float] = field(default_factory=lambda: [0.0, 0.0])
     """Range of the router's scrape age drawn uniformly per episode (seconds; ``cluster.routing_staleness_s``);
     ``[0, 0]`` keeps the scenario's."""
+    burst_shift_s: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    """Range of one shift drawn uniformly per episode and added to the start of every tenant's scripted rate
+    change (seconds; a start never goes below 0). A burst whose time varies keeps a learned policy from keying
+    its reaction to the clock instead of to what it measures. ``[0, 0]`` keeps the scenario's times."""
 
     def __post_init__(self) -> None:
         check_types(self, "env.randomization")
@@ -62,12 +66,16 @@ class RandomizationConfig:
         require(len(staleness) == 2 and 0 <= staleness[0] <= staleness[1], "env.randomization.routing_staleness_s",
                 staleness, "give [low, high] seconds with 0 <= low <= high ([0, 0] turns it off)")
         self.routing_staleness_s = staleness
+        shift = [float(v) for v in self.burst_shift_s]
+        require(len(shift) == 2 and shift[0] <= shift[1], "env.randomization.burst_shift_s", shift,
+                "give [low, high] seconds with low <= high ([0, 0] turns it off)")
+        self.burst_shift_s = shift
 
     @property
     def enabled(self) -> bool:
         """Whether any range is wider than a point, or a model or staleness is drawn."""
         return (any(low != high or low != 1.0 for low, high in self._ranges().values()) or bool(self.perf_models)
-                or self.routing_staleness_s != [0.0, 0.0])
+                or self.routing_staleness_s != [0.0, 0.0] or self.burst_shift_s != [0.0, 0.0])
 
     def _ranges(self) -> dict[str, list[float]]:
         return {key: getattr(self, key) for key in ("load_multiplier", "length_scale", "cold_start_multiplier",
@@ -101,8 +109,8 @@ def randomize(scenario: ScenarioConfig, config: RandomizationConfig, rng: np.ran
 
 def _draw_simulator_models(world: ScenarioConfig, config: RandomizationConfig, rng: np.random.Generator,
                            factors: dict[str, float]) -> None:
-    """Draw the step-time model and the routing staleness into ``world`` when configured (nothing is drawn
-    otherwise, so the seed's other draws stay as they were)."""
+    """Draw the step-time model, the routing staleness and the bursts' shift into ``world`` when configured
+    (nothing is drawn otherwise, so the seed's other draws stay as they were)."""
     if config.perf_models:
         index = int(rng.integers(len(config.perf_models)))
         world.perf_model = config.perf_models[index]
@@ -111,3 +119,15 @@ def _draw_simulator_models(world: ScenarioConfig, config: RandomizationConfig, r
         low, high = config.routing_staleness_s
         world.cluster.routing_staleness_s = float(rng.uniform(low, high))
         factors["routing_staleness_s"] = world.cluster.routing_staleness_s
+    if config.burst_shift_s != [0.0, 0.0]:
+        factors["burst_shift_s"] = _shift_bursts(world, config.burst_shift_s, rng)
+
+
+def _shift_bursts(world: ScenarioConfig, bounds: list[float], rng: np.random.Generator) -> float:
+    """Move every tenant's scripted rate changes by one uniform draw from ``bounds`` (never before 0); the draw."""
+    low, high = bounds
+    shift = float(rng.uniform(low, high))
+    for tenant in world.tenants:
+        for change in tenant.arrival.changes:
+            change.start_s = max(0.0, change.start_s + shift)
+    return shift

@@ -35,29 +35,33 @@ Actor = Callable[[np.ndarray], np.ndarray]
 
 
 def rollout(scenario: ScenarioConfig, seed: int, env_config: EnvConfig, reward: RewardConfig,
-            headroom: HeadroomSettings, act: Actor | None, label: np.ndarray) -> np.ndarray:
-    """The observations of one episode in which ``act`` (the teacher's ``label`` when None) chooses."""
+            headroom: HeadroomSettings, act: Actor | None, teacher: TeacherConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The observations of one episode in which ``act`` (the teacher when None) chooses, and the teacher's
+    label of each (:meth:`TeacherConfig.label_at`, in the episode's randomised world)."""
     environment = HeadroomEnv(DisaggClusterEnv(scenario, config=env_config, reward=reward), headroom)
     observation, _ = environment.reset(seed=seed)
-    seen, done = [], False
+    seen, labels, done = [], [], False
     while not done:
+        label = teacher.label_at(environment.cluster_env.world, environment.cluster_env.history[-1].end_s,
+                                 headroom.nvec)
         seen.append(observation)
+        labels.append(label)
         action = label if act is None else act(observation)
         observation, _, terminated, truncated, _ = environment.step(action)
         done = terminated or truncated
-    return np.asarray(seen, dtype=np.float32)
+    return np.asarray(seen, dtype=np.float32), np.asarray(labels, dtype=np.int64)
 
 
 def collect(scenarios: Sequence[ScenarioConfig], teacher: TeacherConfig, env_config: EnvConfig,
             reward: RewardConfig, headroom: HeadroomSettings, act: Actor | None) -> tuple[np.ndarray, np.ndarray]:
-    """Observations of every scenario and teacher seed, each labelled with its scenario's teacher action."""
+    """Observations of every scenario and teacher seed, each labelled with the teacher's action there."""
     observations, labels = [], []
     for scenario in scenarios:
-        label = teacher.label(scenario.name, headroom.nvec)
+        teacher.label(scenario.name, headroom.nvec)  # every scenario needs a label before any episode runs
         for seed in teacher.seeds:
-            seen = rollout(scenario, seed, env_config, reward, headroom, act, label)
+            seen, labelled = rollout(scenario, seed, env_config, reward, headroom, act, teacher)
             observations.append(seen)
-            labels.append(np.repeat(label[None, :], len(seen), axis=0))
+            labels.append(labelled)
     return np.concatenate(observations), np.concatenate(labels)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from disaggpilot.agent.errors import PolicyConfigError
 from disaggpilot.agent.seeds import require_held_out
+from disaggpilot.env.scenario import ScenarioConfig
 
 
 @dataclass
@@ -19,6 +20,15 @@ class TeacherConfig:
     actions: dict[str, list[int]] = field(default_factory=dict)
     """The teacher's action indices per training scenario (one index per action dimension, as in
     ``agent.prior_action``): what the policy should choose on that scenario's observations."""
+    after_burst_actions: dict[str, list[int]] = field(default_factory=dict)
+    """The teacher's action indices per scenario once the episode's last scripted burst (a tenant's rate
+    change above 1x) has ended and ``after_burst_settle_s`` has passed; scenarios not named keep ``actions``
+    all episode. A floor held against a burst that has come and gone buys nothing more on these workloads
+    (docs/experiments/2026-12-07-after-burst.md); the teacher knows the burst's end (it sees the episode),
+    the student must recognise it from what it measures."""
+    after_burst_settle_s: float = 300.0
+    """Time after the burst's end before ``after_burst_actions`` applies (seconds; a demand window of 10 x 30 s
+    still remembers the burst until then)."""
     seeds: list[int] = field(default_factory=lambda: [2000, 2001, 2002, 2003, 2004, 2005])
     """Episode seeds of the teacher's rollouts, per scenario (never evaluation or validation seeds)."""
     dagger_rounds: int = 2
@@ -32,6 +42,11 @@ class TeacherConfig:
 
     def __post_init__(self) -> None:
         self.actions = {str(name): [int(i) for i in indices] for name, indices in dict(self.actions).items()}
+        self.after_burst_actions = {str(name): [int(i) for i in indices]
+                                    for name, indices in dict(self.after_burst_actions).items()}
+        if self.after_burst_settle_s < 0:
+            raise PolicyConfigError(f"agent.teacher.after_burst_settle_s={self.after_burst_settle_s!r} is invalid: "
+                                    "use >= 0 seconds")
         for key in ("dagger_rounds", "epochs"):
             if int(getattr(self, key)) < 0:
                 raise PolicyConfigError(f"agent.teacher.{key}={getattr(self, key)!r} is invalid: use >= 0")
@@ -52,8 +67,27 @@ class TeacherConfig:
         if scenario not in self.actions:
             raise PolicyConfigError(f"agent.teacher.actions has no entry for training scenario {scenario!r}: "
                                     f"add one (it has {sorted(self.actions)})")
-        action = self.actions[scenario]
-        if len(action) != len(nvec) or not all(0 <= a < n for a, n in zip(action, nvec, strict=False)):
-            raise PolicyConfigError(f"agent.teacher.actions.{scenario}={action} does not fit the action space "
-                                    f"{list(nvec)}: give one index per dimension, each below its size")
-        return np.asarray(action, dtype=np.int64)
+        return _checked(self.actions[scenario], nvec, f"actions.{scenario}")
+
+    def label_at(self, world: ScenarioConfig, time_s: float, nvec: Sequence[int]) -> np.ndarray:
+        """The teacher's action at ``time_s`` (seconds into the episode) of an episode played in ``world``
+        (the scenario as randomised for the episode, so a shifted burst is where the episode has it)."""
+        after = self.after_burst_actions.get(world.name)
+        ended = last_burst_end_s(world)
+        if after is not None and ended is not None and time_s >= ended + self.after_burst_settle_s:
+            return _checked(after, nvec, f"after_burst_actions.{world.name}")
+        return self.label(world.name, nvec)
+
+
+def last_burst_end_s(world: ScenarioConfig) -> float | None:
+    """When the last of the tenants' scripted rate increases with an end ends (seconds); None without one."""
+    ends = [change.start_s + change.duration_s for tenant in world.tenants for change in tenant.arrival.changes
+            if change.multiplier > 1.0 and np.isfinite(change.duration_s)]
+    return max(ends) if ends else None
+
+
+def _checked(action: list[int], nvec: Sequence[int], key: str) -> np.ndarray:
+    if len(action) != len(nvec) or not all(0 <= a < n for a, n in zip(action, nvec, strict=False)):
+        raise PolicyConfigError(f"agent.teacher.{key}={action} does not fit the action space "
+                                f"{list(nvec)}: give one index per dimension, each below its size")
+    return np.asarray(action, dtype=np.int64)

@@ -10,11 +10,11 @@ from disaggpilot.env.errors import ConfigError
 from disaggpilot.env.features import CLUSTER, POOL, TENANT, resolve
 from disaggpilot.env.observation import CLUSTER_LAYOUT, POOL_LAYOUT, TENANT_LAYOUT, ObservationConfig, feature_names
 
-EVERY_FLAG = ObservationConfig(cold_start_feature=True, budget_features=True)
+EVERY_FLAG = ObservationConfig(cold_start_feature=True, budget_features=True, burst_features=True)
 
 
 def test_every_name_a_run_lists_is_registered_and_documented() -> None:
-    assert set(TENANT_LAYOUT) | {"miss_budget_left"} == set(TENANT)
+    assert set(TENANT_LAYOUT) | {"miss_budget_left", "peak_rate_ratio"} == set(TENANT)
     assert set(POOL_LAYOUT) == set(POOL) and set(CLUSTER_LAYOUT) | {"cold_start", "time_left"} == set(CLUSTER)
     assert all(resolve(name) is not None for name in feature_names(EVERY_FLAG))
     assert all(feature.doc for registry in (TENANT, POOL, CLUSTER) for feature in registry.values())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -141,3 +143,22 @@ def test_the_budget_features_are_opt_in_appended_and_count_the_episode() -> None
     assert seen[2]["tenant2/miss_budget_left"] == 0.0  # an empty slot
     environment.reset(seed=1)
     assert environment.observer.size == len(with_budget)
+
+
+def test_the_peak_rate_ratio_says_a_burst_has_come_and_gone_and_restarts_each_period() -> None:
+    plain, with_burst = feature_names(ObservationConfig()), feature_names(ObservationConfig(burst_features=True))
+    assert with_burst == plain + [f"tenant{i}/peak_rate_ratio" for i in range(4)]  # appended: old layout a prefix
+    base, burst = TenantSpecimen(arrived=30), TenantSpecimen(arrived=300)  # 1 req/s, then 10 req/s
+    script = [SnapshotSpec()] + [SnapshotSpec(tenants={"chat": base})] * 4 + [SnapshotSpec(tenants={"chat": burst})] * 2
+    script += [SnapshotSpec(tenants={"chat": base})] * 20
+    environment, _ = scripted_env(script, burst_features=True, trend_halflife_intervals=1.0)
+    environment.reset(seed=0)
+    ratios = []
+    for _ in range(len(script) - 1):
+        observation, *_ = environment.step(environment.codec.neutral(environment.snapshot))
+        ratios.append(features(environment, observation)["tenant0/peak_rate_ratio"])
+    assert ratios[:6] == [0.0] * 6  # the average rises to the base rate, then into the burst: it is its own peak
+    assert 0.0 < ratios[6] < ratios[7] < ratios[8] < ratios[9]  # after it: log2(peak average / average now) grows
+    assert 2.0 < ratios[9] < math.log2(10.0)  # as the average falls back towards the base rate
+    assert ratios[10] == 0.0  # 300 s episode = the SLO period: the 11th interval starts the next, peaks forgotten
+    assert features(environment, observation)["tenant1/peak_rate_ratio"] == 0.0  # nothing arrived, nothing peaked

@@ -1,4 +1,5 @@
-"""Domain randomisation of the simulator's own models: a step-time model and a routing staleness per episode."""
+"""Domain randomisation of the simulator's own models (a step-time model and a routing staleness per episode)
+and of when scripted bursts come."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
 from disaggpilot.env.errors import ConfigError
 from disaggpilot.env.randomization import RandomizationConfig, randomize
+from disaggpilot.env.scenario import load_scenario
 from tests.env.sim.conftest import small_scenario
 
 MODELS = RandomizationConfig(perf_models=["roofline", "tp-comm"], routing_staleness_s=[0.0, 0.2])
@@ -54,3 +56,34 @@ def test_an_episode_runs_on_the_drawn_model_and_reports_it() -> None:
 def test_bad_model_settings_name_the_key(settings: dict[str, list], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         RandomizationConfig(**settings)
+
+
+def _starts(world: object) -> list[float]:
+    return [change.start_s for tenant in world.tenants for change in tenant.arrival.changes]  # type: ignore[attr-defined]
+
+
+def test_a_burst_shift_moves_every_change_by_one_draw_and_leaves_other_draws_alone() -> None:
+    scenario = load_scenario("noisy_neighbor")
+    shifted = RandomizationConfig(load_multiplier=[0.5, 2.0], burst_shift_s=[-600.0, 900.0])
+    plain = RandomizationConfig(load_multiplier=[0.5, 2.0])
+    shifts = []
+    for seed in range(20):
+        world, factors = randomize(scenario, shifted, np.random.default_rng(seed), 2.0, 50.0)
+        _, plain_factors = randomize(scenario, plain, np.random.default_rng(seed), 2.0, 50.0)
+        assert factors["load_multiplier"] == plain_factors["load_multiplier"]
+        assert -600.0 <= factors["burst_shift_s"] <= 900.0
+        assert _starts(world) == [start + factors["burst_shift_s"] for start in _starts(scenario)]
+        shifts.append(factors["burst_shift_s"])
+    assert max(shifts) - min(shifts) > 600.0 and shifted.enabled
+    assert _starts(scenario) == [2400.0]  # the configured scenario is not modified
+
+
+def test_a_shift_never_moves_a_change_before_the_episode_starts() -> None:
+    world, factors = randomize(load_scenario("flash_crowd"), RandomizationConfig(burst_shift_s=[-5000.0, -4000.0]),
+                               np.random.default_rng(0), 2.0, 50.0)
+    assert factors["burst_shift_s"] <= -4000.0 and _starts(world) == [0.0]
+
+
+def test_a_backwards_shift_range_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"env\.randomization\.burst_shift_s=\[10\.0, -10\.0\] is invalid"):
+        RandomizationConfig(burst_shift_s=[10.0, -10.0])

@@ -10,8 +10,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from disaggpilot.agent.errors import PolicyConfigError
 from disaggpilot.agent.headroom import HeadroomEnv, HeadroomSettings
 from disaggpilot.agent.training.teacher import TeacherConfig, collect, distil, greedy_actor
+from disaggpilot.agent.training.teacher_config import last_burst_end_s
 from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
 from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.randomization import RandomizationConfig
 from disaggpilot.env.reward import RewardConfig
 from disaggpilot.env.scenario import load_scenario
 
@@ -49,3 +51,32 @@ def test_the_distilled_policy_picks_each_workloads_setting_on_unseen_seeds() -> 
     chosen = np.array([act(observation) for observation in observations])
     assert np.mean(np.all(chosen == labels, axis=1)) > 0.9
     assert model.get_vec_normalize_env() is not None and vec.obs_rms.count >= 40  # the teacher's 40 first states
+
+
+def test_after_a_burst_the_teacher_switches_label_once_the_window_has_forgotten_it() -> None:
+    teacher = TeacherConfig(actions={"flash_crowd": [2, 2, 1, 1], "steady": [6, 4, 1, 0]},
+                            after_burst_actions={"flash_crowd": [2, 2, 1, 0]}, after_burst_settle_s=300.0)
+    world = load_scenario("flash_crowd")  # the consumer's crowd: 3,000-3,600 s
+    assert last_burst_end_s(world) == 3600.0 and last_burst_end_s(load_scenario("steady")) is None
+    labels = [teacher.label_at(world, t, SETTINGS.nvec).tolist() for t in (0.0, 3300.0, 3870.0, 3900.0, 7000.0)]
+    assert labels == [[2, 2, 1, 1]] * 3 + [[2, 2, 1, 0]] * 2
+    assert teacher.label_at(load_scenario("steady"), 7000.0, SETTINGS.nvec).tolist() == [6, 4, 1, 0]
+
+
+def test_the_teacher_follows_a_shifted_burst_in_the_episodes_world() -> None:
+    teacher = TeacherConfig(actions={"noisy_neighbor": [1, 1, 1, 1]},
+                            after_burst_actions={"noisy_neighbor": [1, 1, 1, 0]})
+    environment = DisaggClusterEnv(load_scenario("noisy_neighbor"), config=EnvConfig(
+        horizon_s=600.0, randomization=RandomizationConfig(burst_shift_s=[-2400.0, -2400.0])))
+    environment.reset(seed=2000)
+    assert last_burst_end_s(environment.world) == 1200.0  # 2,400-3,600 s moved to 0-1,200 s
+    assert teacher.label_at(environment.world, 1500.0, SETTINGS.nvec).tolist() == [1, 1, 1, 0]
+    assert teacher.label_at(load_scenario("noisy_neighbor"), 1500.0, SETTINGS.nvec).tolist() == [1, 1, 1, 1]
+
+
+def test_bad_after_burst_settings_name_the_key() -> None:
+    with pytest.raises(PolicyConfigError, match=r"agent\.teacher\.after_burst_settle_s=-1\.0"):
+        TeacherConfig(after_burst_settle_s=-1.0)
+    teacher = TeacherConfig(actions={"flash_crowd": [0, 0, 0, 0]}, after_burst_actions={"flash_crowd": [0, 0, 9, 0]})
+    with pytest.raises(PolicyConfigError, match=r"agent\.teacher\.after_burst_actions\.flash_crowd=\[0, 0, 9, 0\]"):
+        teacher.label_at(load_scenario("flash_crowd"), 7000.0, SETTINGS.nvec)

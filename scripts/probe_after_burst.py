@@ -1,0 +1,88 @@
+"""What a floor held against a burst costs after the burst: the headroom sizer at one setting until a fixed
+time, another from then on, on validation seeds (a hindsight probe: the switch time is given, not detected).
+
+Prints, per variant, the pooled tokens/$ and each seed's worst tenant margin (attainment minus target)::
+
+    python scripts/probe_after_burst.py flash_crowd \\
+        '[["kept 4+3", [0.75, 0.9, 4, 3], [0.75, 0.9, 4, 3], 1e9],
+          ["4+1 from 3,900 s", [0.75, 0.9, 4, 3], [0.75, 0.9, 4, 1], 3900]]'
+
+A setting is (prefill level, decode level, prefill floor, decode floor) with a 10-interval window and the
+window's peak. Every run is reproducible: the simulator is seeded per episode.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from disaggpilot.agent.evaluation.episode import EpisodeTask, play
+from disaggpilot.agent.evaluation.policies import PolicySpec
+from disaggpilot.agent.evaluation.records import results_row
+from disaggpilot.agent.headroom import HeadroomSettings, HeadroomSizer
+from disaggpilot.agent.policy import PolicyContext
+from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.scenario import load_scenario
+
+SEEDS = [1000, 1001, 1002, 1003, 1004]
+SETTINGS = HeadroomSettings(prefill_utilization_levels=[0.5, 0.6, 0.75, 0.85, 1.0],
+                            decode_utilization_levels=[0.75, 0.9, 1.0], demand_window_intervals=10,
+                            prefill_floor_choices=[0, 3, 4, 5], decode_floor_choices=[0, 1, 2, 3])
+Setting = Sequence[float]
+
+
+def indices(setting: Setting) -> np.ndarray:
+    """The sizer's action indices for (prefill level, decode level, prefill floor, decode floor)."""
+    prefill, decode, prefill_floor, decode_floor = setting
+    return np.array([SETTINGS.prefill_utilization_levels.index(prefill),
+                     SETTINGS.decode_utilization_levels.index(decode),
+                     SETTINGS.prefill_floor_choices.index(int(prefill_floor)),
+                     SETTINGS.decode_floor_choices.index(int(decode_floor))])
+
+
+class SwitchAt:
+    """The sizer at ``before`` until simulated time ``at_s``, at ``after`` from then on."""
+
+    name = "switch"
+
+    def __init__(self, before: Setting, after: Setting, at_s: float) -> None:
+        self.before, self.after, self.at_s = indices(before), indices(after), at_s
+        self.sizer = HeadroomSizer(SETTINGS)
+
+    def reset(self, context: PolicyContext) -> None:
+        self.sizer.reset(context.scenario, context.interval_s)
+
+    def act(self, observation: np.ndarray, history: Sequence[MetricsSnapshot]) -> ClusterAction:
+        if len(history) > 1:
+            self.sizer.observe(history[-1])
+        return self.sizer.targets(self.after if history[-1].end_s >= self.at_s else self.before, history[-1])
+
+
+def episode(job: tuple[str, int, Setting, Setting, float]) -> dict[str, Any]:
+    """Goodput, cost and every tenant's margin of one episode."""
+    scenario, seed, before, after, at_s = job
+    task = EpisodeTask(0, PolicySpec("switch", "probe"), load_scenario(scenario), seed)
+    row = results_row("switch", "probe", scenario, seed, play(SwitchAt(before, after, at_s), task))
+    margins = [row[key] - row["target/" + key.split("/", 1)[1]] for key in row if key.startswith("attainment/")]
+    return {"goodput": row["goodput_tokens"], "cost": row["cost_usd"], "margin": min(margins)}
+
+
+def main() -> None:
+    scenario, variants = sys.argv[1], json.loads(sys.argv[2])
+    with ProcessPoolExecutor(2) as pool:
+        for label, before, after, at_s in variants:
+            rows = list(pool.map(episode, [(scenario, seed, before, after, float(at_s)) for seed in SEEDS]))
+            pooled = sum(r["goodput"] for r in rows) / sum(r["cost"] for r in rows)
+            margins = " ".join(f"{r['margin']:+.4f}" for r in rows)
+            print(f"{label:28s} {pooled:10,.0f} tok/$  worst margin {min(r['margin'] for r in rows):+.4f}"
+                  f"  per seed {margins}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
