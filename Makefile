@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # docs/experiments/2026-12-07-generalist.md), then PPO fine-tunes it; it does not start from scratch.
 MAIN_DIR ?= outputs/main
 QUICK_STEPS ?= 9600
-SHIPPED ?= policies/disaggpilot-generalist-v5
+SHIPPED ?= policies/disaggpilot-generalist-v6
 
 .PHONY: run test
 

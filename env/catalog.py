@@ -245,7 +245,7 @@ def _hf_fields(raw: dict[str, Any], path: Path, name: str) -> dict[str, Any]:
 
 # --- Loading from the config tree --------------------------------------------------------------------------
 
-SHIPPED_BUNDLE = "policies/disaggpilot-generalist-v5"
+SHIPPED_BUNDLE = "policies/disaggpilot-generalist-v6"
 """The shipped policy bundle, relative to the repository root. It is named here, in the lowest layer, so that
 ``localcluster.rig`` can print a controller command that runs it; ``agent.analysis`` re-exports it."""
 

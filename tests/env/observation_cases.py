@@ -2,8 +2,10 @@
 
 ``tests/env/data/observation_vectors.npz`` holds every case's vectors as the code computed them when the cases
 were written (main at 465f4bc, before observations were computed by feature name; the ``shipped/`` and
-``controller/`` vectors again when ``disaggpilot-generalist-v5`` replaced v4 as the shipped bundle, every other
-vector unchanged to the bit); the identity tests
+``controller/`` vectors again when ``disaggpilot-generalist-v5`` replaced v4 as the shipped bundle, and when v6
+replaced v5: its layout appends ``tenant<i>/peak_rate_ratio``, the ``shipped/`` vectors' first 91 columns
+unchanged to the bit, the ``controller/`` ones following v6's own decisions; every other vector unchanged to the
+bit); the identity tests
 (``tests/env/test_observation_identity.py``, ``tests/controller/test_observation_identity.py``) recompute them
 and compare bit for bit. Regenerate only when a change is meant to alter observations::
 
