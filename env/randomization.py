@@ -73,7 +73,7 @@ class RandomizationConfig:
 
     @property
     def enabled(self) -> bool:
-        """Whether any range is wider than a point, or a model or staleness is drawn."""
+        """Whether any range is wider than a point, or a model, a staleness or a bursts' shift is drawn."""
         return (any(low != high or low != 1.0 for low, high in self._ranges().values()) or bool(self.perf_models)
                 or self.routing_staleness_s != [0.0, 0.0] or self.burst_shift_s != [0.0, 0.0])
 
