@@ -131,12 +131,20 @@ class Frame:
         return (rate - average) / average
 
     @cached_property
-    def budgets(self) -> dict[str, float]:
-        """Each tenant's miss budget left, from the counts since the SLO period began; restarts every period."""
+    def period_elapsed_s(self) -> float:
+        """Seconds of the SLO period this interval closes; the first frame of a controller's next period forgets
+        the last period's counts and peaks. Advances the period's clock once per frame, whichever feature asks."""
         memory = self.memory
         if memory.elapsed_s >= self.period_s - 1e-9:  # a controller's next SLO period
             memory.elapsed_s, memory.judged, memory.rate_peak = 0.0, {}, {}
         memory.elapsed_s += max(self.snapshot.interval_s, 0.0)
+        return memory.elapsed_s
+
+    @cached_property
+    def budgets(self) -> dict[str, float]:
+        """Each tenant's miss budget left, from the counts since the SLO period began; restarts every period."""
+        memory = self.memory
+        self.period_elapsed_s  # noqa: B018 -- the period's clock first: a new period starts its counts afresh
         budgets = {}
         for spec in self.tenants:
             metrics = self.snapshot.tenants.get(spec.name)
@@ -150,7 +158,7 @@ class Frame:
     def peak_ratio(self, spec: TenantSpec, metrics: TenantMetrics) -> float:
         """log2(the SLO period's highest moving-average rate / the moving average now), in [0, CLIP]."""
         self.trend(spec, metrics)  # moves the moving average once per frame
-        self.budgets  # noqa: B018 -- advances the SLO period's clock (and restarts the peaks with it)
+        self.period_elapsed_s  # noqa: B018 -- the period's clock first: a new period starts its peaks afresh
         average = self.memory.rate_average.get(spec.name, 0.0)
         peak = max(self.memory.rate_peak.get(spec.name, 0.0), average)
         self.memory.rate_peak[spec.name] = peak
@@ -401,5 +409,4 @@ CLUSTER.update({
 
 @cluster("time_left", "fraction of the SLO period (the episode) still to run, 1..0")
 def _time_left(frame: Frame) -> float:
-    frame.budgets  # noqa: B018  (counts this interval into the period first)
-    return max(0.0, 1.0 - frame.memory.elapsed_s / frame.period_s)
+    return max(0.0, 1.0 - frame.period_elapsed_s / frame.period_s)
