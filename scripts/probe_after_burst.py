@@ -1,11 +1,18 @@
-"""What a floor held against a burst costs after the burst: the headroom sizer at one setting until a fixed
-time, another from then on, on validation seeds (a hindsight probe: the switch time is given, not detected).
+"""What a floor held against a burst costs outside the burst: the headroom sizer at one setting until a fixed
+time, another from then on, on validation seeds (a hindsight probe: the switch times are given, not detected).
 
 Prints, per variant, the pooled tokens/$ and each seed's worst tenant margin (attainment minus target)::
 
     python scripts/probe_after_burst.py flash_crowd \\
         '[["kept 4+3", [0.75, 0.9, 4, 3], [0.75, 0.9, 4, 3], 1e9],
           ["4+1 from 3,900 s", [0.75, 0.9, 4, 3], [0.75, 0.9, 4, 1], 3900]]'
+
+A variant may instead give a schedule, ``[label, [[from_s, setting], ...]]``: each setting from its time on,
+the first from 0 s (a floor raised ahead of a burst whose time is known)::
+
+    python scripts/probe_after_burst.py flash_crowd \
+        '[["4+1, 4+3 from 2,700 s, 4+1 from 3,900 s",
+           [[0, [0.75, 0.9, 4, 1]], [2700, [0.75, 0.9, 4, 3]], [3900, [0.75, 0.9, 4, 1]]]]]'
 
 A setting is (prefill level, decode level, prefill floor, decode floor) with a 10-interval window and the
 window's peak. Every run is reproducible: the simulator is seeded per episode.
@@ -46,13 +53,16 @@ def indices(setting: Setting) -> np.ndarray:
                      SETTINGS.decode_floor_choices.index(int(decode_floor))])
 
 
+Schedule = Sequence[tuple[float, Setting]]
+
+
 class SwitchAt:
-    """The sizer at ``before`` until simulated time ``at_s``, at ``after`` from then on."""
+    """The sizer at each setting of ``schedule`` from its start time on (the first from 0 s)."""
 
     name = "switch"
 
-    def __init__(self, before: Setting, after: Setting, at_s: float) -> None:
-        self.before, self.after, self.at_s = indices(before), indices(after), at_s
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = [(float(from_s), indices(setting)) for from_s, setting in schedule]
         self.sizer = HeadroomSizer(SETTINGS)
 
     def reset(self, context: PolicyContext) -> None:
@@ -61,14 +71,24 @@ class SwitchAt:
     def act(self, observation: np.ndarray, history: Sequence[MetricsSnapshot]) -> ClusterAction:
         if len(history) > 1:
             self.sizer.observe(history[-1])
-        return self.sizer.targets(self.after if history[-1].end_s >= self.at_s else self.before, history[-1])
+        now = history[-1].end_s
+        current = [setting for from_s, setting in self.schedule if from_s <= now]
+        return self.sizer.targets(current[-1] if current else self.schedule[0][1], history[-1])
 
 
-def episode(job: tuple[str, int, Setting, Setting, float]) -> dict[str, Any]:
+def schedule_of(variant: Sequence[Any]) -> Schedule:
+    """``[label, before, after, at_s]`` or ``[label, [[from_s, setting], ...]]`` as a schedule."""
+    if len(variant) == 4:
+        _, before, after, at_s = variant
+        return [(0.0, before), (float(at_s), after)]
+    return [(float(from_s), setting) for from_s, setting in variant[1]]
+
+
+def episode(job: tuple[str, int, Schedule]) -> dict[str, Any]:
     """Goodput, cost and every tenant's margin of one episode."""
-    scenario, seed, before, after, at_s = job
+    scenario, seed, schedule = job
     task = EpisodeTask(0, PolicySpec("switch", "probe"), load_scenario(scenario), seed)
-    row = results_row("switch", "probe", scenario, seed, play(SwitchAt(before, after, at_s), task))
+    row = results_row("switch", "probe", scenario, seed, play(SwitchAt(schedule), task))
     margins = [row[key] - row["target/" + key.split("/", 1)[1]] for key in row if key.startswith("attainment/")]
     return {"goodput": row["goodput_tokens"], "cost": row["cost_usd"], "margin": min(margins)}
 
@@ -76,8 +96,9 @@ def episode(job: tuple[str, int, Setting, Setting, float]) -> dict[str, Any]:
 def main() -> None:
     scenario, variants = sys.argv[1], json.loads(sys.argv[2])
     with ProcessPoolExecutor(2) as pool:
-        for label, before, after, at_s in variants:
-            rows = list(pool.map(episode, [(scenario, seed, before, after, float(at_s)) for seed in SEEDS]))
+        for variant in variants:
+            label, schedule = variant[0], schedule_of(variant)
+            rows = list(pool.map(episode, [(scenario, seed, schedule) for seed in SEEDS]))
             pooled = sum(r["goodput"] for r in rows) / sum(r["cost"] for r in rows)
             margins = " ".join(f"{r['margin']:+.4f}" for r in rows)
             print(f"{label:28s} {pooled:10,.0f} tok/$  worst margin {min(r['margin'] for r in rows):+.4f}"

@@ -29,6 +29,14 @@ class TeacherConfig:
     after_burst_settle_s: float = 300.0
     """Time after the burst's end before ``after_burst_actions`` applies (seconds; a demand window of 10 x 30 s
     still remembers the burst until then)."""
+    before_burst_actions: dict[str, list[int]] = field(default_factory=dict)
+    """The teacher's action indices per scenario until ``before_burst_lead_s`` before the episode's first
+    scripted burst starts; scenarios not named keep ``actions`` from the start. Only a student that can tell
+    the time of the burst from what it observes can follow it: a burst at a known time (a scheduled launch,
+    a daily peak), trained without ``env.randomization.burst_shift_s``, read from the clock features."""
+    before_burst_lead_s: float = 300.0
+    """How long before the first burst starts ``actions`` applies again (seconds; it must cover the cold start,
+    so that the floor is ready when the burst comes)."""
     seeds: list[int] = field(default_factory=lambda: [2000, 2001, 2002, 2003, 2004, 2005])
     """Episode seeds of the teacher's rollouts, per scenario (never evaluation or validation seeds)."""
     dagger_rounds: int = 2
@@ -44,9 +52,11 @@ class TeacherConfig:
         self.actions = {str(name): [int(i) for i in indices] for name, indices in dict(self.actions).items()}
         self.after_burst_actions = {str(name): [int(i) for i in indices]
                                     for name, indices in dict(self.after_burst_actions).items()}
-        if self.after_burst_settle_s < 0:
-            raise PolicyConfigError(f"agent.teacher.after_burst_settle_s={self.after_burst_settle_s!r} is invalid: "
-                                    "use >= 0 seconds")
+        self.before_burst_actions = {str(name): [int(i) for i in indices]
+                                     for name, indices in dict(self.before_burst_actions).items()}
+        for key in ("after_burst_settle_s", "before_burst_lead_s"):
+            if float(getattr(self, key)) < 0:
+                raise PolicyConfigError(f"agent.teacher.{key}={getattr(self, key)!r} is invalid: use >= 0 seconds")
         for key in ("dagger_rounds", "epochs"):
             if int(getattr(self, key)) < 0:
                 raise PolicyConfigError(f"agent.teacher.{key}={getattr(self, key)!r} is invalid: use >= 0")
@@ -76,7 +86,18 @@ class TeacherConfig:
         ended = last_burst_end_s(world)
         if after is not None and ended is not None and time_s >= ended + self.after_burst_settle_s:
             return _checked(after, nvec, f"after_burst_actions.{world.name}")
+        before = self.before_burst_actions.get(world.name)
+        starts = first_burst_start_s(world)
+        if before is not None and starts is not None and time_s < starts - self.before_burst_lead_s:
+            return _checked(before, nvec, f"before_burst_actions.{world.name}")
         return self.label(world.name, nvec)
+
+
+def first_burst_start_s(world: ScenarioConfig) -> float | None:
+    """When the first of the tenants' scripted rate increases starts (seconds); None without one."""
+    starts = [change.start_s for tenant in world.tenants for change in tenant.arrival.changes
+              if change.multiplier > 1.0]
+    return min(starts) if starts else None
 
 
 def last_burst_end_s(world: ScenarioConfig) -> float | None:

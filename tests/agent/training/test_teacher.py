@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from sb3_contrib import MaskablePPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+from disaggpilot.agent.config_store import register_configs
 from disaggpilot.agent.errors import PolicyConfigError
 from disaggpilot.agent.headroom import HeadroomEnv, HeadroomSettings
+from disaggpilot.agent.training.config import PpoConfig
 from disaggpilot.agent.training.teacher import TeacherConfig, collect, distil, greedy_actor
-from disaggpilot.agent.training.teacher_config import last_burst_end_s
+from disaggpilot.agent.training.teacher_config import first_burst_start_s, last_burst_end_s
+from disaggpilot.env.catalog import configs_dir
 from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
 from disaggpilot.env.errors import ConfigError
 from disaggpilot.env.randomization import RandomizationConfig
@@ -63,6 +68,22 @@ def test_after_a_burst_the_teacher_switches_label_once_the_window_has_forgotten_
     assert teacher.label_at(load_scenario("steady"), 7000.0, SETTINGS.nvec).tolist() == [6, 4, 1, 0]
 
 
+def test_before_a_burst_at_a_known_time_the_teacher_labels_the_lean_setting_until_the_lead() -> None:
+    teacher = TeacherConfig(actions={"flash_crowd": [2, 2, 1, 1], "steady": [6, 4, 1, 0]},
+                            before_burst_actions={"flash_crowd": [2, 2, 0, 0]}, before_burst_lead_s=300.0,
+                            after_burst_actions={"flash_crowd": [2, 2, 1, 0]}, after_burst_settle_s=300.0)
+    world = load_scenario("flash_crowd")  # the consumer's crowd: 3,000-3,600 s
+    assert first_burst_start_s(world) == 3000.0 and first_burst_start_s(load_scenario("steady")) is None
+    labels = [teacher.label_at(world, t, SETTINGS.nvec).tolist() for t in (0.0, 2670.0, 2700.0, 3500.0, 3900.0)]
+    assert labels == [[2, 2, 0, 0]] * 2 + [[2, 2, 1, 1]] * 2 + [[2, 2, 1, 0]]
+    assert teacher.label_at(load_scenario("steady"), 0.0, SETTINGS.nvec).tolist() == [6, 4, 1, 0]
+    with pytest.raises(PolicyConfigError, match=r"agent\.teacher\.before_burst_lead_s=-5\.0"):
+        TeacherConfig(before_burst_lead_s=-5.0)
+    bad = TeacherConfig(actions={"flash_crowd": [0, 0, 0, 0]}, before_burst_actions={"flash_crowd": [0, 0]})
+    with pytest.raises(PolicyConfigError, match=r"agent\.teacher\.before_burst_actions\.flash_crowd=\[0, 0\]"):
+        bad.label_at(world, 0.0, SETTINGS.nvec)
+
+
 def test_the_teacher_follows_a_shifted_burst_in_the_episodes_world() -> None:
     teacher = TeacherConfig(actions={"noisy_neighbor": [1, 1, 1, 1]},
                             after_burst_actions={"noisy_neighbor": [1, 1, 1, 0]})
@@ -80,3 +101,19 @@ def test_bad_after_burst_settings_name_the_key() -> None:
     teacher = TeacherConfig(actions={"flash_crowd": [0, 0, 0, 0]}, after_burst_actions={"flash_crowd": [0, 0, 9, 0]})
     with pytest.raises(PolicyConfigError, match=r"agent\.teacher\.after_burst_actions\.flash_crowd=\[0, 0, 9, 0\]"):
         teacher.label_at(load_scenario("flash_crowd"), 7000.0, SETTINGS.nvec)
+
+
+@pytest.mark.parametrize("agent", sorted(path.stem for path in (configs_dir() / "agent").glob("*.yaml")))
+def test_every_shipped_agent_configs_labels_fit_its_action_space_all_episode(agent: str) -> None:
+    """A label that does not fit the sizer's choices (a floor index past the list, say) would stop a training
+    run only when its scenario's first episode reaches that label's time; check every one here."""
+    register_configs()
+    with initialize_config_dir(version_base=None, config_dir=str(configs_dir()), job_name="test_teacher"):
+        ppo = OmegaConf.to_object(compose(config_name="train", overrides=[f"agent={agent}"]).agent)
+    assert isinstance(ppo, PpoConfig)
+    teacher, nvec = ppo.teacher, ppo.headroom.nvec
+    for name in teacher.actions:
+        world = load_scenario(name)
+        labels = {tuple(teacher.label_at(world, t, nvec)) for t in np.arange(0.0, world.duration_s, 30.0)}
+        named = [teacher.actions[name], teacher.before_burst_actions.get(name), teacher.after_burst_actions.get(name)]
+        assert labels == {tuple(label) for label in named if label is not None}
