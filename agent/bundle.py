@@ -2,7 +2,8 @@
 
 Layout::
 
-    model.zip          the stable-baselines3 model (a pickle inside a zip: load only trusted bundles)
+    model.zip          the stable-baselines3 model (a pickle inside a zip: load only trusted bundles), copied
+                       canonically: two runs of one config and seed write the same bytes, so the same hash
     normalization.json observation normalisation statistics: mean, variance, clip, epsilon (plain JSON,
                        no pickle; absent when training did not normalise observations)
     spec.json          the observation/action contract of the environment it was trained on
@@ -23,7 +24,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
+import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,12 +127,46 @@ def _bundle_hash(files: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
+RUN_RECORD_FIELDS: dict[str, Any] = {"start_time": 0, "tensorboard_log": None}
+"""Fields of stable-baselines3's ``data`` entry that say when and where a run happened, not what it learned
+(the training start in ns, the run's TensorBoard folder), with the value a bundle stores instead."""
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
+"""A memory address in the ``repr`` of a function that stable-baselines3 writes beside each pickled class."""
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def copy_model_canonically(source: Path, target: Path) -> None:
+    """Copy a stable-baselines3 model zip without what differs between two runs of one config and seed: entry
+    timestamps, the run-record fields (:data:`RUN_RECORD_FIELDS`) and memory addresses in descriptive text.
+    Nothing is unpickled; the weights and every pickled entry are copied byte for byte."""
+    try:
+        with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+            for entry in original.infolist():
+                content = original.read(entry)
+                if entry.filename == "data":
+                    content = _canonical_data(content, source)
+                copy.writestr(zipfile.ZipInfo(entry.filename, date_time=_ZIP_EPOCH), content,
+                              compress_type=entry.compress_type)
+    except zipfile.BadZipFile as error:
+        raise BundleError(f"{source}: not a stable-baselines3 model zip ({error}); save the model with "
+                          "model.save(...)") from error
+
+
+def _canonical_data(content: bytes, source: Path) -> bytes:
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{source}: its 'data' entry is not stable-baselines3's JSON ({error})") from error
+    data.update({key: value for key, value in RUN_RECORD_FIELDS.items() if key in data})
+    return _ADDRESS.sub(">", json.dumps(data, indent=4)).encode()
+
+
 def save_bundle(directory: str | Path, model_file: Path, normalization: dict[str, Any] | None,
                 spec: dict[str, Any], config_yaml: str, metadata: dict[str, Any] | None = None) -> Bundle:
     """Write a bundle from a saved model (and normalisation statistics); returns it verified."""
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model_file, path / MODEL_FILE)
+    copy_model_canonically(Path(model_file), path / MODEL_FILE)
     if normalization is not None:
         (path / NORMALIZE_FILE).write_text(json.dumps(normalization))
     (path / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -202,3 +204,45 @@ def test_the_content_hash_to_pin_is_printed_by_the_module(bundle_dir: Path) -> N
     result = subprocess.run([sys.executable, "-m", "disaggpilot.agent.bundle", str(bundle_dir)], capture_output=True,
                             text=True, cwd=ROOT, timeout=120, check=True)
     assert result.stdout.strip() == content_hash(bundle_dir) == load_bundle(bundle_dir).content_hash
+
+
+def _rewritten_model(source: Path, target: Path, start_time: int, folder: str, address: str,
+                     weights_suffix: bytes = b"") -> Path:
+    """``source`` as another run of the same config and seed would write it: another start time, TensorBoard
+    folder, function addresses and zip timestamps (and, with ``weights_suffix``, other weights)."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+        for entry in original.infolist():
+            content = original.read(entry)
+            if entry.filename == "data":
+                data = json.loads(content)
+                data.update(start_time=start_time, tensorboard_log=folder)
+                content = re.sub(r" at 0x[0-9a-f]+>", f" at {address}>", json.dumps(data, indent=4)).encode()
+            if entry.filename == "policy.pth":
+                content += weights_suffix
+            copy.writestr(zipfile.ZipInfo(entry.filename, date_time=(2026, 12, 7, 21, 14, 10)), content)
+    return target
+
+
+def test_two_runs_of_one_config_and_seed_give_one_bundle_hash(bundle_dir: Path, tmp_path: Path) -> None:
+    """When and where a run happened never reaches the hash; the weights do. The canonical copy loads and acts
+    as the model it came from."""
+    spec, model = load_bundle(bundle_dir).spec, bundle_dir.parent / "model.zip"
+    hashes = [save_bundle(tmp_path / f"run{i}", _rewritten_model(model, tmp_path / f"model{i}.zip", *run), None,
+                          spec, "seed: 0\n").content_hash
+              for i, run in enumerate([(1796677577261639314, "/a/tensorboard", "0x7efc9c794b80"),
+                                       (1796678043478270703, "/b/tensorboard", "0x7f9312a9c9a0")])]
+    assert hashes[0] == hashes[1]
+    other = _rewritten_model(model, tmp_path / "other.zip", 0, "/a/tensorboard", "0x7efc9c794b80", b"\0")
+    assert save_bundle(tmp_path / "other", other, None, spec, "seed: 0\n").content_hash != hashes[0]
+    data = json.loads(zipfile.ZipFile(tmp_path / "run0" / "model.zip").read("data"))
+    assert (data["start_time"], data["tensorboard_log"]) == (0, None)
+    observation = np.linspace(-1.0, 1.0, len(spec["observation_features"]), dtype=np.float32)
+    masks = np.ones(sum(spec["action_nvec"]), dtype=bool)
+    assert (PpoPolicy(tmp_path / "run0")._predict(observation, masks).tolist()
+            == PpoPolicy(bundle_dir)._predict(observation, masks).tolist())
+
+
+def test_a_model_file_that_is_not_a_zip_is_refused_naming_it(bundle_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "model.zip").write_bytes(b"not a zip")
+    with pytest.raises(BundleError, match=r"model\.zip: not a stable-baselines3 model zip"):
+        save_bundle(tmp_path / "bundle", tmp_path / "model.zip", None, load_bundle(bundle_dir).spec, "seed: 0\n")
