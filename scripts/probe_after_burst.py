@@ -15,7 +15,9 @@ the first from 0 s (a floor raised ahead of a burst whose time is known)::
            [[0, [0.75, 0.9, 4, 1]], [2700, [0.75, 0.9, 4, 3]], [3900, [0.75, 0.9, 4, 1]]]]]'
 
 A setting is (prefill level, decode level, prefill floor, decode floor) with a 10-interval window and the
-window's peak. Every run is reproducible: the simulator is seeded per episode.
+window's peak. A third argument replays a trace for one tenant, as ``disaggpilot evaluate``'s ``trace.*``
+(JSON of :class:`TraceOverride`'s fields), e.g. ``'{"path": "data/traces/azure2023_conv.csv", "end_s": 1680}'``.
+Every run is reproducible: the simulator is seeded per episode.
 """
 
 from __future__ import annotations
@@ -31,16 +33,17 @@ import numpy as np
 from disaggpilot.agent.evaluation.episode import EpisodeTask, play
 from disaggpilot.agent.evaluation.policies import PolicySpec
 from disaggpilot.agent.evaluation.records import results_row
+from disaggpilot.agent.evaluation.scenarios import TraceOverride, resolve_scenario, with_trace
 from disaggpilot.agent.headroom import HeadroomSettings, HeadroomSizer
 from disaggpilot.agent.policy import PolicyContext
 from disaggpilot.env.backend import ClusterAction
 from disaggpilot.env.metrics import MetricsSnapshot
-from disaggpilot.env.scenario import load_scenario
+from disaggpilot.env.scenario import ScenarioConfig
 
 SEEDS = [1000, 1001, 1002, 1003, 1004]
 SETTINGS = HeadroomSettings(prefill_utilization_levels=[0.5, 0.6, 0.75, 0.85, 1.0],
-                            decode_utilization_levels=[0.75, 0.9, 1.0], demand_window_intervals=10,
-                            prefill_floor_choices=[0, 3, 4, 5], decode_floor_choices=[0, 1, 2, 3])
+                            decode_utilization_levels=[0.6, 0.75, 0.9, 1.0], demand_window_intervals=10,
+                            prefill_floor_choices=[0, 3, 4, 5, 6, 7, 8], decode_floor_choices=[0, 1, 2, 3, 4])
 Setting = Sequence[float]
 
 
@@ -84,17 +87,19 @@ def schedule_of(variant: Sequence[Any]) -> Schedule:
     return [(float(from_s), setting) for from_s, setting in variant[1]]
 
 
-def episode(job: tuple[str, int, Schedule]) -> dict[str, Any]:
+def episode(job: tuple[ScenarioConfig, int, Schedule]) -> dict[str, Any]:
     """Goodput, cost and every tenant's margin of one episode."""
     scenario, seed, schedule = job
-    task = EpisodeTask(0, PolicySpec("switch", "probe"), load_scenario(scenario), seed)
-    row = results_row("switch", "probe", scenario, seed, play(SwitchAt(schedule), task))
+    task = EpisodeTask(0, PolicySpec("switch", "probe"), scenario, seed)
+    row = results_row("switch", "probe", scenario.name, seed, play(SwitchAt(schedule), task))
     margins = [row[key] - row["target/" + key.split("/", 1)[1]] for key in row if key.startswith("attainment/")]
     return {"goodput": row["goodput_tokens"], "cost": row["cost_usd"], "margin": min(margins)}
 
 
 def main() -> None:
-    scenario, variants = sys.argv[1], json.loads(sys.argv[2])
+    variants = json.loads(sys.argv[2])
+    trace = TraceOverride(**json.loads(sys.argv[3])) if len(sys.argv) > 3 else TraceOverride()
+    scenario = with_trace(resolve_scenario(sys.argv[1]), trace)
     with ProcessPoolExecutor(2) as pool:
         for variant in variants:
             label, schedule = variant[0], schedule_of(variant)
