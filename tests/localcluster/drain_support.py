@@ -14,14 +14,18 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from disaggpilot.env.live.launcher import Launcher, Replica
 from tests.localcluster.upstreams import Answer
+
+Value = TypeVar("Value")
 
 RETRIES = "disaggpilot_gateway_upstream_retries_total"
 FAILED = "disaggpilot_gateway_requests_failed_total"
@@ -89,24 +93,27 @@ async def _gateway_routes_to(session: aiohttp.ClientSession, gateway_url: str, n
     the discovery file, and the gateway reads that file on its next poll: streams started in between all go to
     the other replicas, and the drained one never holds any (the likely cause of a CI failure that polled the
     new replica for 120 s and saw nothing on it)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
-        if any(r["name"] == name and r["state"] == "ready" and r["listed"]
-               for r in await _gateway_view(session, gateway_url)):
-            return True
-        await asyncio.sleep(0.05)
-    return False
+    def routed(replicas: list[dict[str, object]]) -> bool:
+        return any(r["name"] == name and r["state"] == "ready" and r["listed"] for r in replicas)
+    return routed(await _poll(lambda: _gateway_view(session, gateway_url), routed, timeout_s))
 
 
 async def _requests_on(replica: Replica, timeout_s: float, poll_s: float = 0.05) -> float:
     """The replica's requests as soon as there are any (0 after ``timeout_s``): on a loaded machine the answers it
     serves can finish while the last client still waits for its first token (one CI run read 0)."""
+    return await _poll(lambda: asyncio.to_thread(_requests_or_zero, replica.url), lambda held: held > 0,
+                       timeout_s, poll_s)
+
+
+async def _poll(read: Callable[[], Awaitable[Value]], done: Callable[[Value], bool], timeout_s: float,
+                poll_s: float = 0.05) -> Value:
+    """``read()`` every ``poll_s`` until ``done`` accepts its value or ``timeout_s`` has passed; the last value."""
     deadline = asyncio.get_running_loop().time() + timeout_s
-    held = await asyncio.to_thread(_requests_or_zero, replica.url)
-    while held == 0 and asyncio.get_running_loop().time() < deadline:
+    value = await read()
+    while not done(value) and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(poll_s)
-        held = await asyncio.to_thread(_requests_or_zero, replica.url)
-    return held
+        value = await read()
+    return value
 
 
 def _requests_or_zero(url: str) -> float:
