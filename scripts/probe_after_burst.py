@@ -49,11 +49,16 @@ Setting = Sequence[float]
 
 def indices(setting: Setting) -> np.ndarray:
     """The sizer's action indices for (prefill level, decode level, prefill floor, decode floor)."""
-    prefill, decode, prefill_floor, decode_floor = setting
-    return np.array([SETTINGS.prefill_utilization_levels.index(prefill),
-                     SETTINGS.decode_utilization_levels.index(decode),
-                     SETTINGS.prefill_floor_choices.index(int(prefill_floor)),
-                     SETTINGS.decode_floor_choices.index(int(decode_floor))])
+    choices: dict[str, list[float]] = {
+        "prefill level": list(SETTINGS.prefill_utilization_levels),
+        "decode level": list(SETTINGS.decode_utilization_levels),
+        "prefill floor": [float(n) for n in SETTINGS.prefill_floor_choices],
+        "decode floor": [float(n) for n in SETTINGS.decode_floor_choices]}
+    pairs = list(zip(setting, choices.values(), strict=False))
+    if len(setting) != len(choices) or any(value not in allowed for value, allowed in pairs):
+        raise SystemExit(f"setting {list(setting)} is not one of this probe's: give (prefill level, decode level, "
+                         f"prefill floor, decode floor) from {choices}")
+    return np.array([allowed.index(value) for value, allowed in pairs])
 
 
 Schedule = Sequence[tuple[float, Setting]]
