@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -240,9 +241,16 @@ class ControllerConfig:
     ``json``: one JSON object per log line, one line per decision, for log shipping; ``text``: Hydra's format."""
     history_intervals: int = 240
     """Snapshots kept for the policies (intervals); must cover the fallback planner's adjustment interval."""
+    slo_period_start: str | None = None
+    """When an SLO period began, as an ISO 8601 time with its UTC offset (``2026-12-07T00:00:00+00:00``); periods
+    repeat every scenario duration, and the observation's time left and miss budgets follow that calendar. A
+    bundle that learned a burst's time of the period (``specialists/flash_crowd_scheduled``) needs it; null: the
+    first period begins at the first snapshot. Misses before the controller started are not known to it: a
+    controller joining a period mid-way counts its budget from its own start."""
 
     def __post_init__(self) -> None:
         self._check_choices()
+        self._check_period_start()
         self._check_bundle()
         self._check_kubernetes()
         require(self.actuator != "local" or self.launcher is not None, "controller.launcher", self.launcher,
@@ -269,6 +277,23 @@ class ControllerConfig:
         waits = sum(self.fallback.backoff.delays())
         require(waits < self.interval_s, "controller.fallback.backoff", waits,
                 f"retries wait {waits} s in all: keep it under interval_s={self.interval_s}")
+
+    def _check_period_start(self) -> None:
+        try:
+            start = None if self.slo_period_start is None else datetime.fromisoformat(self.slo_period_start)
+        except (TypeError, ValueError):
+            start = None
+            require(False, "controller.slo_period_start", self.slo_period_start,
+                    "use an ISO 8601 time with its UTC offset, e.g. 2026-12-07T00:00:00+00:00, or null")
+        require(start is None or start.tzinfo is not None, "controller.slo_period_start", self.slo_period_start,
+                "add the UTC offset (e.g. +00:00): a time without one means a different instant on every host")
+
+    @property
+    def slo_period_start_unix_s(self) -> float | None:
+        """:attr:`slo_period_start` as Unix time (seconds), or None."""
+        if self.slo_period_start is None:
+            return None
+        return datetime.fromisoformat(self.slo_period_start).timestamp()
 
     def _check_bundle(self) -> None:
         require(not (self.fallback_only and self.bundle is not None), "controller.fallback_only", self.fallback_only,

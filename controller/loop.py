@@ -100,9 +100,9 @@ class ControllerLoop:
                  source: MetricsSource, actuator: Actuator, clock: Clock, policy: Policy | None,
                  fallback: Policy | None, metrics: ControllerMetrics | None = None,
                  startup_problem: Problem | None = None, seed: int | None = None,
-                 leadership: Leadership | None = None) -> None:
+                 leadership: Leadership | None = None, wall_clock: Callable[[], float] = time.time) -> None:
         self.config, self.scenario, self.env_config = config, scenario, env_config
-        self.source, self.actuator, self.clock = source, actuator, clock
+        self.source, self.actuator, self.clock, self.wall_clock = source, actuator, clock, wall_clock
         self.policy, self.fallback, self.metrics, self.seed = policy, fallback, metrics, seed
         self.pools, self.tenants = scenario.cluster.enabled_roles(), [t.name for t in scenario.tenants]
         self._check_shield_covers_pools()
@@ -156,9 +156,22 @@ class ControllerLoop:
         self.history.append(snapshot)
         self.targets, self.primed = current_targets(snapshot), True
         self._set_first_scrape_pending(False)
+        self._join_slo_period()
         if self.policy is not None:
             self.observer.build(snapshot, self.codec.knob_levels(snapshot))  # as the environment's reset does
         return None
+
+    def _join_slo_period(self) -> None:
+        """Start the observation's SLO-period clock where ``controller.slo_period_start``'s calendar is now."""
+        start = self.config.slo_period_start_unix_s
+        if start is None:
+            return
+        period = self.observer.period_s
+        elapsed = (self.wall_clock() - start) % period
+        elapsed = 0.0 if elapsed >= period else elapsed  # float rounding can land on the period itself
+        self.observer.join_period(elapsed)
+        log.info("joined the SLO period %.0f s in (controller.slo_period_start=%s)", elapsed,
+                 self.config.slo_period_start, extra={"fields": {"event": "slo_period", "elapsed_s": elapsed}})
 
     def _set_first_scrape_pending(self, pending: bool) -> None:
         if self.metrics is not None:

@@ -154,6 +154,12 @@ class Observer:
         """Forget the previous episode."""
         self.memory = Memory()
 
+    def join_period(self, elapsed_s: float) -> None:
+        """Start the SLO period's clock ``elapsed_s`` seconds in: a controller that starts while a period is under
+        way (``controller.slo_period_start``). Call it before the first :meth:`build`."""
+        require(0 <= elapsed_s < self.period_s, "elapsed_s", elapsed_s, f"use 0 <= elapsed_s < {self.period_s} s")
+        self.memory.elapsed_s = float(elapsed_s)
+
     def build(self, snapshot: MetricsSnapshot, knob_levels: tuple[int, int]) -> np.ndarray:
         """The observation for the interval ``snapshot`` reports: each listed feature, in order."""
         frame = Frame(snapshot, knob_levels, self.config, self.tenants, self.cluster, self.level_counts,
