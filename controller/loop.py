@@ -386,6 +386,7 @@ class ControllerLoop:
         if self.metrics is not None:
             self.metrics.record(decision)
             self.metrics.set_leader(self.leader)
+            self.metrics.set_slo_period_elapsed(self.observer.memory.elapsed_s)
         fields = {"event": "decision", **decision.record(), "decider": self._decider(decision), "leader": self.leader}
         log.info("decision", extra={"fields": fields})
 

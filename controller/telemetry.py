@@ -78,6 +78,9 @@ class ControllerMetrics:
                                  registry=r)
         self.startup_pending = Gauge(f"{PREFIX}startup_scrape_pending",
                                      "1 until the metrics source has answered a first time", registry=r)
+        self.slo_period_elapsed = Gauge(f"{PREFIX}slo_period_elapsed_seconds",
+                                        "Seconds of the SLO period the policy's observation has counted "
+                                        "(controller.slo_period_start sets its calendar)", registry=r)
         self.knobs_refused = Gauge(f"{PREFIX}knob_patch_refused",
                                    "1 while the last batch-knob patch of a pool was refused (RBAC); replicas still "
                                    "scale", ["pool"], registry=r)
@@ -121,6 +124,10 @@ class ControllerMetrics:
     def set_startup_scrape_pending(self, pending: bool) -> None:
         """Whether the daemon still waits for its first snapshot (holding meanwhile)."""
         self.startup_pending.set(1.0 if pending else 0.0)
+
+    def set_slo_period_elapsed(self, elapsed_s: float) -> None:
+        """Where the observation's SLO-period clock stands (seconds into the period)."""
+        self.slo_period_elapsed.set(elapsed_s)
 
     def set_knobs_refused(self, pool: str, refused: bool) -> None:
         """Whether the actuator's last patch of ``pool``'s batch knobs was refused by RBAC."""

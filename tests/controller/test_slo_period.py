@@ -13,6 +13,7 @@ from disaggpilot.controller.clock import VirtualClock
 from disaggpilot.controller.config import ControllerConfig
 from disaggpilot.controller.loop import ControllerLoop
 from disaggpilot.controller.policies import make_fallback
+from disaggpilot.controller.telemetry import ControllerMetrics
 from disaggpilot.controller.testing import FixedPolicy, FlakyActuator
 from disaggpilot.env.backend import ClusterAction
 from disaggpilot.env.cluster_env import EnvConfig
@@ -40,13 +41,17 @@ class TimeLeftPolicy(FixedPolicy):
 
 
 def time_left_over(decisions: int, settings: ControllerConfig, wall_s: float) -> list[float]:
+    """``cluster/time_left`` at each decision; the exported period gauge must agree with the last."""
     environment = EnvConfig(interval_s=INTERVAL_S, observation=ObservationConfig(budget_features=True))
     backend, clock = ScriptedBackend([healthy_spec()]), VirtualClock()
+    metrics = ControllerMetrics(("prefill", "decode"), ("chat", "summarise"), settings.mode)
     loop = ControllerLoop(settings, small_scenario(), environment, backend, FlakyActuator(backend=backend), clock,
-                          None, make_fallback(settings), wall_clock=lambda: wall_s + clock.now())
+                          None, make_fallback(settings), metrics, wall_clock=lambda: wall_s + clock.now())
     policy = TimeLeftPolicy(loop.observer.names.index("cluster/time_left"))
     loop.policy = policy
     loop.run(decisions)
+    elapsed = metrics.registry.get_sample_value("disaggpilot_controller_slo_period_elapsed_seconds")
+    assert elapsed == pytest.approx((1 - policy.time_left[-1]) * PERIOD_S)
     return policy.time_left
 
 
