@@ -279,21 +279,18 @@ class ControllerConfig:
                 f"retries wait {waits} s in all: keep it under interval_s={self.interval_s}")
 
     def _check_period_start(self) -> None:
-        try:
-            start = None if self.slo_period_start is None else datetime.fromisoformat(self.slo_period_start)
-        except (TypeError, ValueError):
-            start = None
-            require(False, "controller.slo_period_start", self.slo_period_start,
-                    "use an ISO 8601 time with its UTC offset, e.g. 2026-12-07T00:00:00+00:00, or null")
+        start = _iso_time(self.slo_period_start)
+        require(start is not None or self.slo_period_start is None, "controller.slo_period_start",
+                self.slo_period_start, "use an ISO 8601 time with its UTC offset, e.g. 2026-12-07T00:00:00+00:00, "
+                "or null")
         require(start is None or start.tzinfo is not None, "controller.slo_period_start", self.slo_period_start,
                 "add the UTC offset (e.g. +00:00): a time without one means a different instant on every host")
 
     @property
     def slo_period_start_unix_s(self) -> float | None:
         """:attr:`slo_period_start` as Unix time (seconds), or None."""
-        if self.slo_period_start is None:
-            return None
-        return datetime.fromisoformat(self.slo_period_start).timestamp()
+        start = _iso_time(self.slo_period_start)
+        return None if start is None else start.timestamp()
 
     def _check_bundle(self) -> None:
         require(not (self.fallback_only and self.bundle is not None), "controller.fallback_only", self.fallback_only,
@@ -354,3 +351,11 @@ def register_configs() -> None:
     Hydra's ``ConfigStore`` (idempotent)."""
     register_env_configs()
     ConfigStore.instance().store(group=SCHEMA_GROUP, name="controller", node=ControllerConfig)
+
+
+def _iso_time(text: str | None) -> datetime | None:
+    """``text`` as a time; None when it is null or not ISO 8601."""
+    try:
+        return None if text is None else datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
