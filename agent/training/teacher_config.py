@@ -11,6 +11,7 @@ import numpy as np
 from disaggpilot.agent.errors import PolicyConfigError
 from disaggpilot.agent.seeds import require_held_out
 from disaggpilot.env.scenario import ScenarioConfig
+from disaggpilot.env.workload import RateChange
 
 
 @dataclass
@@ -49,11 +50,9 @@ class TeacherConfig:
     """Minibatch size (observations)."""
 
     def __post_init__(self) -> None:
-        self.actions = {str(name): [int(i) for i in indices] for name, indices in dict(self.actions).items()}
-        self.after_burst_actions = {str(name): [int(i) for i in indices]
-                                    for name, indices in dict(self.after_burst_actions).items()}
-        self.before_burst_actions = {str(name): [int(i) for i in indices]
-                                     for name, indices in dict(self.before_burst_actions).items()}
+        for key in ("actions", "after_burst_actions", "before_burst_actions"):
+            setattr(self, key, {str(name): [int(i) for i in indices]
+                                for name, indices in dict(getattr(self, key)).items()})
         for key in ("after_burst_settle_s", "before_burst_lead_s"):
             if float(getattr(self, key)) < 0:
                 raise PolicyConfigError(f"agent.teacher.{key}={getattr(self, key)!r} is invalid: use >= 0 seconds")
@@ -95,16 +94,19 @@ class TeacherConfig:
 
 def first_burst_start_s(world: ScenarioConfig) -> float | None:
     """When the first of the tenants' scripted rate increases starts (seconds); None without one."""
-    starts = [change.start_s for tenant in world.tenants for change in tenant.arrival.changes
-              if change.multiplier > 1.0]
+    starts = [burst.start_s for burst in _bursts(world)]
     return min(starts) if starts else None
 
 
 def last_burst_end_s(world: ScenarioConfig) -> float | None:
     """When the last of the tenants' scripted rate increases with an end ends (seconds); None without one."""
-    ends = [change.start_s + change.duration_s for tenant in world.tenants for change in tenant.arrival.changes
-            if change.multiplier > 1.0 and np.isfinite(change.duration_s)]
+    ends = [burst.start_s + burst.duration_s for burst in _bursts(world) if np.isfinite(burst.duration_s)]
     return max(ends) if ends else None
+
+
+def _bursts(world: ScenarioConfig) -> list[RateChange]:
+    """Every tenant's scripted rate changes above 1x."""
+    return [change for tenant in world.tenants for change in tenant.arrival.changes if change.multiplier > 1.0]
 
 
 def _checked(action: list[int], nvec: Sequence[int], key: str) -> np.ndarray:
