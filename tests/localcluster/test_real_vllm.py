@@ -329,10 +329,10 @@ def _reported_totals(report: dict[str, Any]) -> list[Any]:
 
 # ----- the real loop ----------------------------------------------------------------------------------------------
 INTERVAL_S = 5.0
-LOW_RPS, HIGH_RPS = 0.5, 5.0
-"""The step must outrun one decode replica on any machine CI runs on: at 4 requests/s a quiet machine kept up and
-its decode queue peaked at exactly the trigger (2 waiting), so nothing scaled (one CI run)."""
-STEP_START_S, STEP_S, LOAD_S = 10.0, 20.0, 60.0
+LOW_RPS, HIGH_RPS = 0.5, 6.0
+"""The step must outrun one decode replica on any machine CI runs on: on a quiet machine a 20 s step at 4, and
+once at 5, requests/s left a decode queue that peaked at exactly the trigger (2 waiting), so nothing scaled."""
+STEP_START_S, STEP_S, LOAD_S = 10.0, 30.0, 60.0
 OUTPUT_TOKENS = 64
 QUEUE_TRIGGER = 2.0
 """Waiting requests per ready decode replica above which the saturation planner adds one (its
