@@ -81,6 +81,10 @@ class ControllerMetrics:
         self.slo_period_elapsed = Gauge(f"{PREFIX}slo_period_elapsed_seconds",
                                         "Seconds of the SLO period the policy's observation has counted "
                                         "(controller.slo_period_start sets its calendar)", registry=r)
+        self.slo_period_counts_unknown = Gauge(f"{PREFIX}slo_period_counts_unknown",
+                                               "Tenants whose requests so far in the SLO period could not be "
+                                               "counted when the daemon joined it (their miss budgets started "
+                                               "full)", registry=r)
         self.knobs_refused = Gauge(f"{PREFIX}knob_patch_refused",
                                    "1 while the last batch-knob patch of a pool was refused (RBAC); replicas still "
                                    "scale", ["pool"], registry=r)
@@ -128,6 +132,10 @@ class ControllerMetrics:
     def set_slo_period_elapsed(self, elapsed_s: float) -> None:
         """Where the observation's SLO-period clock stands (seconds into the period)."""
         self.slo_period_elapsed.set(elapsed_s)
+
+    def set_slo_period_counts_unknown(self, tenants: int) -> None:
+        """How many tenants' SLO-period counts could not be read when the daemon joined the period."""
+        self.slo_period_counts_unknown.set(tenants)
 
     def set_knobs_refused(self, pool: str, refused: bool) -> None:
         """Whether the actuator's last patch of ``pool``'s batch knobs was refused by RBAC."""

@@ -84,6 +84,22 @@ class ClusterBackend(Protocol):
         ...
 
 
+TenantCounts = dict[str, tuple[float, float]]
+"""(met, missed) requests per tenant name."""
+
+
+@runtime_checkable
+class JudgedHistory(Protocol):
+    """A backend that can count what its tenants' requests did before it was reset: a live cluster whose metrics
+    store keeps the gateway's counters. The controller reads it when it joins an SLO period under way
+    (``controller.slo_period_start``), so each tenant's miss budget starts from the period's counts, not full."""
+
+    def judged_over_last(self, seconds: float) -> TenantCounts:
+        """Each tenant's (met, missed) requests over the last ``seconds`` (cluster seconds) up to now. A tenant
+        whose counts cannot be read is left out (the caller says which); raises like a scrape does."""
+        ...
+
+
 @runtime_checkable
 class Actuator(Protocol):
     """What turns a shielded :class:`ClusterAction` into a change of a cluster (Kubernetes, local processes,

@@ -10,7 +10,8 @@ runs, and bundles that do not list it never compute it. Every feature is finite 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,11 +155,19 @@ class Observer:
         """Forget the previous episode."""
         self.memory = Memory()
 
-    def join_period(self, elapsed_s: float) -> None:
+    def join_period(self, elapsed_s: float, judged: Mapping[str, tuple[float, float]] | None = None) -> None:
         """Start the SLO period's clock ``elapsed_s`` seconds in: a controller that starts while a period is under
-        way (``controller.slo_period_start``). Call it before the first :meth:`build`."""
+        way (``controller.slo_period_start``). ``judged`` gives tenants' (met, missed) requests so far in the
+        period, so their miss budgets start where the period stands; a tenant it leaves out starts with its
+        full budget. Call it before the first :meth:`build`."""
         require(0 <= elapsed_s < self.period_s, "elapsed_s", elapsed_s, f"use 0 <= elapsed_s < {self.period_s} s")
+        tenants = [spec.name for spec in self.tenants]
+        for name, counts in (judged or {}).items():
+            require(name in tenants, "judged", name, f"give counts of this observer's tenants {tenants}")
+            require(len(counts) == 2 and all(math.isfinite(c) and c >= 0 for c in counts), f"judged[{name!r}]",
+                    counts, "give (met, missed) request counts, finite and >= 0")
         self.memory.elapsed_s = float(elapsed_s)
+        self.memory.judged = {name: (float(met), float(missed)) for name, (met, missed) in (judged or {}).items()}
 
     def build(self, snapshot: MetricsSnapshot, knob_levels: tuple[int, int]) -> np.ndarray:
         """The observation for the interval ``snapshot`` reports: each listed feature, in order."""

@@ -10,10 +10,10 @@ agent and controller test suites use it too.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from disaggpilot.env.backend import ClusterAction
+from disaggpilot.env.backend import ClusterAction, TenantCounts
 from disaggpilot.env.metrics import (
     GW_ARRIVED,
     GW_FINISHED,
@@ -117,11 +117,16 @@ class ScriptedBackend:
             interval number (0 for ``reset``) returning the spec.
         follow_actions: when True, replica targets applied are reflected in later snapshots (replicas
             become ready at once), so a controller sees its own actions.
+        judged_before: what ``judged_over_last`` reports of the time before ``reset`` ((met, missed) per
+            tenant, as a live cluster's Prometheus would), or the error it raises (a metrics store that is down).
     """
 
     def __init__(self, script: Sequence[SnapshotSpec] | Callable[[int], SnapshotSpec],
-                 follow_actions: bool = True) -> None:
-        self.script, self.follow_actions = script, follow_actions
+                 follow_actions: bool = True,
+                 judged_before: Mapping[str, tuple[float, float]] | Exception | None = None) -> None:
+        self.script, self.follow_actions, self.judged_before = script, follow_actions, judged_before
+        self.judged_queries: list[float] = []
+        """The ``seconds`` of every ``judged_over_last`` call."""
         self.actions: list[ClusterAction] = []
         self.now, self.step, self.closed = 0.0, 0, False
         self.reset_seeds: list[int | None] = []
@@ -154,6 +159,14 @@ class ScriptedBackend:
         self.step += 1
         start, self.now = self.now, self.now + seconds
         return make_snapshot(self._spec(self.step), start, self.now)
+
+    def judged_over_last(self, seconds: float) -> TenantCounts:
+        """``judged_before`` (raised when it is an error); only tenants it names, as a store knows only the
+        series it kept. Scripted intervals since ``reset`` are not added: the controller asks right after it."""
+        self.judged_queries.append(seconds)
+        if isinstance(self.judged_before, Exception):
+            raise self.judged_before
+        return dict(self.judged_before or {})
 
     def close(self) -> None:
         """Mark closed."""

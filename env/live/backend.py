@@ -34,14 +34,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from disaggpilot.env.backend import Actuator, ClusterAction
+from disaggpilot.env.backend import Actuator, ClusterAction, TenantCounts
 from disaggpilot.env.catalog import load_gpu
 from disaggpilot.env.cluster_config import PoolConfig
 from disaggpilot.env.errors import BackendError, require
 from disaggpilot.env.live.config import LiveConfig
 from disaggpilot.env.live.promql import PrometheusClient
 from disaggpilot.env.live.source import PrometheusSource, Reading
-from disaggpilot.env.metrics import MetricsSnapshot, PoolMetrics
+from disaggpilot.env.metrics import GW_MET, GW_MISSED, MetricsSnapshot, PoolMetrics
 from disaggpilot.env.scenario import ScenarioConfig
 
 
@@ -150,6 +150,23 @@ class LiveBackend:
         start, end = self._last, self.clock.now()
         self._last = end
         return self._snapshot(start, end)
+
+    def judged_over_last(self, seconds: float) -> TenantCounts:
+        """Each tenant's (met, missed) requests at the gateway over the last ``seconds`` (cluster seconds), read
+        as one window (``increase`` over it, so a gateway restart's counter reset is bridged); a tenant whose
+        counters are missing or invalid is left out (``last_reading`` lists the issues)."""
+        self._check_started()
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise BackendError(f"judged_over_last(seconds={seconds!r}): use a positive number of seconds")
+        assert self._origin is not None
+        now = self.clock.now()
+        self.last_reading = self.source.read(now - seconds * self.time_scale, now, self._origin)
+        counts: TenantCounts = {}
+        for name, tenant in self.last_reading.snapshot.tenants.items():
+            met, missed = tenant.counters[GW_MET], tenant.counters[GW_MISSED]
+            if math.isfinite(met) and math.isfinite(missed) and min(met, missed) >= 0:
+                counts[name] = (met, missed)
+        return counts
 
     def close(self) -> None:
         """Mark closed (the actuator and Prometheus belong to the caller)."""

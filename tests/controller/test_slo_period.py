@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -15,11 +16,14 @@ from disaggpilot.controller.loop import ControllerLoop
 from disaggpilot.controller.policies import make_fallback
 from disaggpilot.controller.telemetry import ControllerMetrics
 from disaggpilot.controller.testing import FixedPolicy, FlakyActuator
-from disaggpilot.env.backend import ClusterAction
-from disaggpilot.env.cluster_env import EnvConfig
+from disaggpilot.env.backend import ClusterAction, ClusterBackend
+from disaggpilot.env.cluster_env import EnvConfig, interface
 from disaggpilot.env.errors import ConfigError
+from disaggpilot.env.live.errors import PrometheusQueryError, PrometheusUnavailableError
 from disaggpilot.env.metrics import MetricsSnapshot
 from disaggpilot.env.observation import ObservationConfig
+from disaggpilot.env.reward import miss_budget_left
+from disaggpilot.env.sim.cluster import SimBackend
 from disaggpilot.env.testing import ScriptedBackend
 from tests.controller.conftest import INTERVAL_S, config, healthy_spec
 from tests.env.sim.conftest import small_scenario
@@ -28,31 +32,41 @@ PERIOD_S = 600.0  # small_scenario's duration: the controller's SLO period
 START = "2026-12-07T00:00:00+00:00"
 
 
-class TimeLeftPolicy(FixedPolicy):
-    """Holds 2+2 and records the observation's ``cluster/time_left`` at every decision."""
+class RecordingPolicy(FixedPolicy):
+    """Holds 2+2 and records the named observation features at every decision."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, indices: dict[str, int]) -> None:
         super().__init__({"prefill": 2, "decode": 2})
-        self.index, self.time_left = index, list[float]()
+        self.indices, self.seen = indices, {name: list[float]() for name in indices}
 
     def act(self, observation: np.ndarray, history: Sequence[MetricsSnapshot]) -> ClusterAction:
-        self.time_left.append(float(observation[self.index]))
+        for name, index in self.indices.items():
+            self.seen[name].append(float(observation[index]))
         return super().act(observation, history)
+
+
+def run_loop(decisions: int, settings: ControllerConfig, wall_s: float, source: ClusterBackend | None = None,
+             features: Sequence[str] = ("cluster/time_left",)) -> tuple[RecordingPolicy, ControllerMetrics]:
+    """The loop over ``source`` (by default a healthy scripted cluster) for ``decisions`` decisions, the wall
+    clock at ``wall_s`` when it starts; the policy records ``features`` at each decision."""
+    environment = EnvConfig(interval_s=INTERVAL_S, observation=ObservationConfig(budget_features=True))
+    backend, clock = source or ScriptedBackend([healthy_spec()]), VirtualClock()
+    metrics = ControllerMetrics(("prefill", "decode"), ("chat", "summarise"), settings.mode)
+    loop = ControllerLoop(settings, small_scenario(), environment, backend, FlakyActuator(backend=backend), clock,
+                          None, make_fallback(settings), metrics, wall_clock=lambda: wall_s + clock.now())
+    policy = RecordingPolicy({name: loop.observer.names.index(name) for name in features})
+    loop.policy = policy
+    loop.run(decisions)
+    return policy, metrics
 
 
 def time_left_over(decisions: int, settings: ControllerConfig, wall_s: float) -> list[float]:
     """``cluster/time_left`` at each decision; the exported period gauge must agree with the last."""
-    environment = EnvConfig(interval_s=INTERVAL_S, observation=ObservationConfig(budget_features=True))
-    backend, clock = ScriptedBackend([healthy_spec()]), VirtualClock()
-    metrics = ControllerMetrics(("prefill", "decode"), ("chat", "summarise"), settings.mode)
-    loop = ControllerLoop(settings, small_scenario(), environment, backend, FlakyActuator(backend=backend), clock,
-                          None, make_fallback(settings), metrics, wall_clock=lambda: wall_s + clock.now())
-    policy = TimeLeftPolicy(loop.observer.names.index("cluster/time_left"))
-    loop.policy = policy
-    loop.run(decisions)
+    policy, metrics = run_loop(decisions, settings, wall_s)
+    time_left = policy.seen["cluster/time_left"]
     elapsed = metrics.registry.get_sample_value("disaggpilot_controller_slo_period_elapsed_seconds")
-    assert elapsed == pytest.approx((1 - policy.time_left[-1]) * PERIOD_S)
-    return policy.time_left
+    assert elapsed == pytest.approx((1 - time_left[-1]) * PERIOD_S)
+    return time_left
 
 
 def test_the_period_clock_follows_the_configured_calendar_and_wraps() -> None:
@@ -73,3 +87,58 @@ def test_the_period_clock_follows_the_configured_calendar_and_wraps() -> None:
 def test_a_bad_period_start_is_refused_naming_the_field_and_the_fix(value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config(slo_period_start=value)
+
+
+# ----- joining a period under way: the miss budgets start from the period's counts ---------------------------
+BUDGETS = ("tenant0/miss_budget_left", "tenant1/miss_budget_left")  # chat, summarise (targets 0.99)
+START_S = datetime.fromisoformat(START).timestamp()
+
+
+def budgets_over(decisions: int, source: ClusterBackend, wall_s: float = START_S + 480.0,
+                 **settings: object) -> tuple[dict[str, list[float]], float | None]:
+    """Each tenant's miss budget at each decision, and the exported count of tenants the join could not count."""
+    policy, metrics = run_loop(decisions, config(slo_period_start=START, **settings), wall_s, source, BUDGETS)
+    return policy.seen, metrics.registry.get_sample_value("disaggpilot_controller_slo_period_counts_unknown")
+
+
+def test_a_daemon_joining_a_period_starts_each_budget_from_the_period_s_counts() -> None:
+    """480 s into the period, chat has 30 misses in 1,040 requests (0.97, under its 0.99 target); every scripted
+    snapshot (the first scrape's too) adds 100 met to those counts; summarise, which the store does not know,
+    starts full."""
+    source = ScriptedBackend([healthy_spec()], judged_before={"chat": (1010.0, 30.0)})
+    seen, unknown = budgets_over(2, source)
+    assert source.judged_queries == [pytest.approx(480.0)]
+    assert seen["tenant0/miss_budget_left"] == pytest.approx(
+        [miss_budget_left(1210.0, 30.0, 0.99), miss_budget_left(1310.0, 30.0, 0.99)], abs=1e-6)
+    assert seen["tenant0/miss_budget_left"][0] < 0  # a full budget would read 1
+    assert seen["tenant1/miss_budget_left"] == [1.0, 1.0]
+    assert unknown == 1
+    started_with_the_daemon = ScriptedBackend([healthy_spec()], judged_before={"chat": (1010.0, 30.0)})
+    policy, metrics = run_loop(1, config(), START_S, started_with_the_daemon, BUDGETS)
+    assert started_with_the_daemon.judged_queries == [] and policy.seen["tenant0/miss_budget_left"] == [1.0]
+    assert metrics.registry.get_sample_value("disaggpilot_controller_slo_period_counts_unknown") == 0
+
+
+@pytest.mark.parametrize("failure", [PrometheusQueryError("bad query"), PrometheusUnavailableError("down")])
+def test_a_store_that_cannot_count_leaves_full_budgets_and_says_so(failure: Exception,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    source = ScriptedBackend([healthy_spec()], judged_before=failure)
+    with caplog.at_level(logging.ERROR, logger="disaggpilot.controller"):
+        seen, unknown = budgets_over(2, source, fallback={"backoff": {"attempts": 2}})
+    assert seen["tenant0/miss_budget_left"] == [1.0, 1.0] and unknown == 2
+    assert len(source.judged_queries) == (1 if isinstance(failure, PrometheusQueryError) else 2)  # retried
+    assert any("could not count the SLO period's requests" in r.getMessage() for r in caplog.records)
+
+
+def test_a_source_without_a_metrics_store_joins_with_full_budgets() -> None:
+    seen, unknown = budgets_over(1, SimBackend(small_scenario()))
+    assert seen["tenant0/miss_budget_left"][0] == pytest.approx(1.0, abs=0.2) and unknown == 2
+
+
+def test_bad_counts_are_refused_naming_the_tenant() -> None:
+    environment = EnvConfig(interval_s=INTERVAL_S, observation=ObservationConfig(budget_features=True))
+    observer = interface(environment, small_scenario(), period_s=PERIOD_S)[1]
+    with pytest.raises(ConfigError, match=r"judged\['chat'\]=\(-1.0, 0.0\).*finite and >= 0"):
+        observer.join_period(60.0, {"chat": (-1.0, 0.0)})
+    with pytest.raises(ConfigError, match=r"judged='code'.*\['chat', 'summarise'\]"):
+        observer.join_period(60.0, {"code": (1.0, 0.0)})

@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,24 @@ def test_the_controller_decides_on_a_live_cluster_read_through_prometheus(rig: R
     assert [d["decision"] for d in made] == [1, 2]
     assert set(made[0]["inputs"]["tenants"]) == {"code", "conv"}
     assert "dry run: would set replicas" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_a_controller_joining_an_slo_period_counts_it_so_far_from_prometheus(rig: Rig, tmp_path: Path) -> None:
+    """Started 20 s into the period, the daemon reads the gateway's met and missed counters over those seconds
+    (code: 3 met + 1 missed a second, conv: 2 + 0; conftest) so the budgets do not start full."""
+    rig.wait_for_history(25.0)
+    started = datetime.fromtimestamp(time.time() - 20.0, tz=UTC).isoformat()
+    result = controller(rig, tmp_path, "controller.mode=active", "controller.fallback_only=true",
+                        "max_decisions=1", f"controller.slo_period_start={started}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    joined = [line for line in map(json.loads, filter(lambda x: x.startswith("{"), result.stdout.splitlines()))
+              if line.get("event") == "slo_period"]
+    assert len(joined) == 1, result.stdout[-3000:]
+    elapsed, judged = joined[0]["elapsed_s"], joined[0]["judged"]
+    assert 20.0 <= elapsed < 60.0
+    assert judged["code"] == pytest.approx([3.0 * elapsed, 1.0 * elapsed], rel=0.15)
+    assert judged["conv"] == pytest.approx([2.0 * elapsed, 0.0], rel=0.15, abs=1e-9)
 
 
 def test_live_backend_settings_are_checked_before_anything_starts(rig: Rig, tmp_path: Path) -> None:
