@@ -85,11 +85,14 @@ def main() -> None:
     seeds = json.loads(sys.argv[3]) if len(sys.argv) > 3 else [1000, 1001, 1002, 1003, 1004]
     with ProcessPoolExecutor(2) as pool:
         for variant in variants:
-            rows = list(pool.map(episode, [(lever, seed, variant) for seed in seeds]))
-            pooled = sum(r["goodput"] for r in rows) / sum(r["cost"] for r in rows)
-            margins = " ".join(f"{r['margin']:+.4f}" for r in rows)
-            print(f"{json.dumps(variant):36s} {pooled:10,.0f} tok/$  worst {min(r['margin'] for r in rows):+.4f}"
-                  f"  per seed {margins}", flush=True)
+            print(summary(variant, list(pool.map(episode, [(lever, seed, variant) for seed in seeds]))), flush=True)
+
+
+def summary(variant: list[Any], rows: list[dict[str, float]]) -> str:
+    """Pooled tokens/$ (total goodput over total cost), the worst margin and each seed's."""
+    pooled = sum(r["goodput"] for r in rows) / sum(r["cost"] for r in rows)
+    worst, margins = min(r["margin"] for r in rows), " ".join(f"{r['margin']:+.4f}" for r in rows)
+    return f"{json.dumps(variant):36s} {pooled:10,.0f} tok/$  worst {worst:+.4f}  per seed {margins}"
 
 
 if __name__ == "__main__":
