@@ -30,11 +30,12 @@ from disaggpilot.controller.config import ControllerConfig
 from disaggpilot.controller.decision import FALLBACK, HOLD, POLICY, Decision, replicas_of
 from disaggpilot.controller.history import History
 from disaggpilot.controller.shield import Shield, ShieldState
+from disaggpilot.controller.slo_period import judged_so_far
 from disaggpilot.controller.telemetry import ControllerMetrics
 from disaggpilot.controller.validate import ACTUATOR, BUNDLE, NO_BUNDLE, SCRAPE, Problem, validate_snapshot
 from disaggpilot.controller.validate import POLICY as POLICY_ERROR
 from disaggpilot.env import errors as env_errors
-from disaggpilot.env.backend import ClusterAction, JudgedHistory
+from disaggpilot.env.backend import ClusterAction, TenantCounts
 from disaggpilot.env.cluster_env import EnvConfig, interface
 from disaggpilot.env.errors import ConfigError
 from disaggpilot.env.metrics import MetricsSnapshot
@@ -175,30 +176,14 @@ class ControllerLoop:
                  "%s", elapsed, self.config.slo_period_start, judged,
                  extra={"fields": {"event": "slo_period", "elapsed_s": elapsed, "judged": judged}})
 
-    def _judged_so_far(self, elapsed_s: float) -> dict[str, tuple[float, float]]:
-        """Each tenant's (met, missed) requests in the SLO period's first ``elapsed_s`` seconds, from the source's
-        metrics store: without them a restarted daemon would think every miss budget full. A tenant that cannot
-        be counted starts full, and the log and ``slo_period_counts_unknown`` say so."""
+    def _judged_so_far(self, elapsed_s: float) -> TenantCounts:
+        """Each tenant's (met, missed) requests so far in the period (:func:`judged_so_far`); the tenants it could
+        not count are exported as ``slo_period_counts_unknown``."""
         tenants = [spec.name for spec in self.scenario.tenants]
-        judged: dict[str, tuple[float, float]] = {}
-        if not isinstance(self.source, JudgedHistory):
-            log.warning("the metrics source (%s) cannot count requests from before the daemon started: every "
-                        "tenant's miss budget starts full", type(self.source).__name__,
-                        extra={"fields": {"event": "slo_period_counts", "reason": "unsupported"}})
-        else:
-            try:
-                judged = self._retrying(functools.partial(self.source.judged_over_last, elapsed_s))
-            except Exception as error:
-                log.error("could not count the SLO period's requests so far, every tenant's miss budget starts "
-                          "full: %s: %s", type(error).__name__, str(error)[:200],
-                          extra={"fields": {"event": "slo_period_counts", "reason": SCRAPE}})
-        unknown = [name for name in tenants if name not in judged]
-        if unknown and judged:
-            log.warning("no SLO-period counts for tenants %s: their miss budgets start full", unknown,
-                        extra={"fields": {"event": "slo_period_counts", "reason": "missing", "tenants": unknown}})
+        judged, unknown = judged_so_far(self.source, tenants, elapsed_s, self._retrying)
         if self.metrics is not None:
             self.metrics.set_slo_period_counts_unknown(len(unknown))
-        return {name: counts for name, counts in judged.items() if name in tenants}
+        return judged
 
     def _set_first_scrape_pending(self, pending: bool) -> None:
         if self.metrics is not None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -128,6 +129,15 @@ def test_a_store_that_cannot_count_leaves_full_budgets_and_says_so(failure: Exce
     assert seen["tenant0/miss_budget_left"] == [1.0, 1.0] and unknown == 2
     assert len(source.judged_queries) == (1 if isinstance(failure, PrometheusQueryError) else 2)  # retried
     assert any("could not count the SLO period's requests" in r.getMessage() for r in caplog.records)
+
+
+def test_counts_that_are_not_valid_are_set_aside_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+    source = ScriptedBackend([healthy_spec()], judged_before={"chat": (math.nan, 3.0), "summarise": (90.0, -1.0),
+                                                              "code": (10.0, 0.0)})
+    with caplog.at_level(logging.WARNING, logger="disaggpilot.controller"):
+        seen, unknown = budgets_over(1, source)
+    assert seen["tenant0/miss_budget_left"] == [1.0] and seen["tenant1/miss_budget_left"] == [1.0] and unknown == 2
+    assert any("counts set aside" in r.getMessage() and "'code'" in r.getMessage() for r in caplog.records)
 
 
 def test_a_source_without_a_metrics_store_joins_with_full_budgets() -> None:
