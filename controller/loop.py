@@ -30,12 +30,12 @@ from disaggpilot.controller.config import ControllerConfig
 from disaggpilot.controller.decision import FALLBACK, HOLD, POLICY, Decision, replicas_of
 from disaggpilot.controller.history import History
 from disaggpilot.controller.shield import Shield, ShieldState
-from disaggpilot.controller.slo_period import judged_so_far
+from disaggpilot.controller.slo_period import period_so_far
 from disaggpilot.controller.telemetry import ControllerMetrics
 from disaggpilot.controller.validate import ACTUATOR, BUNDLE, NO_BUNDLE, SCRAPE, Problem, validate_snapshot
 from disaggpilot.controller.validate import POLICY as POLICY_ERROR
 from disaggpilot.env import errors as env_errors
-from disaggpilot.env.backend import ClusterAction, TenantCounts
+from disaggpilot.env.backend import ClusterAction
 from disaggpilot.env.cluster_env import EnvConfig, interface
 from disaggpilot.env.errors import ConfigError
 from disaggpilot.env.metrics import MetricsSnapshot
@@ -170,20 +170,20 @@ class ControllerLoop:
         period = self.observer.period_s
         elapsed = (self.wall_clock() - start) % period
         elapsed = 0.0 if elapsed >= period else elapsed  # float rounding can land on the period itself
-        judged = self._judged_so_far(elapsed) if elapsed > 0 else {}
-        self.observer.join_period(elapsed, judged)
+        self.observer.join_period(elapsed, self._period_so_far(elapsed) if elapsed > 0 else [])
+        judged = {name: list(counts) for name, counts in self.observer.memory.judged.items()}
         log.info("joined the SLO period %.0f s in (controller.slo_period_start=%s), requests so far (met, missed): "
                  "%s", elapsed, self.config.slo_period_start, judged,
                  extra={"fields": {"event": "slo_period", "elapsed_s": elapsed, "judged": judged}})
 
-    def _judged_so_far(self, elapsed_s: float) -> TenantCounts:
-        """Each tenant's (met, missed) requests so far in the period (:func:`judged_so_far`); the tenants it could
-        not count are exported as ``slo_period_counts_unknown``."""
+    def _period_so_far(self, elapsed_s: float) -> list[MetricsSnapshot]:
+        """The SLO period's intervals before the daemon started (:func:`period_so_far`); the tenants it could not
+        count are exported as ``slo_period_counts_unknown``."""
         tenants = [spec.name for spec in self.scenario.tenants]
-        judged, unknown = judged_so_far(self.source, tenants, elapsed_s, self._retrying)
+        history, unknown = period_so_far(self.source, tenants, elapsed_s, self.config.interval_s, self._retrying)
         if self.metrics is not None:
             self.metrics.set_slo_period_counts_unknown(len(unknown))
-        return judged
+        return history
 
     def _set_first_scrape_pending(self, pending: bool) -> None:
         if self.metrics is not None:

@@ -1,9 +1,10 @@
-"""What a daemon joining an SLO period under way needs to know of it: each tenant's requests so far.
+"""What a daemon joining an SLO period under way needs to know of it: its tenants' traffic so far.
 
-Without them a restarted daemon would think every tenant's miss budget full and let a policy that paces its
-budget spend it twice. The counts come from the source's metrics store (``env.backend.JudgedHistory``: the
-gateway's counters in Prometheus); a source without one, a store that does not answer and counts that are not
-valid all leave the tenants concerned with a full budget, and say so in the log.
+Without it a restarted daemon would think every tenant's miss budget full and see no burst behind it (the
+arrival trend and the period's peak start afresh), so a policy that paces its budget, or holds a floor after a
+burst, would act as if the period had just begun. The intervals come from the source's metrics store
+(``env.backend.PeriodHistory``: the gateway's counters in Prometheus); a source without one, a store that does
+not answer and counts that are not valid all leave the tenants concerned to start afresh, and say so in the log.
 """
 
 from __future__ import annotations
@@ -13,39 +14,49 @@ import math
 from collections.abc import Callable, Sequence
 
 from disaggpilot.controller.validate import SCRAPE
-from disaggpilot.env.backend import JudgedHistory, TenantCounts
+from disaggpilot.env.backend import HISTORY_COUNTERS, PeriodHistory
+from disaggpilot.env.metrics import MetricsSnapshot
 
 log = logging.getLogger("disaggpilot.controller")
+History = list[MetricsSnapshot]
 
 
-def judged_so_far(source: object, tenants: Sequence[str], elapsed_s: float,
-                  retrying: Callable[[Callable[[], TenantCounts]], TenantCounts]) -> tuple[TenantCounts, list[str]]:
-    """Each of ``tenants``' valid (met, missed) counts over the period's first ``elapsed_s`` seconds, and the
-    tenants left without (which start with a full budget). ``retrying`` runs a read as the daemon's scrapes
-    are run (retried on temporary errors)."""
-    read: TenantCounts = {}
-    if not isinstance(source, JudgedHistory):
-        log.warning("the metrics source (%s) cannot count requests from before the daemon started: every tenant's "
-                    "miss budget starts full", type(source).__name__,
+def period_so_far(source: object, tenants: Sequence[str], elapsed_s: float, interval_s: float,
+                  retrying: Callable[[Callable[[], History]], History]) -> tuple[History, list[str]]:
+    """The period's first ``elapsed_s`` seconds as intervals holding ``tenants``' valid counts, and the tenants
+    no interval holds (which start afresh). ``retrying`` runs the read as the daemon's scrapes are run
+    (retried on temporary errors)."""
+    history: History = []
+    if not isinstance(source, PeriodHistory):
+        log.warning("the metrics source (%s) cannot replay the SLO period from before the daemon started: every "
+                    "tenant's miss budget starts full", type(source).__name__,
                     extra={"fields": {"event": "slo_period_counts", "reason": "unsupported"}})
     else:
         try:
-            read = retrying(lambda: source.judged_over_last(elapsed_s))
+            history = retrying(lambda: source.period_so_far(elapsed_s, interval_s))
         except Exception as error:
-            log.error("could not count the SLO period's requests so far, every tenant's miss budget starts full: "
-                      "%s: %s", type(error).__name__, str(error)[:200],
+            log.error("could not replay the SLO period so far, every tenant's miss budget starts full: %s: %s",
+                      type(error).__name__, str(error)[:200],
                       extra={"fields": {"event": "slo_period_counts", "reason": SCRAPE}})
-    judged = {name: counts for name, counts in read.items() if name in tenants and _valid(counts)}
-    if set(read) - set(judged):
+    set_aside = [_keep_valid(snapshot, tenants) for snapshot in history]
+    if any(set_aside):
         log.warning("SLO-period counts set aside (not a tenant of the scenario, or not finite counts >= 0): %s",
-                    {name: counts for name, counts in read.items() if name not in judged},
+                    sorted({name for names in set_aside for name in names}),
                     extra={"fields": {"event": "slo_period_counts", "reason": "invalid"}})
-    unknown = [name for name in tenants if name not in judged]
-    if unknown and read:
+    seen = {name for snapshot in history for name in snapshot.tenants}
+    unknown = [name for name in tenants if name not in seen]
+    if unknown and seen:
         log.warning("no SLO-period counts for tenants %s: their miss budgets start full", unknown,
                     extra={"fields": {"event": "slo_period_counts", "reason": "missing", "tenants": unknown}})
-    return judged, unknown
+    return history, unknown
 
 
-def _valid(counts: tuple[float, float]) -> bool:
-    return len(counts) == 2 and all(isinstance(c, int | float) and math.isfinite(c) and c >= 0 for c in counts)
+def _keep_valid(snapshot: MetricsSnapshot, tenants: Sequence[str]) -> list[str]:
+    """Drop the snapshot's tenants that are not ``tenants`` or whose replayed counters are not finite counts;
+    return their names."""
+    dropped = [name for name, metrics in snapshot.tenants.items()
+               if name not in tenants or not all(math.isfinite(metrics.counters[counter]) and
+                                                 metrics.counters[counter] >= 0 for counter in HISTORY_COUNTERS)]
+    for name in dropped:
+        del snapshot.tenants[name]
+    return dropped

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from disaggpilot.env.errors import require
-from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.metrics import GW_ARRIVED, GW_MET, GW_MISSED, MetricsSnapshot
 
 POOL_ROLES: tuple[str, ...] = ("prefill", "decode", "aggregated")
 
@@ -84,19 +84,21 @@ class ClusterBackend(Protocol):
         ...
 
 
-TenantCounts = dict[str, tuple[float, float]]
-"""(met, missed) requests per tenant name."""
+HISTORY_COUNTERS: tuple[str, ...] = (GW_ARRIVED, GW_MET, GW_MISSED)
+"""The gateway counters a ``PeriodHistory`` replays: arrivals (rate trend and peak) and judgements (budgets)."""
 
 
 @runtime_checkable
-class JudgedHistory(Protocol):
-    """A backend that can count what its tenants' requests did before it was reset: a live cluster whose metrics
-    store keeps the gateway's counters. The controller reads it when it joins an SLO period under way
-    (``controller.slo_period_start``), so each tenant's miss budget starts from the period's counts, not full."""
+class PeriodHistory(Protocol):
+    """A backend that can tell what its tenants' traffic did before it was reset: a live cluster whose metrics
+    store keeps the gateway's counters. The controller replays it when it joins an SLO period under way
+    (``controller.slo_period_start``), so each tenant's miss budget, arrival trend and peak start where the
+    period stands rather than afresh."""
 
-    def judged_over_last(self, seconds: float) -> TenantCounts:
-        """Each tenant's (met, missed) requests over the last ``seconds`` (cluster seconds) up to now. A tenant
-        whose counts cannot be read is left out (the caller says which); raises like a scrape does."""
+    def period_so_far(self, seconds: float, interval_s: float) -> list[MetricsSnapshot]:
+        """The last ``seconds`` (cluster seconds) up to now as consecutive intervals of about ``interval_s``,
+        oldest first, each with its tenants' gateway counters (arrived, met, missed; the rest may be empty). A
+        tenant the store has no counts of is absent from an interval; raises like a scrape does."""
         ...
 
 

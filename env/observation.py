@@ -11,7 +11,7 @@ runs, and bundles that do not list it never compute it. Every feature is finite 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,19 +155,25 @@ class Observer:
         """Forget the previous episode."""
         self.memory = Memory()
 
-    def join_period(self, elapsed_s: float, judged: Mapping[str, tuple[float, float]] | None = None) -> None:
+    def join_period(self, elapsed_s: float, history: Sequence[MetricsSnapshot] = ()) -> None:
         """Start the SLO period's clock ``elapsed_s`` seconds in: a controller that starts while a period is under
-        way (``controller.slo_period_start``). ``judged`` gives tenants' (met, missed) requests so far in the
-        period, so their miss budgets start where the period stands; a tenant it leaves out starts with its
-        full budget. Call it before the first :meth:`build`."""
+        way (``controller.slo_period_start``). ``history`` (oldest first) is the period so far as its tenants'
+        gateway counters: it is replayed into what the observer remembers across intervals (each tenant's met
+        and missed requests, arrival-rate moving average and the period's peak of it), so the features start
+        where an observer running since the period began would stand. A tenant absent from it starts afresh
+        (full budget, no trend). Call it before the first :meth:`build`."""
         require(0 <= elapsed_s < self.period_s, "elapsed_s", elapsed_s, f"use 0 <= elapsed_s < {self.period_s} s")
-        tenants = [spec.name for spec in self.tenants]
-        for name, counts in (judged or {}).items():
-            require(name in tenants, "judged", name, f"give counts of this observer's tenants {tenants}")
-            require(len(counts) == 2 and all(math.isfinite(c) and c >= 0 for c in counts), f"judged[{name!r}]",
-                    counts, "give (met, missed) request counts, finite and >= 0")
+        self.memory = Memory()
+        for snapshot in history:
+            # An unbounded period: the replay never starts a new one, whatever the history's length.
+            frame = Frame(snapshot, (0, 0), self.config, self.tenants, self.cluster, self.level_counts, math.inf,
+                          self.memory)
+            frame.budgets  # noqa: B018 -- remembering the counts is the point
+            for spec in self.tenants:
+                metrics = snapshot.tenants.get(spec.name)
+                if metrics is not None:
+                    frame.peak_ratio(spec, metrics)  # moves the moving average and the peak
         self.memory.elapsed_s = float(elapsed_s)
-        self.memory.judged = {name: (float(met), float(missed)) for name, (met, missed) in (judged or {}).items()}
 
     def build(self, snapshot: MetricsSnapshot, knob_levels: tuple[int, int]) -> np.ndarray:
         """The observation for the interval ``snapshot`` reports: each listed feature, in order."""

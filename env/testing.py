@@ -10,10 +10,11 @@ agent and controller test suites use it too.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from disaggpilot.env.backend import ClusterAction, TenantCounts
+from disaggpilot.env.backend import ClusterAction
 from disaggpilot.env.metrics import (
     GW_ARRIVED,
     GW_FINISHED,
@@ -117,16 +118,16 @@ class ScriptedBackend:
             interval number (0 for ``reset``) returning the spec.
         follow_actions: when True, replica targets applied are reflected in later snapshots (replicas
             become ready at once), so a controller sees its own actions.
-        judged_before: what ``judged_over_last`` reports of the time before ``reset`` ((met, missed) per
-            tenant, as a live cluster's Prometheus would), or the error it raises (a metrics store that is down).
+        history_before: the intervals before ``reset``, oldest first, that ``period_so_far`` replays (as a live
+            cluster's Prometheus keeps them), or the error it raises (a metrics store that is down).
     """
 
     def __init__(self, script: Sequence[SnapshotSpec] | Callable[[int], SnapshotSpec],
                  follow_actions: bool = True,
-                 judged_before: Mapping[str, tuple[float, float]] | Exception | None = None) -> None:
-        self.script, self.follow_actions, self.judged_before = script, follow_actions, judged_before
-        self.judged_queries: list[float] = []
-        """The ``seconds`` of every ``judged_over_last`` call."""
+                 history_before: Sequence[SnapshotSpec] | Exception | None = None) -> None:
+        self.script, self.follow_actions, self.history_before = script, follow_actions, history_before
+        self.history_queries: list[tuple[float, float]] = []
+        """The (seconds, interval_s) of every ``period_so_far`` call."""
         self.actions: list[ClusterAction] = []
         self.now, self.step, self.closed = 0.0, 0, False
         self.reset_seeds: list[int | None] = []
@@ -160,13 +161,16 @@ class ScriptedBackend:
         start, self.now = self.now, self.now + seconds
         return make_snapshot(self._spec(self.step), start, self.now)
 
-    def judged_over_last(self, seconds: float) -> TenantCounts:
-        """``judged_before`` (raised when it is an error); only tenants it names, as a store knows only the
-        series it kept. Scripted intervals since ``reset`` are not added: the controller asks right after it."""
-        self.judged_queries.append(seconds)
-        if isinstance(self.judged_before, Exception):
-            raise self.judged_before
-        return dict(self.judged_before or {})
+    def period_so_far(self, seconds: float, interval_s: float) -> list[MetricsSnapshot]:
+        """The last ``ceil(seconds / interval_s)`` intervals of ``history_before`` (all when it holds fewer), each
+        ``interval_s`` long and the last ending at the reset (time 0); raises ``history_before`` when it is an
+        error. Scripted intervals since ``reset`` are not included: the controller asks right after it."""
+        self.history_queries.append((seconds, interval_s))
+        if isinstance(self.history_before, Exception):
+            raise self.history_before
+        specs = list(self.history_before or [])[-math.ceil(seconds / interval_s - 1e-9):]
+        return [make_snapshot(spec, -(len(specs) - i) * interval_s, -(len(specs) - i - 1) * interval_s)
+                for i, spec in enumerate(specs)]
 
     def close(self) -> None:
         """Mark closed."""

@@ -34,14 +34,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from disaggpilot.env.backend import Actuator, ClusterAction, TenantCounts
+from disaggpilot.env.backend import HISTORY_COUNTERS, Actuator, ClusterAction
 from disaggpilot.env.catalog import load_gpu
 from disaggpilot.env.cluster_config import PoolConfig
 from disaggpilot.env.errors import BackendError, require
 from disaggpilot.env.live.config import LiveConfig
 from disaggpilot.env.live.promql import PrometheusClient
 from disaggpilot.env.live.source import PrometheusSource, Reading
-from disaggpilot.env.metrics import GW_MET, GW_MISSED, MetricsSnapshot, PoolMetrics
+from disaggpilot.env.metrics import MetricsSnapshot, PoolMetrics, TenantMetrics
 from disaggpilot.env.scenario import ScenarioConfig
 
 
@@ -151,22 +151,25 @@ class LiveBackend:
         self._last = end
         return self._snapshot(start, end)
 
-    def judged_over_last(self, seconds: float) -> TenantCounts:
-        """Each tenant's (met, missed) requests at the gateway over the last ``seconds`` (cluster seconds), read
-        as one window (``increase`` over it, so a gateway restart's counter reset is bridged); a tenant whose
-        counters are missing or invalid is left out (``last_reading`` lists the issues)."""
+    def period_so_far(self, seconds: float, interval_s: float) -> list[MetricsSnapshot]:
+        """The gateway's per-tenant arrived, met and missed counts over the last ``seconds`` (cluster seconds) in
+        windows of ``interval_s``, from one Prometheus subquery a counter (``increase`` at each step, so a gateway
+        restart's counter reset is bridged); times are relative to the first scrape, as every snapshot's are."""
         self._check_started()
-        if not (math.isfinite(seconds) and seconds > 0):
-            raise BackendError(f"judged_over_last(seconds={seconds!r}): use a positive number of seconds")
+        for name, value in (("seconds", seconds), ("interval_s", interval_s)):
+            if not (math.isfinite(value) and value > 0):
+                raise BackendError(f"period_so_far({name}={value!r}): use a positive number of seconds")
         assert self._origin is not None
-        now = self.clock.now()
-        self.last_reading = self.source.read(now - seconds * self.time_scale, now, self._origin)
-        counts: TenantCounts = {}
-        for name, tenant in self.last_reading.snapshot.tenants.items():
-            met, missed = tenant.counters[GW_MET], tenant.counters[GW_MISSED]
-            if math.isfinite(met) and math.isfinite(missed) and min(met, missed) >= 0:
-                counts[name] = (met, missed)
-        return counts
+        step = interval_s * self.time_scale
+        history = self.source.tenant_history(self.clock.now(), seconds * self.time_scale, step)
+        snapshots = []
+        for end in sorted(history):
+            tenants = {name: _counted(values) for name, values in history[end].items()
+                       if set(values) == set(HISTORY_COUNTERS)}
+            snapshots.append(MetricsSnapshot(start_s=(end - step - self._origin) / self.time_scale,
+                                             end_s=(end - self._origin) / self.time_scale, pools={},
+                                             tenants=tenants, source="live"))
+        return snapshots
 
     def close(self) -> None:
         """Mark closed (the actuator and Prometheus belong to the caller)."""
@@ -206,6 +209,13 @@ class LiveBackend:
             raise BackendError("this LiveBackend is closed: build a new one")
         if self._origin is None:
             raise BackendError("call reset() before apply() or advance()")
+
+
+def _counted(values: Mapping[str, float]) -> TenantMetrics:
+    """A tenant's interval holding only the replayed gateway counters (the others stay zero)."""
+    metrics = TenantMetrics()
+    metrics.counters.update(values)
+    return metrics
 
 
 def to_cluster_time(snapshot: MetricsSnapshot, time_scale: float) -> None:

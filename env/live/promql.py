@@ -62,6 +62,19 @@ class Sample:
     value: float
 
 
+@dataclass(frozen=True)
+class Series:
+    """One element of a range vector (a subquery's answer).
+
+    Attributes:
+        labels: the series' labels.
+        points: (Unix time in seconds, value) pairs, oldest first.
+    """
+
+    labels: Mapping[str, str]
+    points: list[tuple[float, float]]
+
+
 class PrometheusClient:
     """Instant queries against one Prometheus.
 
@@ -79,6 +92,14 @@ class PrometheusClient:
 
     def query(self, promql: str, at: float) -> list[Sample]:
         """Evaluate ``promql`` at Unix time ``at`` (seconds); an instant vector or scalar, as samples."""
+        return parse_result(self.url, promql, self._data(promql, at))
+
+    def query_series(self, promql: str, at: float) -> list[Series]:
+        """Evaluate a range-vector ``promql`` (a subquery, ``expr[range:step]``) at Unix time ``at``: each series'
+        points in time order."""
+        return parse_matrix(self.url, promql, self._data(promql, at))
+
+    def _data(self, promql: str, at: float) -> object:
         form = urllib.parse.urlencode({"query": promql, "time": f"{at:.3f}", "timeout": range_of(self.timeout_s)})
         endpoint = f"{self.url}/api/v1/query"
         try:
@@ -88,9 +109,10 @@ class PrometheusClient:
                 f"Prometheus at {self.url} did not answer query {promql!r}: {error}; check that it runs and that "
                 "live.prometheus.url points at it (raise live.prometheus.timeout_s if it is only slow)",
                 self.retry_delay_s) from error
-        return self._samples(promql, response)
+        return self._checked(promql, response)
 
-    def _samples(self, promql: str, response: HttpResponse) -> list[Sample]:
+    def _checked(self, promql: str, response: HttpResponse) -> object:
+        """The answer's ``data``, or the error its status and envelope call for."""
         envelope = _envelope(self.url, response)
         if response.status >= 500 or response.status == 429 or envelope.get("errorType") in RETRYABLE_ERROR_TYPES:
             raise PrometheusUnavailableError(
@@ -101,7 +123,7 @@ class PrometheusClient:
                 f"Prometheus at {self.url} rejected query {promql!r} ({response.status}, "
                 f"{envelope.get('errorType')}: {envelope.get('error')}); check the label selectors in "
                 "live.prometheus.pools / live.prometheus.gateway")
-        return parse_result(self.url, promql, envelope.get("data"))
+        return envelope.get("data")
 
 
 def _envelope(url: str, response: HttpResponse) -> dict[str, Any]:
@@ -136,14 +158,46 @@ def parse_result(url: str, promql: str, data: object) -> list[Sample]:
     return [_sample(where, index, element) for index, element in enumerate(result)]
 
 
+def parse_matrix(url: str, promql: str, data: object) -> list[Series]:
+    """Series of an API ``data`` field of ``resultType`` ``matrix``, checking every field."""
+    where = f"the answer of {url} to {promql!r}"
+    if not isinstance(data, dict) or data.get("resultType") != "matrix":
+        kind = data.get("resultType") if isinstance(data, dict) else type(data).__name__
+        raise MalformedResponseError(f"{where}: data.resultType is {kind!r}, expected 'matrix'; the query must be a "
+                                     "range-vector expression such as a subquery (expr[range:step])")
+    result = data.get("result")
+    if not isinstance(result, list):
+        raise MalformedResponseError(f"{where}: data.result is {type(result).__name__}, expected a list")
+    return [_series(where, index, element) for index, element in enumerate(result)]
+
+
+def _series(where: str, index: int, element: object) -> Series:
+    field = f"data.result[{index}]"
+    labels = _labels(where, field, element)
+    values = element.get("values") if isinstance(element, dict) else None
+    if not isinstance(values, list):
+        raise MalformedResponseError(f"{where}: {field}.values is missing or not a list")
+    points = []
+    for i, pair in enumerate(values):
+        value = _value(where, f"{field}.values[{i}]", pair)  # checks the pair's shape first
+        points.append((float(pair[0]), value))
+    return Series(labels, points)
+
+
 def _sample(where: str, index: int, element: object) -> Sample:
     field = f"data.result[{index}]"
+    labels = _labels(where, field, element)
+    assert isinstance(element, dict)
+    return Sample(labels, _value(where, f"{field}.value", element.get("value")))
+
+
+def _labels(where: str, field: str, element: object) -> Mapping[str, str]:
     if not isinstance(element, dict) or not isinstance(element.get("metric"), dict):
         raise MalformedResponseError(f"{where}: {field}.metric is missing or not an object")
     labels = element["metric"]
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise MalformedResponseError(f"{where}: {field}.metric holds non-string labels {labels!r}")
-    return Sample(labels, _value(where, f"{field}.value", element.get("value")))
+    return labels
 
 
 def _value(where: str, field: str, pair: object) -> float:

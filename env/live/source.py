@@ -42,9 +42,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from disaggpilot.env.backend import HISTORY_COUNTERS
 from disaggpilot.env.live.config import PrometheusSourceConfig
 from disaggpilot.env.live.errors import MetricsFormatError, SelectorMatchesNothingError
-from disaggpilot.env.live.promql import PrometheusClient, Sample, first_of, series
+from disaggpilot.env.live.promql import PrometheusClient, Sample, first_of, range_of, series
 from disaggpilot.env.metrics import (
     BUCKETS,
     GW_IN_FLIGHT,
@@ -65,6 +66,8 @@ from disaggpilot.env.metrics import (
 )
 
 log = logging.getLogger("disaggpilot.env.live")
+TenantHistory = dict[float, dict[str, dict[str, float]]]
+"""Window end (Unix seconds) -> tenant -> counter name -> increase over the window."""
 
 NAME_CANDIDATES: Mapping[str, tuple[str, ...]] = {
     KV_USAGE: (KV_USAGE, "vllm:gpu_cache_usage_perc"),
@@ -176,6 +179,22 @@ class PrometheusSource:
         snapshot = MetricsSnapshot(start_s=min(start, data_end) - origin, end_s=data_end - origin, pools=pools,
                                    tenants=tenants, source="live")
         return Reading(snapshot, query.issues, ages)
+
+    def tenant_history(self, end: float, seconds: float, step_s: float) -> TenantHistory:
+        """Each tenant's arrived, met and missed requests at the gateway in consecutive ``step_s`` windows over
+        the ``seconds`` before ``end`` (Unix seconds), by window end: one subquery a counter, ``increase`` at each
+        step (Prometheus aligns the steps to multiples of ``step_s``). A window or tenant without samples, or with
+        a value that is not a finite count, is absent."""
+        history: TenantHistory = {}
+        for name in HISTORY_COUNTERS:
+            increase = first_of((name,), self.config.gateway, window_s=step_s)
+            promql = f"(sum by (tenant) ({increase}))[{range_of(seconds)}:{range_of(step_s)}]"
+            for found in self.client.query_series(promql, end):
+                tenant = _tenant_of(Sample(found.labels, 0.0), name)
+                for at, value in found.points:
+                    if math.isfinite(value) and value >= 0:
+                        history.setdefault(at, {}).setdefault(tenant, {})[name] = value
+        return history
 
     # ----- freshness ---------------------------------------------------------------------------------------
     def _age(self, query: _Interval, scope: str, data: str, ages: dict[str, float]) -> None:

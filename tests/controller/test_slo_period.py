@@ -18,14 +18,14 @@ from disaggpilot.controller.policies import make_fallback
 from disaggpilot.controller.telemetry import ControllerMetrics
 from disaggpilot.controller.testing import FixedPolicy, FlakyActuator
 from disaggpilot.env.backend import ClusterAction, ClusterBackend
-from disaggpilot.env.cluster_env import EnvConfig, interface
+from disaggpilot.env.cluster_env import EnvConfig
 from disaggpilot.env.errors import ConfigError
 from disaggpilot.env.live.errors import PrometheusQueryError, PrometheusUnavailableError
-from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.metrics import GW_MET, GW_MISSED, MetricsSnapshot
 from disaggpilot.env.observation import ObservationConfig
 from disaggpilot.env.reward import miss_budget_left
 from disaggpilot.env.sim.cluster import SimBackend
-from disaggpilot.env.testing import ScriptedBackend
+from disaggpilot.env.testing import ScriptedBackend, SnapshotSpec, TenantSpecimen, make_snapshot
 from tests.controller.conftest import INTERVAL_S, config, healthy_spec
 from tests.env.sim.conftest import small_scenario
 
@@ -102,40 +102,60 @@ def budgets_over(decisions: int, source: ClusterBackend, wall_s: float = START_S
     return policy.seen, metrics.registry.get_sample_value("disaggpilot_controller_slo_period_counts_unknown")
 
 
+def served(met: int, missed: int) -> SnapshotSpec:
+    """An interval before the daemon started, as the metrics store kept it: chat's judgements only."""
+    return SnapshotSpec(tenants={"chat": TenantSpecimen(arrived=met + missed, met=met, missed=missed)})
+
+
 def test_a_daemon_joining_a_period_starts_each_budget_from_the_period_s_counts() -> None:
-    """480 s into the period, chat has 30 misses in 1,040 requests (0.97, under its 0.99 target); every scripted
-    snapshot (the first scrape's too) adds 100 met to those counts; summarise, which the store does not know,
-    starts full."""
-    source = ScriptedBackend([healthy_spec()], judged_before={"chat": (1010.0, 30.0)})
+    """480 s into the period the store holds 16 intervals in which chat had 30 misses in 1,040 requests (0.97,
+    under its 0.99 target); every scripted snapshot since (the first scrape's too) adds 100 met; summarise,
+    which the store does not know, starts full."""
+    source = ScriptedBackend([healthy_spec()], history_before=[served(60, 5)] * 6 + [served(65, 0)] * 10)
     seen, unknown = budgets_over(2, source)
-    assert source.judged_queries == [pytest.approx(480.0)]
+    assert source.history_queries == [(pytest.approx(480.0), INTERVAL_S)]
     assert seen["tenant0/miss_budget_left"] == pytest.approx(
         [miss_budget_left(1210.0, 30.0, 0.99), miss_budget_left(1310.0, 30.0, 0.99)], abs=1e-6)
     assert seen["tenant0/miss_budget_left"][0] < 0  # a full budget would read 1
     assert seen["tenant1/miss_budget_left"] == [1.0, 1.0]
     assert unknown == 1
-    started_with_the_daemon = ScriptedBackend([healthy_spec()], judged_before={"chat": (1010.0, 30.0)})
+    started_with_the_daemon = ScriptedBackend([healthy_spec()], history_before=[served(60, 5)])
     policy, metrics = run_loop(1, config(), START_S, started_with_the_daemon, BUDGETS)
-    assert started_with_the_daemon.judged_queries == [] and policy.seen["tenant0/miss_budget_left"] == [1.0]
+    assert started_with_the_daemon.history_queries == [] and policy.seen["tenant0/miss_budget_left"] == [1.0]
     assert metrics.registry.get_sample_value("disaggpilot_controller_slo_period_counts_unknown") == 0
 
 
 @pytest.mark.parametrize("failure", [PrometheusQueryError("bad query"), PrometheusUnavailableError("down")])
 def test_a_store_that_cannot_count_leaves_full_budgets_and_says_so(failure: Exception,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
-    source = ScriptedBackend([healthy_spec()], judged_before=failure)
+    source = ScriptedBackend([healthy_spec()], history_before=failure)
     with caplog.at_level(logging.ERROR, logger="disaggpilot.controller"):
         seen, unknown = budgets_over(2, source, fallback={"backoff": {"attempts": 2}})
     assert seen["tenant0/miss_budget_left"] == [1.0, 1.0] and unknown == 2
-    assert len(source.judged_queries) == (1 if isinstance(failure, PrometheusQueryError) else 2)  # retried
-    assert any("could not count the SLO period's requests" in r.getMessage() for r in caplog.records)
+    assert len(source.history_queries) == (1 if isinstance(failure, PrometheusQueryError) else 2)  # retried
+    assert any("could not replay the SLO period so far" in r.getMessage() for r in caplog.records)
+
+
+class StoreHolding(ScriptedBackend):
+    """A scripted cluster whose metrics store answers with ``history`` as given (bad values included)."""
+
+    def __init__(self, history: list[MetricsSnapshot]) -> None:
+        super().__init__([healthy_spec()])
+        self.history = history
+
+    def period_so_far(self, seconds: float, interval_s: float) -> list[MetricsSnapshot]:
+        return self.history
 
 
 def test_counts_that_are_not_valid_are_set_aside_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
-    source = ScriptedBackend([healthy_spec()], judged_before={"chat": (math.nan, 3.0), "summarise": (90.0, -1.0),
-                                                              "code": (10.0, 0.0)})
+    spec = SnapshotSpec(tenants={"chat": TenantSpecimen(arrived=10, met=5, missed=5),
+                                 "summarise": TenantSpecimen(arrived=10, met=5, missed=5),
+                                 "code": TenantSpecimen(arrived=10, met=5, missed=5)})
+    history = make_snapshot(spec, -30.0, 0.0)
+    history.tenants["chat"].counters[GW_MET] = math.nan
+    history.tenants["summarise"].counters[GW_MISSED] = -1.0
     with caplog.at_level(logging.WARNING, logger="disaggpilot.controller"):
-        seen, unknown = budgets_over(1, source)
+        seen, unknown = budgets_over(1, StoreHolding([history]))
     assert seen["tenant0/miss_budget_left"] == [1.0] and seen["tenant1/miss_budget_left"] == [1.0] and unknown == 2
     assert any("counts set aside" in r.getMessage() and "'code'" in r.getMessage() for r in caplog.records)
 
@@ -143,12 +163,3 @@ def test_counts_that_are_not_valid_are_set_aside_not_a_crash(caplog: pytest.LogC
 def test_a_source_without_a_metrics_store_joins_with_full_budgets() -> None:
     seen, unknown = budgets_over(1, SimBackend(small_scenario()))
     assert seen["tenant0/miss_budget_left"][0] == pytest.approx(1.0, abs=0.2) and unknown == 2
-
-
-def test_bad_counts_are_refused_naming_the_tenant() -> None:
-    environment = EnvConfig(interval_s=INTERVAL_S, observation=ObservationConfig(budget_features=True))
-    observer = interface(environment, small_scenario(), period_s=PERIOD_S)[1]
-    with pytest.raises(ConfigError, match=r"judged\['chat'\]=\(-1.0, 0.0\).*finite and >= 0"):
-        observer.join_period(60.0, {"chat": (-1.0, 0.0)})
-    with pytest.raises(ConfigError, match=r"judged='code'.*\['chat', 'summarise'\]"):
-        observer.join_period(60.0, {"code": (1.0, 0.0)})

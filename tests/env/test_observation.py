@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig
+from disaggpilot.env.cluster_env import DisaggClusterEnv, EnvConfig, interface
 from disaggpilot.env.errors import ConfigError
 from disaggpilot.env.observation import ObservationConfig, feature_names
 from disaggpilot.env.randomization import RandomizationConfig
-from disaggpilot.env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, TenantSpecimen
+from disaggpilot.env.testing import PoolSpecimen, ScriptedBackend, SnapshotSpec, TenantSpecimen, make_snapshot
 from tests.env.sim.conftest import small_scenario
 
 
@@ -162,3 +162,30 @@ def test_the_peak_rate_ratio_says_a_burst_has_come_and_gone_and_restarts_each_pe
     assert 2.0 < ratios[9] < math.log2(10.0)  # as the average falls back towards the base rate
     assert ratios[10] == 0.0  # 300 s episode = the SLO period: the 11th interval starts the next, peaks forgotten
     assert features(environment, observation)["tenant1/peak_rate_ratio"] == 0.0  # nothing arrived, nothing peaked
+
+
+def test_an_observer_joining_a_period_with_its_history_observes_as_one_that_ran_through_it() -> None:
+    """A controller that starts mid-period replays the period so far (``join_period(elapsed, history)``): its
+    budgets, arrival trends and peaks then equal those of an observer that saw every interval, so the features
+    of every later interval are identical. Without the history the budget, trend and peak differ."""
+    def interval(index: int) -> SnapshotSpec:
+        burst = 3 <= index <= 5  # chat bursts (6x) in intervals 3-5 and misses 2 requests in each; the join is after
+        chat = TenantSpecimen(arrived=240, met=238, missed=2) if burst else TenantSpecimen(arrived=40, met=40)
+        return SnapshotSpec(tenants={"chat": chat,
+                                     "summarise": TenantSpecimen(arrived=10, met=10)},
+                            pools={"prefill": PoolSpecimen(ready=2), "decode": PoolSpecimen(ready=2)})
+
+    snapshots = [make_snapshot(interval(i), 30.0 * i, 30.0 * (i + 1)) for i in range(12)]
+    config = EnvConfig(observation=ObservationConfig(budget_features=True, burst_features=True))
+    through, joined, afresh = (interface(config, small_scenario(), period_s=600.0)[1] for _ in range(3))
+    for snapshot in snapshots[:8]:
+        through.build(snapshot, (0, 0))
+    joined.join_period(240.0, snapshots[:8])
+    afresh.join_period(240.0)
+    names = through.names
+    for snapshot in snapshots[8:]:
+        expected = through.build(snapshot, (0, 0))
+        assert joined.build(snapshot, (0, 0)).tolist() == expected.tolist()
+        differs = {n for n, a, b in zip(names, afresh.build(snapshot, (0, 0)), expected, strict=True) if a != b}
+        assert {"tenant0/miss_budget_left", "tenant0/arrival_trend", "tenant0/peak_rate_ratio"} <= differs
+    assert dict(zip(names, expected.tolist(), strict=True))["tenant0/peak_rate_ratio"] > 0.5  # the burst is seen

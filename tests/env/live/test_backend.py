@@ -17,10 +17,10 @@ from disaggpilot.env.errors import BackendError, ConfigError, TemporaryError
 from disaggpilot.env.live.backend import LiveBackend, live_backend_factory
 from disaggpilot.env.live.config import LiveConfig, PrometheusSourceConfig
 from disaggpilot.env.live.errors import SelectorMatchesNothingError
-from disaggpilot.env.metrics import GW_MET, RUNNING, TTFT
+from disaggpilot.env.metrics import GW_ARRIVED, GW_MET, GW_MISSED, RUNNING, TTFT
 from disaggpilot.env.scenario import load_scenario
 from disaggpilot.env.structured import build
-from tests.env.live.conftest import SCRAPE_S, RecordingActuator, RecordingClock, Rig
+from tests.env.live.conftest import RecordingActuator, RecordingClock, Rig
 
 INTERVAL_S = 1.5  # three scrapes: increase() needs two samples in a window
 STEADY = load_scenario("steady")  # prefill + decode at TP 4, tenants code and conv, knobs 8192 / 256
@@ -77,23 +77,29 @@ def test_a_sped_up_cluster_is_read_in_the_scenarios_seconds(rig: Rig) -> None:
         assert ttft.total == pytest.approx(2 * wall_ttft.total, rel=0.05)
 
 
-def test_judged_over_last_counts_each_tenant_s_met_and_missed_requests_over_the_window(rig: Rig) -> None:
-    """The gateway counts code at 3 met + 1 missed a second and conv at 2 + 0 (conftest): a controller joining
-    an SLO period reads them over the period so far. A tenant whose counters are missing is left out."""
-    window_s = 3.0
-    rig.wait_for_history(window_s + 2 * SCRAPE_S)
+def test_period_so_far_replays_each_tenant_s_counts_interval_by_interval(rig: Rig) -> None:
+    """The gateway counts code at 4 arrived, 3 met and 1 missed a second and conv at 2, 2 and 0 (conftest): a
+    controller joining an SLO period reads them back in windows of its interval. A tenant whose counters are
+    missing is absent from every window."""
+    seconds, step = 6.0, 2.0
+    rig.wait_for_history(seconds + 2 * step)
     live = backend(rig)
     live.reset()
-    judged = live.judged_over_last(window_s)
-    assert judged["code"] == pytest.approx((3.0 * window_s, 1.0 * window_s), rel=0.1)
-    assert judged["conv"] == pytest.approx((2.0 * window_s, 0.0), rel=0.1, abs=1e-9)
+    windows = live.period_so_far(seconds, step)
+    assert 3 <= len(windows) <= 4  # Prometheus aligns the steps to multiples of 2 s
+    ends = [w.end_s for w in windows]
+    assert ends == sorted(ends) and all(w.interval_s == pytest.approx(step) for w in windows)
+    assert ends[-1] <= 1e-6 and ends[-1] > -step - 1e-6  # times relative to the first scrape, like snapshots
+    for window in windows:
+        code, conv = window.tenants["code"].counters, window.tenants["conv"].counters
+        assert (code[GW_ARRIVED], code[GW_MET], code[GW_MISSED]) == pytest.approx((8.0, 6.0, 2.0), rel=0.2)
+        assert (conv[GW_MET], conv[GW_MISSED]) == pytest.approx((4.0, 0.0), rel=0.2, abs=1e-9)
     stale = live_backend_factory(LiveConfig(prometheus=rig.source_config(gateway_selector='job="gateway_stale"')),
                                  RecordingActuator())(STEADY)
     stale.reset()
-    assert stale.judged_over_last(window_s) == {}
-    assert stale.last_reading is not None and any(i.where == f"tenant code {GW_MET}" for i in stale.last_reading.issues)
-    with pytest.raises(BackendError, match=r"judged_over_last\(seconds=0.0\).*positive"):
-        live.judged_over_last(0.0)
+    assert all(window.tenants == {} for window in stale.period_so_far(seconds, step))
+    with pytest.raises(BackendError, match=r"period_so_far\(interval_s=0.0\).*positive"):
+        live.period_so_far(seconds, 0.0)
 
 
 def test_time_scale_must_be_a_factor_in_0_1() -> None:

@@ -58,6 +58,29 @@ def test_malformed_answers_are_permanent_errors_naming_the_field(body: object, f
     assert isinstance(caught.value, PermanentError)
 
 
+def matrix(*elements: object) -> dict[str, object]:
+    return {"status": "success", "data": {"resultType": "matrix", "result": list(elements)}}
+
+
+def test_range_vector_points_are_parsed_in_order_with_labels() -> None:
+    client = answering(200, matrix({"metric": {"tenant": "chat"}, "values": [[10, "1.5"], [12, "NaN"]]}))
+    [series] = client.query_series("x[4s:2s]", 12.0)
+    assert series.labels == {"tenant": "chat"} and series.points[0] == (10.0, 1.5)
+    assert series.points[1][0] == 12.0 and math.isnan(series.points[1][1])
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (vector(), "data.resultType is 'vector', expected 'matrix'.*subquery"),
+    ({"status": "success", "data": {"resultType": "matrix", "result": {}}}, "data.result is dict"),
+    (matrix({"values": []}), r"data.result\[0\].metric is missing"),
+    (matrix({"metric": {}}), r"data.result\[0\].values is missing or not a list"),
+    (matrix({"metric": {}, "values": [[1, 2]]}), r"data.result\[0\].values\[0\] is \[1, 2\], expected \[timestamp"),
+], ids=["vector", "result-not-list", "no-metric", "no-values", "number-value"])
+def test_malformed_range_vectors_are_permanent_errors_naming_the_field(body: object, field: str) -> None:
+    with pytest.raises(MalformedResponseError, match=field):
+        answering(200, body).query_series("x[4s:2s]", 0.0)
+
+
 def test_a_404_points_at_the_url_setting() -> None:
     with pytest.raises(MalformedResponseError, match=r"check live\.prometheus\.url"):
         answering(404, b"404 page not found").query("up", 0.0)
@@ -97,6 +120,10 @@ def test_real_prometheus_answers_and_rejects_bad_promql(rig: Rig) -> None:
     client = PrometheusClient(rig.prometheus.url)
     up = client.query('up{job="gateway"}', time.time())
     assert [(s.labels["job"], s.value) for s in up] == [("gateway", 1.0)]
+    rig.wait_for_history(5.0)
+    [series] = client.query_series('up{job="gateway"}[4s:2s]', time.time())  # steps at multiples of 2 s
+    assert len(series.points) == 2 and all(value == 1.0 for _, value in series.points)
+    assert series.points[1][0] - series.points[0][0] == 2.0
     with pytest.raises(PrometheusQueryError, match=r"rejected query 'sum\(up\{pool=\}\)' \(400, bad_data") as caught:
         client.query("sum(up{pool=})", time.time())
     assert isinstance(caught.value, PermanentError)
