@@ -47,7 +47,12 @@ class PolicyContext:
 
 @runtime_checkable
 class Policy(Protocol):
-    """A controller of replica counts and batch knobs."""
+    """A controller of replica counts and batch knobs.
+
+    A policy whose decisions depend on recent intervals it keeps itself (a demand window) may also offer
+    ``warm_up_intervals`` (how many it uses) and ``warm_up(history)``: a restarted controller hands it the
+    intervals before its first decision, read back from its metrics store. Neither is part of the protocol.
+    """
 
     name: str
 

@@ -48,6 +48,17 @@ class ModelPolicy:
         if self.sizer:
             self.sizer.reset(context.scenario, context.interval_s)
 
+    @property
+    def warm_up_intervals(self) -> int:
+        """How many recent intervals :meth:`warm_up` uses: the sizer's longest demand window (0 without one)."""
+        return max(self.sizer.settings.windows) if self.sizer else 0
+
+    def warm_up(self, history: Sequence[MetricsSnapshot]) -> None:
+        """Refill the sizer's demand window from intervals that ended before the first decision (a restarted
+        controller's replay of its metrics store; oldest first), as if it had observed each as it ended."""
+        if self.sizer:
+            self.sizer.observe_recent(history)
+
     def raw_action(self, observation: np.ndarray, snapshot: MetricsSnapshot) -> np.ndarray:
         """The model's action indices for an observation, with the cluster's masks applied."""
         if self.codec is None:

@@ -30,7 +30,7 @@ from disaggpilot.controller.config import ControllerConfig
 from disaggpilot.controller.decision import FALLBACK, HOLD, POLICY, Decision, replicas_of
 from disaggpilot.controller.history import History
 from disaggpilot.controller.shield import Shield, ShieldState
-from disaggpilot.controller.slo_period import period_so_far
+from disaggpilot.controller.slo_period import period_so_far, recent_intervals
 from disaggpilot.controller.telemetry import ControllerMetrics
 from disaggpilot.controller.validate import ACTUATOR, BUNDLE, NO_BUNDLE, SCRAPE, Problem, validate_snapshot
 from disaggpilot.controller.validate import POLICY as POLICY_ERROR
@@ -157,24 +157,44 @@ class ControllerLoop:
         self.history.append(snapshot)
         self.targets, self.primed = current_targets(snapshot), True
         self._set_first_scrape_pending(False)
-        self._join_slo_period()
+        self._warm_up(self._join_slo_period())
         if self.policy is not None:
             self.observer.build(snapshot, self.codec.knob_levels(snapshot))  # as the environment's reset does
         return None
 
-    def _join_slo_period(self) -> None:
-        """Start the observation's SLO-period clock where ``controller.slo_period_start``'s calendar is now."""
+    def _join_slo_period(self) -> list[MetricsSnapshot]:
+        """Start the observation's SLO-period clock where ``controller.slo_period_start``'s calendar is now, with
+        the period so far replayed; returns the replayed intervals (none when the period starts now)."""
         start = self.config.slo_period_start_unix_s
         if start is None:
-            return
+            return []
         period = self.observer.period_s
         elapsed = (self.wall_clock() - start) % period
         elapsed = 0.0 if elapsed >= period else elapsed  # float rounding can land on the period itself
-        self.observer.join_period(elapsed, self._period_so_far(elapsed) if elapsed > 0 else [])
+        replayed = self._period_so_far(elapsed) if elapsed > 0 else []
+        self.observer.join_period(elapsed, replayed)
         judged = {name: list(counts) for name, counts in self.observer.memory.judged.items()}
         log.info("joined the SLO period %.0f s in (controller.slo_period_start=%s), requests so far (met, missed): "
                  "%s", elapsed, self.config.slo_period_start, judged,
                  extra={"fields": {"event": "slo_period", "elapsed_s": elapsed, "judged": judged}})
+        return replayed
+
+    def _warm_up(self, replayed: list[MetricsSnapshot]) -> None:
+        """Hand a policy that keeps a window of recent intervals (``warm_up``) the ones before the daemon started:
+        those the period's replay read, or else the last ones from the source's store. A restart in a burst then
+        sizes for the burst at once, not after the window has refilled."""
+        count = int(getattr(self.policy, "warm_up_intervals", 0) or 0)
+        warm_up = getattr(self.policy, "warm_up", None)
+        if count <= 0 or not callable(warm_up):
+            return
+        tenants = [spec.name for spec in self.scenario.tenants]
+        recent = replayed[-count:] or recent_intervals(self.source, tenants, count, self.config.interval_s,
+                                                       self._retrying)
+        if not recent:
+            return
+        warm_up(recent)
+        log.info("policy warmed up with %d intervals from before the daemon started", len(recent),
+                 extra={"fields": {"event": "warm_up", "intervals": len(recent)}})
 
     def _period_so_far(self, elapsed_s: float) -> list[MetricsSnapshot]:
         """The SLO period's intervals before the daemon started (:func:`period_so_far`); the tenants it could not

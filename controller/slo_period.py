@@ -14,8 +14,8 @@ import math
 from collections.abc import Callable, Sequence
 
 from disaggpilot.controller.validate import SCRAPE
-from disaggpilot.env.backend import HISTORY_COUNTERS, PeriodHistory
-from disaggpilot.env.metrics import MetricsSnapshot
+from disaggpilot.env.backend import PeriodHistory
+from disaggpilot.env.metrics import HISTORY_COUNTERS, JUDGED_COUNTERS, MetricsSnapshot
 
 log = logging.getLogger("disaggpilot.controller")
 History = list[MetricsSnapshot]
@@ -51,12 +51,36 @@ def period_so_far(source: object, tenants: Sequence[str], elapsed_s: float, inte
     return history, unknown
 
 
+def recent_intervals(source: object, tenants: Sequence[str], count: int, interval_s: float,
+                     retrying: Callable[[Callable[[], History]], History]) -> History:
+    """The last ``count`` intervals before the daemon started, with ``tenants``' valid counts, for a policy's
+    warm-up; none (and a log line) when the source has no store or it does not answer."""
+    if not isinstance(source, PeriodHistory):
+        return []
+    try:
+        history = retrying(lambda: source.period_so_far(count * interval_s, interval_s))
+    except Exception as error:
+        log.warning("no recent intervals to warm the policy up with (it starts with an empty window): %s: %s",
+                    type(error).__name__, str(error)[:200],
+                    extra={"fields": {"event": "warm_up", "reason": SCRAPE}})
+        return []
+    set_aside = sorted({name for snapshot in history for name in _keep_valid(snapshot, tenants)})
+    if set_aside:
+        log.warning("recent counts set aside for the warm-up (not a tenant of the scenario, or not valid counts): "
+                    "%s", set_aside, extra={"fields": {"event": "warm_up", "reason": "invalid"}})
+    return history[-count:]
+
+
 def _keep_valid(snapshot: MetricsSnapshot, tenants: Sequence[str]) -> list[str]:
-    """Drop the snapshot's tenants that are not ``tenants`` or whose replayed counters are not finite counts;
-    return their names."""
+    """Drop the snapshot's tenants that are not ``tenants`` or whose replayed counts are not valid: the judged
+    ones finite counts, the others counts or NaN (the store had none); return their names."""
+    def valid(counters: dict[str, float]) -> bool:
+        judged = all(math.isfinite(counters[name]) and counters[name] >= 0 for name in JUDGED_COUNTERS)
+        return judged and not any(counters.get(name, 0.0) < 0 or counters.get(name, 0.0) == math.inf
+                                  for name in HISTORY_COUNTERS)
+
     dropped = [name for name, metrics in snapshot.tenants.items()
-               if name not in tenants or not all(math.isfinite(metrics.counters[counter]) and
-                                                 metrics.counters[counter] >= 0 for counter in HISTORY_COUNTERS)]
+               if name not in tenants or not valid(metrics.counters)]
     for name in dropped:
         del snapshot.tenants[name]
     return dropped

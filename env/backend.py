@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from disaggpilot.env.errors import require
-from disaggpilot.env.metrics import GW_ARRIVED, GW_MET, GW_MISSED, MetricsSnapshot
+from disaggpilot.env.metrics import MetricsSnapshot
 
 POOL_ROLES: tuple[str, ...] = ("prefill", "decode", "aggregated")
 
@@ -84,10 +84,6 @@ class ClusterBackend(Protocol):
         ...
 
 
-HISTORY_COUNTERS: tuple[str, ...] = (GW_ARRIVED, GW_MET, GW_MISSED)
-"""The gateway counters a ``PeriodHistory`` replays: arrivals (rate trend and peak) and judgements (budgets)."""
-
-
 @runtime_checkable
 class PeriodHistory(Protocol):
     """A backend that can tell what its tenants' traffic did before it was reset: a live cluster whose metrics
@@ -97,8 +93,9 @@ class PeriodHistory(Protocol):
 
     def period_so_far(self, seconds: float, interval_s: float) -> list[MetricsSnapshot]:
         """The last ``seconds`` (cluster seconds) up to now as consecutive intervals of about ``interval_s``,
-        oldest first, each with its tenants' gateway counters (arrived, met, missed; the rest may be empty). A
-        tenant the store has no counts of is absent from an interval; raises like a scrape does."""
+        oldest first, each with its tenants' gateway counters (``env.metrics.HISTORY_COUNTERS``; the rest may
+        be empty). A tenant the store lacks one of the ``JUDGED_COUNTERS`` of is absent from an interval;
+        raises like a scrape does."""
         ...
 
 

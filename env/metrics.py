@@ -69,6 +69,12 @@ TENANT_COUNTERS: tuple[str, ...] = (
     GW_GOODPUT_PROMPT_TOKENS, GW_GOODPUT_GENERATION_TOKENS,
 )
 POOL_COUNTERS: tuple[str, ...] = (PROMPT_TOKENS, GENERATION_TOKENS, PREEMPTIONS, REQUEST_SUCCESS)
+JUDGED_COUNTERS: tuple[str, ...] = (GW_ARRIVED, GW_MET, GW_MISSED)
+"""The gateway counters every interval a backend's ``period_so_far`` (``env.backend.PeriodHistory``) replays
+must hold for a tenant: arrivals (the rate trend and peak) and judgements (the miss budget)."""
+HISTORY_COUNTERS: tuple[str, ...] = (*JUDGED_COUNTERS, GW_FINISHED, GW_PROMPT_TOKENS, GW_GENERATION_TOKENS)
+"""What ``period_so_far`` replays: the judged counters, and the finished requests' tokens a sizer's demand
+window measures lengths with (NaN where the store has none)."""
 PREFIX_CACHE_COUNTERS: tuple[str, ...] = (PREFIX_CACHE_QUERIES, PREFIX_CACHE_HITS)
 """Reported by the simulator and by vLLM v1; older engines lack them, so readers treat them as optional."""
 

@@ -34,14 +34,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from disaggpilot.env.backend import HISTORY_COUNTERS, Actuator, ClusterAction
+from disaggpilot.env.backend import Actuator, ClusterAction
 from disaggpilot.env.catalog import load_gpu
 from disaggpilot.env.cluster_config import PoolConfig
 from disaggpilot.env.errors import BackendError, require
 from disaggpilot.env.live.config import LiveConfig
 from disaggpilot.env.live.promql import PrometheusClient
 from disaggpilot.env.live.source import PrometheusSource, Reading
-from disaggpilot.env.metrics import MetricsSnapshot, PoolMetrics, TenantMetrics
+from disaggpilot.env.metrics import HISTORY_COUNTERS, JUDGED_COUNTERS, MetricsSnapshot, PoolMetrics, TenantMetrics
 from disaggpilot.env.scenario import ScenarioConfig
 
 
@@ -165,7 +165,7 @@ class LiveBackend:
         snapshots = []
         for end in sorted(history):
             tenants = {name: _counted(values) for name, values in history[end].items()
-                       if set(values) == set(HISTORY_COUNTERS)}
+                       if set(JUDGED_COUNTERS) <= set(values)}
             snapshots.append(MetricsSnapshot(start_s=(end - step - self._origin) / self.time_scale,
                                              end_s=(end - self._origin) / self.time_scale, pools={},
                                              tenants=tenants, source="live"))
@@ -212,9 +212,10 @@ class LiveBackend:
 
 
 def _counted(values: Mapping[str, float]) -> TenantMetrics:
-    """A tenant's interval holding only the replayed gateway counters (the others stay zero)."""
+    """A tenant's interval holding only the replayed gateway counters: NaN for those the store lacked, zero for
+    those never replayed."""
     metrics = TenantMetrics()
-    metrics.counters.update(values)
+    metrics.counters.update({name: values.get(name, math.nan) for name in HISTORY_COUNTERS})
     return metrics
 
 

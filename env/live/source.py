@@ -42,13 +42,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from disaggpilot.env.backend import HISTORY_COUNTERS
 from disaggpilot.env.live.config import PrometheusSourceConfig
 from disaggpilot.env.live.errors import MetricsFormatError, SelectorMatchesNothingError
 from disaggpilot.env.live.promql import PrometheusClient, Sample, first_of, range_of, series
 from disaggpilot.env.metrics import (
     BUCKETS,
     GW_IN_FLIGHT,
+    HISTORY_COUNTERS,
     ITL,
     KV_USAGE,
     POOL_COUNTERS,
@@ -181,10 +181,10 @@ class PrometheusSource:
         return Reading(snapshot, query.issues, ages)
 
     def tenant_history(self, end: float, seconds: float, step_s: float) -> TenantHistory:
-        """Each tenant's arrived, met and missed requests at the gateway in consecutive ``step_s`` windows over
-        the ``seconds`` before ``end`` (Unix seconds), by window end: one subquery a counter, ``increase`` at each
-        step (Prometheus aligns the steps to multiples of ``step_s``). A window or tenant without samples, or with
-        a value that is not a finite count, is absent."""
+        """Each tenant's gateway counters (:data:`HISTORY_COUNTERS`) in consecutive ``step_s`` windows over the
+        ``seconds`` before ``end`` (Unix seconds), by window end: one subquery a counter, ``increase`` at each
+        step (Prometheus aligns the steps to multiples of ``step_s``). A counter without samples in a window,
+        or with a value that is not a finite count, is absent."""
         history: TenantHistory = {}
         for name in HISTORY_COUNTERS:
             increase = first_of((name,), self.config.gateway, window_s=step_s)

@@ -15,6 +15,7 @@ from disaggpilot.agent.errors import BundleError
 from disaggpilot.agent.evaluation.episode import EpisodeTask, play
 from disaggpilot.agent.evaluation.policies import PolicySpec
 from disaggpilot.agent.headroom import HeadroomEnv, HeadroomSettings, HeadroomSizer, settings_from_spec
+from disaggpilot.agent.policy import PolicyContext
 from disaggpilot.agent.ppo_policy import ModelPolicy, PpoPolicy
 from disaggpilot.agent.training.config import PpoConfig
 from disaggpilot.env.action import ActionConfig
@@ -226,3 +227,27 @@ def test_a_statistic_dimension_appears_with_a_choice_and_the_chosen_statistic_dr
         assert prefill is not None
         plans[statistic] = prefill
     assert plans["peak"] > plans["quantile"]
+
+
+def test_a_warmed_up_model_policy_sizes_as_one_that_observed_every_interval() -> None:
+    """A restarted controller hands the policy the intervals before its first decision (``warm_up``): its first
+    targets are those of a policy that saw each interval end; without them it plans from an empty window."""
+    environment = DisaggClusterEnv(load_scenario("flash_crowd"), config=SHORT)
+    environment.reset(seed=0)
+    for _ in range(8):
+        environment.step(environment.codec.neutral(environment.snapshot))
+    def levels(observation: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        return np.array([1, 3])
+
+    settings = HeadroomSettings(demand_window_intervals=4)
+    through, warmed, cold = (ModelPolicy(levels, ActionConfig(), settings) for _ in range(3))
+    for policy in (through, warmed, cold):
+        policy.reset(PolicyContext(environment.world, 30.0))
+    for end in range(2, len(environment.history) + 1):
+        expected = through.act(np.zeros(1), environment.history[:end])
+    assert warmed.warm_up_intervals == 4
+    warmed.warm_up(environment.history[1:][-warmed.warm_up_intervals:])
+    latest = environment.history[-1:]  # a restarted daemon's own history: its first scrape
+    assert warmed.act(np.zeros(1), latest) == expected
+    assert cold.act(np.zeros(1), latest) != expected
+    assert ModelPolicy(levels, ActionConfig()).warm_up_intervals == 0  # no sizer, nothing to warm

@@ -163,3 +163,39 @@ def test_counts_that_are_not_valid_are_set_aside_not_a_crash(caplog: pytest.LogC
 def test_a_source_without_a_metrics_store_joins_with_full_budgets() -> None:
     seen, unknown = budgets_over(1, SimBackend(small_scenario()))
     assert seen["tenant0/miss_budget_left"][0] == pytest.approx(1.0, abs=0.2) and unknown == 2
+
+
+# ----- the policy's own window: warmed up from the same store -------------------------------------------------
+class WarmingPolicy(RecordingPolicy):
+    """Keeps a 3-interval window of its own; records what it is warmed up with."""
+
+    warm_up_intervals = 3
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.warmed: list[list[float]] = []
+
+    def warm_up(self, history: Sequence[MetricsSnapshot]) -> None:
+        self.warmed.append([snapshot.end_s for snapshot in history])
+
+
+def warmed_with(settings: ControllerConfig, source: ScriptedBackend) -> list[list[float]]:
+    environment = EnvConfig(interval_s=INTERVAL_S, observation=ObservationConfig(budget_features=True))
+    clock = VirtualClock()
+    loop = ControllerLoop(settings, small_scenario(), environment, source, FlakyActuator(backend=source), clock,
+                          None, make_fallback(settings), None, wall_clock=lambda: START_S + 480.0 + clock.now())
+    policy = WarmingPolicy()
+    loop.policy = policy
+    loop.run(1)
+    return policy.warmed
+
+
+def test_a_policy_with_its_own_window_is_warmed_up_with_the_last_intervals_before_the_start() -> None:
+    joined = ScriptedBackend([healthy_spec()], history_before=[served(60, 5)] * 16)
+    assert warmed_with(config(slo_period_start=START), joined) == [[-60.0, -30.0, 0.0]]  # from the period's replay
+    assert joined.history_queries == [(pytest.approx(480.0), INTERVAL_S)]  # one read serves both
+    fresh = ScriptedBackend([healthy_spec()], history_before=[served(60, 5)] * 16)
+    assert warmed_with(config(), fresh) == [[-60.0, -30.0, 0.0]]  # no period calendar: the last 3 read alone
+    assert fresh.history_queries == [(3 * INTERVAL_S, INTERVAL_S)]
+    down = ScriptedBackend([healthy_spec()], history_before=PrometheusUnavailableError("down"))
+    assert warmed_with(config(), down) == []  # nothing to warm up with: the policy starts with an empty window

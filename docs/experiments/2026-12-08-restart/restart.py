@@ -1,9 +1,10 @@
 """A controller restarted mid-period, in the simulator (2026-12-08-restart.md).
 
-Runs the shipped generalist on a scenario's evaluation seeds three ways: never restarted; restarted at
+Runs the shipped generalist on a scenario's evaluation seeds four ways: never restarted; restarted at
 ``restart_s`` with its observation memory starting afresh (what the daemon did before it replayed the period);
-restarted with the period so far replayed (``Observer.join_period(elapsed, history)``, what it does now). A
-restart also empties the policy's own state (the sizer's demand window) and the history it is handed::
+restarted with the period so far replayed (``Observer.join_period(elapsed, history)``); and replayed with the
+policy's demand window refilled from the replay as well (``warm_up``, what the daemon does now). A restart
+empties the policy's own state (the sizer's demand window) and the history it is handed::
 
     python docs/experiments/2026-12-08-restart/restart.py flash_crowd 3900
 """
@@ -23,7 +24,7 @@ from disaggpilot.env.cluster_env import DisaggClusterEnv
 
 SEEDS = [100, 101, 102, 103, 104]
 BUNDLE = "policies/disaggpilot-generalist-v6"
-MODES = ("not restarted", "restarted afresh", "restarted, period replayed")
+MODES = ("not restarted", "restarted afresh", "restarted, period replayed", "replayed, policy warmed up")
 
 
 def episode(job: tuple[str, int, str, float]) -> dict[str, Any]:
@@ -38,18 +39,20 @@ def episode(job: tuple[str, int, str, float]) -> dict[str, Any]:
     trace, since, done = EpisodeTrace(world=env.world, roles=env.codec.roles), 0, False
     while not done:
         if mode != MODES[0] and abs(env.elapsed_s - restart_s) < 1e-6:
-            observation, since = restart(env, policy, spec, replay=mode == MODES[2])
+            observation, since = restart(env, policy, spec, replay=mode in MODES[2:], warm_up=mode == MODES[3])
         observation, reward, _, done, info = env.step_targets(policy.act(observation, env.history[since:]))
         trace.snapshots.append(env.history[-1])
         trace.steps.append(StepRecord(reward=reward, scaled=int(info["action/replicas_changed"]) > 0))
     return results_row(mode, "probe", scenario_name, seed, trace)
 
 
-def restart(env: DisaggClusterEnv, policy: Any, spec: PolicySpec, replay: bool) -> tuple[Any, int]:
-    """The policy starts over and the observer joins the period: with the intervals before the last one replayed
-    (or none), then the last interval observed as the daemon's first. Returns the observation and where the
-    restarted controller's own history starts."""
+def restart(env: DisaggClusterEnv, policy: Any, spec: PolicySpec, replay: bool, warm_up: bool) -> tuple[Any, int]:
+    """The policy starts over (its sizer's window refilled from the replay when ``warm_up``) and the observer
+    joins the period: with the intervals before the last one replayed (or none), then the last interval observed
+    as the daemon's first. Returns the observation and where the restarted controller's own history starts."""
     policy.reset(policy_context(env, spec))
+    if replay and warm_up:  # the daemon hands the policy the replayed intervals, the last one included
+        policy.warm_up(env.history[1:][-policy.warm_up_intervals:])
     interval = env.config.interval_s
     history = env.history[1:-1] if replay else []
     env.observer.join_period(env.elapsed_s - interval, history)

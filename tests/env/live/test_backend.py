@@ -17,7 +17,7 @@ from disaggpilot.env.errors import BackendError, ConfigError, TemporaryError
 from disaggpilot.env.live.backend import LiveBackend, live_backend_factory
 from disaggpilot.env.live.config import LiveConfig, PrometheusSourceConfig
 from disaggpilot.env.live.errors import SelectorMatchesNothingError
-from disaggpilot.env.metrics import GW_ARRIVED, GW_MET, GW_MISSED, RUNNING, TTFT
+from disaggpilot.env.metrics import GW_ARRIVED, GW_FINISHED, GW_MET, GW_MISSED, GW_PROMPT_TOKENS, RUNNING, TTFT
 from disaggpilot.env.scenario import load_scenario
 from disaggpilot.env.structured import build
 from tests.env.live.conftest import RecordingActuator, RecordingClock, Rig
@@ -93,6 +93,7 @@ def test_period_so_far_replays_each_tenant_s_counts_interval_by_interval(rig: Ri
     for window in windows:
         code, conv = window.tenants["code"].counters, window.tenants["conv"].counters
         assert (code[GW_ARRIVED], code[GW_MET], code[GW_MISSED]) == pytest.approx((8.0, 6.0, 2.0), rel=0.2)
+        assert (code[GW_FINISHED], code[GW_PROMPT_TOKENS]) == pytest.approx((8.0, 16000.0), rel=0.2)  # lengths
         assert (conv[GW_MET], conv[GW_MISSED]) == pytest.approx((4.0, 0.0), rel=0.2, abs=1e-9)
     stale = live_backend_factory(LiveConfig(prometheus=rig.source_config(gateway_selector='job="gateway_stale"')),
                                  RecordingActuator())(STEADY)
