@@ -162,38 +162,45 @@ class ControllerLoop:
             self.observer.build(snapshot, self.codec.knob_levels(snapshot))  # as the environment's reset does
         return None
 
-    def _join_slo_period(self) -> list[MetricsSnapshot]:
+    def _join_slo_period(self) -> list[MetricsSnapshot] | None:
         """Start the observation's SLO-period clock where ``controller.slo_period_start``'s calendar is now, with
-        the period so far replayed; returns the replayed intervals (none when the period starts now)."""
+        the period so far replayed; returns the replayed intervals, or None when no replay was asked for (the
+        period starts now)."""
         start = self.config.slo_period_start_unix_s
         if start is None:
-            return []
+            return None
         period = self.observer.period_s
         elapsed = (self.wall_clock() - start) % period
         elapsed = 0.0 if elapsed >= period else elapsed  # float rounding can land on the period itself
-        replayed = self._period_so_far(elapsed) if elapsed > 0 else []
-        self.observer.join_period(elapsed, replayed)
+        replayed = self._period_so_far(elapsed) if elapsed > 0 else None
+        self.observer.join_period(elapsed, replayed or [])
         judged = {name: list(counts) for name, counts in self.observer.memory.judged.items()}
         log.info("joined the SLO period %.0f s in (controller.slo_period_start=%s), requests so far (met, missed): "
                  "%s", elapsed, self.config.slo_period_start, judged,
                  extra={"fields": {"event": "slo_period", "elapsed_s": elapsed, "judged": judged}})
         return replayed
 
-    def _warm_up(self, replayed: list[MetricsSnapshot]) -> None:
-        """Hand a policy that keeps a window of recent intervals (``warm_up``) the ones before the daemon started:
-        those the period's replay read, or else the last ones from the source's store. A restart in a burst then
-        sizes for the burst at once, not after the window has refilled."""
-        count = int(getattr(self.policy, "warm_up_intervals", 0) or 0)
-        warm_up = getattr(self.policy, "warm_up", None)
-        if count <= 0 or not callable(warm_up):
+    def _warm_up(self, replayed: list[MetricsSnapshot] | None) -> None:
+        """Hand the policy and the fallback, when they keep a window of recent intervals (``warm_up``), the ones
+        before the daemon started: those the period's replay read (none if it failed: the store is not asked
+        twice), or else the last ones from the source's store. A restart in a burst then sizes for the burst at
+        once, not after the window has refilled."""
+        wanting = [(policy, int(getattr(policy, "warm_up_intervals", 0) or 0))
+                   for policy in (self.policy, self.fallback)
+                   if policy is not None and callable(getattr(policy, "warm_up", None))]
+        count = max((intervals for _, intervals in wanting), default=0)
+        if count <= 0:
             return
         tenants = [spec.name for spec in self.scenario.tenants]
-        recent = replayed[-count:] or recent_intervals(self.source, tenants, count, self.config.interval_s,
-                                                       self._retrying)
+        recent = replayed[-count:] if replayed is not None else \
+            recent_intervals(self.source, tenants, count, self.config.interval_s, self._retrying)
         if not recent:
             return
-        warm_up(recent)
-        log.info("policy warmed up with %d intervals from before the daemon started", len(recent),
+        for policy, intervals in wanting:
+            if intervals > 0:
+                policy.warm_up(recent[-intervals:])  # type: ignore[attr-defined]
+        log.info("warmed up with %d intervals from before the daemon started: %s", len(recent),
+                 [getattr(policy, "name", type(policy).__name__) for policy, _ in wanting],
                  extra={"fields": {"event": "warm_up", "intervals": len(recent)}})
 
     def _period_so_far(self, elapsed_s: float) -> list[MetricsSnapshot]:

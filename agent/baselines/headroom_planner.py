@@ -91,16 +91,29 @@ class HeadroomPlannerPolicy:
         self.settings = build_settings(HeadroomPlannerSettings, params, self.name)
         self.sizer = HeadroomSizer(self.settings.sizer_settings())
         self._ready = False
+        self._before: list[MetricsSnapshot] = []
 
     def reset(self, context: PolicyContext) -> None:
         """Profile the episode's cluster (a ``ConfigError`` for one without prefill and decode pools) and
         forget the demand window."""
         self.sizer.reset(context.scenario, context.interval_s)
         self._ready = True
+        self._before = []
+
+    @property
+    def warm_up_intervals(self) -> int:
+        """How many intervals from before the first decision :meth:`warm_up` keeps: the demand window."""
+        return self.settings.demand_window_intervals
+
+    def warm_up(self, history: Sequence[MetricsSnapshot]) -> None:
+        """Keep intervals that ended before the first decision (a restarted controller's replay of its metrics
+        store; oldest first): the window reads them ahead of the history it is handed until that fills it."""
+        self._before = list(history)[-self.warm_up_intervals:]
 
     def act(self, observation: np.ndarray, history: Sequence[MetricsSnapshot]) -> ClusterAction:
         """Targets for the next interval from the demand of the last window of ``history``."""
         if not self._ready:
             raise BaselineError(f"{self.name}: call reset(context) before act()")
-        self.sizer.observe_recent(history)
+        measured = [s for s in history[-self.warm_up_intervals:] if s.interval_s > 0]  # not the first scrape
+        self.sizer.observe_recent(measured if len(measured) >= self.warm_up_intervals else [*self._before, *measured])
         return self.sizer.targets(_FIXED_LEVELS, history[-1])

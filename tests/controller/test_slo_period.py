@@ -121,7 +121,8 @@ def test_a_daemon_joining_a_period_starts_each_budget_from_the_period_s_counts()
     assert unknown == 1
     started_with_the_daemon = ScriptedBackend([healthy_spec()], history_before=[served(60, 5)])
     policy, metrics = run_loop(1, config(), START_S, started_with_the_daemon, BUDGETS)
-    assert started_with_the_daemon.history_queries == [] and policy.seen["tenant0/miss_budget_left"] == [1.0]
+    assert policy.seen["tenant0/miss_budget_left"] == [1.0]  # the period starts now: nothing to replay
+    assert started_with_the_daemon.history_queries == [(40 * INTERVAL_S, INTERVAL_S)]  # the fallback's warm-up
     assert metrics.registry.get_sample_value("disaggpilot_controller_slo_period_counts_unknown") == 0
 
 
@@ -167,35 +168,36 @@ def test_a_source_without_a_metrics_store_joins_with_full_budgets() -> None:
 
 # ----- the policy's own window: warmed up from the same store -------------------------------------------------
 class WarmingPolicy(RecordingPolicy):
-    """Keeps a 3-interval window of its own; records what it is warmed up with."""
+    """Keeps a window of ``intervals`` of its own; records what it is warmed up with."""
 
-    warm_up_intervals = 3
-
-    def __init__(self) -> None:
+    def __init__(self, intervals: int) -> None:
         super().__init__({})
-        self.warmed: list[list[float]] = []
+        self.warm_up_intervals, self.warmed = intervals, list[list[float]]()
 
     def warm_up(self, history: Sequence[MetricsSnapshot]) -> None:
         self.warmed.append([snapshot.end_s for snapshot in history])
 
 
-def warmed_with(settings: ControllerConfig, source: ScriptedBackend) -> list[list[float]]:
+def warmed_with(settings: ControllerConfig, source: ScriptedBackend) -> tuple[list[list[float]], list[list[float]]]:
+    """What the policy (a 3-interval window) and the fallback (a 5-interval one) are warmed up with."""
     environment = EnvConfig(interval_s=INTERVAL_S, observation=ObservationConfig(budget_features=True))
     clock = VirtualClock()
     loop = ControllerLoop(settings, small_scenario(), environment, source, FlakyActuator(backend=source), clock,
                           None, make_fallback(settings), None, wall_clock=lambda: START_S + 480.0 + clock.now())
-    policy = WarmingPolicy()
-    loop.policy = policy
+    policy, fallback = WarmingPolicy(3), WarmingPolicy(5)
+    loop.policy, loop.fallback = policy, fallback
     loop.run(1)
-    return policy.warmed
+    return policy.warmed, fallback.warmed
 
 
 def test_a_policy_with_its_own_window_is_warmed_up_with_the_last_intervals_before_the_start() -> None:
+    """The policy and the fallback each get the last intervals their windows hold, from one read of the store."""
+    last_five = [-120.0, -90.0, -60.0, -30.0, 0.0]
     joined = ScriptedBackend([healthy_spec()], history_before=[served(60, 5)] * 16)
-    assert warmed_with(config(slo_period_start=START), joined) == [[-60.0, -30.0, 0.0]]  # from the period's replay
+    assert warmed_with(config(slo_period_start=START), joined) == ([last_five[-3:]], [last_five])  # the replay's
     assert joined.history_queries == [(pytest.approx(480.0), INTERVAL_S)]  # one read serves both
     fresh = ScriptedBackend([healthy_spec()], history_before=[served(60, 5)] * 16)
-    assert warmed_with(config(), fresh) == [[-60.0, -30.0, 0.0]]  # no period calendar: the last 3 read alone
-    assert fresh.history_queries == [(3 * INTERVAL_S, INTERVAL_S)]
+    assert warmed_with(config(), fresh) == ([last_five[-3:]], [last_five])  # no period calendar: the last 5 alone
+    assert fresh.history_queries == [(5 * INTERVAL_S, INTERVAL_S)]
     down = ScriptedBackend([healthy_spec()], history_before=PrometheusUnavailableError("down"))
-    assert warmed_with(config(), down) == []  # nothing to warm up with: the policy starts with an empty window
+    assert warmed_with(config(), down) == ([], [])  # nothing to warm up with: both start with empty windows

@@ -10,7 +10,7 @@ from disaggpilot.agent.baselines import make_baseline
 from disaggpilot.agent.sizing.profile import PerfProfile
 from disaggpilot.env.errors import ConfigError
 from disaggpilot.env.metrics import MetricsSnapshot
-from disaggpilot.env.testing import TenantSpecimen
+from disaggpilot.env.testing import TenantSpecimen, make_snapshot
 from tests.agent.baselines.helpers import INTERVAL_S, context, history, spec
 from tests.env.sim.conftest import small_scenario
 
@@ -61,6 +61,22 @@ def test_it_reads_its_window_from_the_history_so_a_fallback_asked_late_plans_the
     snapshots = history([spec()] + [spec(chat=load(n)) for n in arrivals])
     assert late.act(None, snapshots).pools["prefill"].replicas == every_interval[-1]  # type: ignore[arg-type]
     assert late.act(None, snapshots[:3]).pools["prefill"].replicas == every_interval[1]  # type: ignore[arg-type]
+
+
+def test_warmed_up_after_a_restart_it_plans_as_if_it_had_never_stopped() -> None:
+    """A restarted controller hands the planner the intervals before its first decision (``warm_up``): it keeps
+    a burst in its window as the uninterrupted planner does, where a cold one would plan for the quiet now."""
+    arrivals = [10, 120, 10]  # the burst is still in the 3-interval window at the first decision after
+    every_interval = prefill_targets([*arrivals, 10], demand_window_intervals=3)
+    before = history([spec()] + [spec(chat=load(n)) for n in arrivals])[1:]
+    restarted = [make_snapshot(spec(), 90.0, 90.0), make_snapshot(spec(chat=load(10)), 90.0, 120.0)]
+    warmed, cold = (make_baseline("headroom_planner", demand_window_intervals=3) for _ in range(2))
+    for policy in (warmed, cold):
+        policy.reset(context())
+    assert warmed.warm_up_intervals == 3
+    warmed.warm_up(before)
+    assert warmed.act(None, restarted).pools["prefill"].replicas == every_interval[-1]  # type: ignore[arg-type]
+    assert cold.act(None, restarted).pools["prefill"].replicas < every_interval[-1]  # type: ignore[arg-type]
 
 
 def heavy_tailed(prompt_tokens: int = PROMPT_TOKENS, arrived: int = 60) -> TenantSpecimen:
