@@ -26,23 +26,8 @@ def period_so_far(source: object, tenants: Sequence[str], elapsed_s: float, inte
     """The period's first ``elapsed_s`` seconds as intervals holding ``tenants``' valid counts, and the tenants
     no interval holds (which start afresh). ``retrying`` runs the read as the daemon's scrapes are run
     (retried on temporary errors)."""
-    history: History = []
-    if not isinstance(source, PeriodHistory):
-        log.warning("the metrics source (%s) cannot replay the SLO period from before the daemon started: every "
-                    "tenant's miss budget starts full", type(source).__name__,
-                    extra={"fields": {"event": "slo_period_counts", "reason": "unsupported"}})
-    else:
-        try:
-            history = retrying(lambda: source.period_so_far(elapsed_s, interval_s))
-        except Exception as error:
-            log.error("could not replay the SLO period so far, every tenant's miss budget starts full: %s: %s",
-                      type(error).__name__, str(error)[:200],
-                      extra={"fields": {"event": "slo_period_counts", "reason": SCRAPE}})
-    set_aside = [_keep_valid(snapshot, tenants) for snapshot in history]
-    if any(set_aside):
-        log.warning("SLO-period counts set aside (not a tenant of the scenario, or not finite counts >= 0): %s",
-                    sorted({name for names in set_aside for name in names}),
-                    extra={"fields": {"event": "slo_period_counts", "reason": "invalid"}})
+    history = _read_store(source, tenants, elapsed_s, interval_s, retrying, "slo_period_counts",
+                          "the SLO period so far", "every tenant's miss budget starts full", quiet=False)
     seen = {name for snapshot in history for name in snapshot.tenants}
     unknown = [name for name in tenants if name not in seen]
     if unknown and seen:
@@ -54,21 +39,35 @@ def period_so_far(source: object, tenants: Sequence[str], elapsed_s: float, inte
 def recent_intervals(source: object, tenants: Sequence[str], count: int, interval_s: float,
                      retrying: Callable[[Callable[[], History]], History]) -> History:
     """The last ``count`` intervals before the daemon started, with ``tenants``' valid counts, for a policy's
-    warm-up; none (and a log line) when the source has no store or it does not answer."""
+    warm-up; none when the source has no store (a simulator: nothing came before) or it does not answer."""
+    history = _read_store(source, tenants, count * interval_s, interval_s, retrying, "warm_up",
+                          "the intervals to warm the policy up with", "it starts with an empty window", quiet=True)
+    return history[-count:]
+
+
+def _read_store(source: object, tenants: Sequence[str], seconds: float, interval_s: float,
+                retrying: Callable[[Callable[[], History]], History], event: str, what: str, consequence: str,
+                quiet: bool) -> History:
+    """The source's last ``seconds`` in intervals, with only ``tenants``' valid counts; none when the source has
+    no store (logged unless ``quiet``) or the store does not answer (logged). Log lines name ``what`` was read
+    and the ``consequence`` of going without."""
     if not isinstance(source, PeriodHistory):
+        if not quiet:
+            log.warning("the metrics source (%s) cannot replay %s from before the daemon started: %s",
+                        type(source).__name__, what, consequence,
+                        extra={"fields": {"event": event, "reason": "unsupported"}})
         return []
     try:
-        history = retrying(lambda: source.period_so_far(count * interval_s, interval_s))
+        history = retrying(lambda: source.period_so_far(seconds, interval_s))
     except Exception as error:
-        log.warning("no recent intervals to warm the policy up with (it starts with an empty window): %s: %s",
-                    type(error).__name__, str(error)[:200],
-                    extra={"fields": {"event": "warm_up", "reason": SCRAPE}})
+        log.error("could not replay %s, %s: %s: %s", what, consequence, type(error).__name__, str(error)[:200],
+                  extra={"fields": {"event": event, "reason": SCRAPE}})
         return []
     set_aside = sorted({name for snapshot in history for name in _keep_valid(snapshot, tenants)})
     if set_aside:
-        log.warning("recent counts set aside for the warm-up (not a tenant of the scenario, or not valid counts): "
-                    "%s", set_aside, extra={"fields": {"event": "warm_up", "reason": "invalid"}})
-    return history[-count:]
+        log.warning("counts set aside from %s (not a tenant of the scenario, or not valid counts): %s", what,
+                    set_aside, extra={"fields": {"event": event, "reason": "invalid"}})
+    return history
 
 
 def _keep_valid(snapshot: MetricsSnapshot, tenants: Sequence[str]) -> list[str]:

@@ -152,7 +152,7 @@ class LiveBackend:
         return self._snapshot(start, end)
 
     def period_so_far(self, seconds: float, interval_s: float) -> list[MetricsSnapshot]:
-        """The gateway's per-tenant arrived, met and missed counts over the last ``seconds`` (cluster seconds) in
+        """The gateway's per-tenant counters (``HISTORY_COUNTERS``) over the last ``seconds`` (cluster seconds) in
         windows of ``interval_s``, from one Prometheus subquery a counter (``increase`` at each step, so a gateway
         restart's counter reset is bridged); times are relative to the first scrape, as every snapshot's are."""
         self._check_started()
