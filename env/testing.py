@@ -168,7 +168,8 @@ class ScriptedBackend:
         self.history_queries.append((seconds, interval_s))
         if isinstance(self.history_before, Exception):
             raise self.history_before
-        specs = list(self.history_before or [])[-math.ceil(seconds / interval_s - 1e-9):]
+        specs = list(self.history_before or [])
+        specs = specs[max(0, len(specs) - math.ceil(seconds / interval_s - 1e-9)):]  # ``[-0:]`` would be all
         return [make_snapshot(spec, -(len(specs) - i) * interval_s, -(len(specs) - i - 1) * interval_s)
                 for i, spec in enumerate(specs)]
 

@@ -190,7 +190,7 @@ class PrometheusSource:
             increase = first_of((name,), self.config.gateway, window_s=step_s)
             promql = f"(sum by (tenant) ({increase}))[{range_of(seconds)}:{range_of(step_s)}]"
             for found in self.client.query_series(promql, end):
-                tenant = _tenant_of(Sample(found.labels, 0.0), name)
+                tenant = _tenant_of(found.labels, name)
                 for at, value in found.points:
                     if math.isfinite(value) and value >= 0:
                         history.setdefault(at, {}).setdefault(tenant, {})[name] = value
@@ -297,7 +297,7 @@ class PrometheusSource:
                             name)
         grouped: dict[str, list[Sample]] = {}
         for sample in buckets:
-            grouped.setdefault(_tenant_of(sample, name), []).append(sample)
+            grouped.setdefault(_tenant_of(sample.labels, name), []).append(sample)
         return {tenant: to_histogram(query, f"tenant {tenant} {name}", name, samples, totals.get(tenant, math.nan))
                 for tenant, samples in grouped.items()}
 
@@ -377,13 +377,13 @@ def _unknown_histogram(name: str, value: float) -> Histogram:
     return histogram
 
 
-def _tenant_of(sample: Sample, name: str) -> str:
-    tenant = sample.labels.get("tenant")
+def _tenant_of(labels: Mapping[str, str], name: str) -> str:
+    tenant = labels.get("tenant")
     if not tenant:
-        raise MetricsFormatError(f"gateway series {name} has samples without a tenant label ({dict(sample.labels)}); "
+        raise MetricsFormatError(f"gateway series {name} has samples without a tenant label ({dict(labels)}); "
                                  "the gateway must label every per-tenant series with tenant=\"<name>\"")
     return tenant
 
 
 def _by_tenant(samples: Sequence[Sample], name: str) -> dict[str, float]:
-    return {_tenant_of(sample, name): sample.value for sample in samples}
+    return {_tenant_of(sample.labels, name): sample.value for sample in samples}
